@@ -1,0 +1,232 @@
+//! Kafka partitions, read with rdkafka.
+//!
+//! Each worker assigns itself (no consumer-group rebalancing) the partitions that
+//! [`super::assign`] gives it, so the split is deterministic and several processes can
+//! share the topics. Reading starts at the beginning of each partition: the dataflow state
+//! is rebuilt by replay, and the sinks skip what they already hold.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message as _;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{assign, Message, Source, SourceError, StreamId};
+
+const META_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to reach Kafka and what to read.
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, e.g. `127.0.0.1:19092`.
+    pub brokers: String,
+    /// Input topics.
+    pub topics: Vec<String>,
+    /// Bounded: stop at the high watermarks found at start (a replay, a test, a backfill).
+    /// Live otherwise.
+    pub bounded: bool,
+}
+
+/// A source over this worker's share of the partitions of some topics.
+pub struct KafkaSource {
+    brokers: String,
+    consumer: BaseConsumer,
+    streams: Vec<StreamId>,
+    index: HashMap<(String, i32), usize>,
+    /// Next offset to read, per stream.
+    position: Vec<i64>,
+    /// Offset one past the last message known to exist, per stream.
+    end: Vec<i64>,
+    bounded: bool,
+    last_refresh: Instant,
+}
+
+impl std::fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("brokers", &self.brokers)
+            .field("streams", &self.streams)
+            .finish()
+    }
+}
+
+/// A base consumer for `brokers` with shopflow's settings.
+pub fn consumer(brokers: &str) -> Result<BaseConsumer, SourceError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "shopflow")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "50")
+        .create()
+        .map_err(|source| SourceError::Kafka {
+            brokers: brokers.to_string(),
+            what: "creating a consumer".into(),
+            source,
+        })
+}
+
+/// Every partition of `topics`, in a fixed order (topics as given, partitions ascending).
+pub fn partitions(
+    consumer: &BaseConsumer,
+    brokers: &str,
+    topics: &[String],
+) -> Result<Vec<StreamId>, SourceError> {
+    let mut out = Vec::new();
+    for topic in topics {
+        let md = consumer
+            .fetch_metadata(Some(topic), META_TIMEOUT)
+            .map_err(|source| SourceError::Kafka {
+                brokers: brokers.to_string(),
+                what: format!("reading metadata of {topic}"),
+                source,
+            })?;
+        let t = md.topics().iter().find(|t| t.name() == topic);
+        let mut ps: Vec<i32> = t
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+            .unwrap_or_default();
+        if ps.is_empty() {
+            return Err(SourceError::NoTopic {
+                brokers: brokers.to_string(),
+                topic: topic.clone(),
+            });
+        }
+        ps.sort_unstable();
+        out.extend(ps.into_iter().map(|partition| StreamId {
+            topic: topic.clone(),
+            partition,
+        }));
+    }
+    Ok(out)
+}
+
+impl KafkaSource {
+    /// Connects and assigns worker `worker` of `peers` its share of the partitions.
+    pub fn new(config: &KafkaConfig, worker: usize, peers: usize) -> Result<Self, SourceError> {
+        let consumer = consumer(&config.brokers)?;
+        let all = partitions(&consumer, &config.brokers, &config.topics)?;
+        let streams: Vec<StreamId> = all
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| assign(*i, worker, peers))
+            .map(|(_, s)| s)
+            .collect();
+        let mut tpl = TopicPartitionList::new();
+        for s in &streams {
+            tpl.add_partition_offset(&s.topic, s.partition, Offset::Beginning)
+                .map_err(|source| SourceError::Kafka {
+                    brokers: config.brokers.clone(),
+                    what: "building the assignment".into(),
+                    source,
+                })?;
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(|source| SourceError::Kafka {
+                brokers: config.brokers.clone(),
+                what: "assigning partitions".into(),
+                source,
+            })?;
+        let index = streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ((s.topic.clone(), s.partition), i))
+            .collect();
+        let mut me = KafkaSource {
+            brokers: config.brokers.clone(),
+            consumer,
+            position: vec![0; streams.len()],
+            end: vec![0; streams.len()],
+            streams,
+            index,
+            bounded: config.bounded,
+            last_refresh: Instant::now(),
+        };
+        me.refresh_ends()?;
+        Ok(me)
+    }
+
+    fn refresh_ends(&mut self) -> Result<(), SourceError> {
+        for (i, s) in self.streams.iter().enumerate() {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(&s.topic, s.partition, META_TIMEOUT)
+                .map_err(|source| SourceError::Kafka {
+                    brokers: self.brokers.clone(),
+                    what: format!("reading watermarks of {}/{}", s.topic, s.partition),
+                    source,
+                })?;
+            self.end[i] = high;
+            if self.position[i] < low {
+                self.position[i] = low;
+            }
+        }
+        self.last_refresh = Instant::now();
+        Ok(())
+    }
+
+    /// Messages known to exist but not yet read, over this source's partitions.
+    pub fn lag(&self) -> i64 {
+        self.end
+            .iter()
+            .zip(&self.position)
+            .map(|(e, p)| (e - p).max(0))
+            .sum()
+    }
+}
+
+impl Source for KafkaSource {
+    fn streams(&self) -> &[StreamId] {
+        &self.streams
+    }
+
+    fn poll(&mut self, out: &mut Vec<Message>, max: usize) -> Result<(), SourceError> {
+        if self.streams.is_empty() || self.finished() {
+            return Ok(());
+        }
+        if !self.bounded && self.last_refresh.elapsed() > Duration::from_millis(500) {
+            self.refresh_ends()?;
+        }
+        let mut wait = Duration::from_millis(20);
+        for _ in 0..max {
+            let Some(result) = self.consumer.poll(wait) else {
+                break;
+            };
+            wait = Duration::ZERO;
+            let m = result.map_err(|source| SourceError::Kafka {
+                brokers: self.brokers.clone(),
+                what: "consuming".into(),
+                source,
+            })?;
+            let Some(&stream) = self.index.get(&(m.topic().to_string(), m.partition())) else {
+                continue;
+            };
+            let offset = m.offset();
+            if self.bounded && offset >= self.end[stream] {
+                continue;
+            }
+            self.position[stream] = offset + 1;
+            if !self.bounded && self.position[stream] > self.end[stream] {
+                self.end[stream] = self.position[stream];
+            }
+            out.push(Message {
+                stream,
+                offset,
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().unwrap_or_default().to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    fn caught_up(&self, stream: usize) -> bool {
+        self.position[stream] >= self.end[stream]
+    }
+
+    fn finished(&self) -> bool {
+        self.bounded && (0..self.streams.len()).all(|s| self.caught_up(s))
+    }
+}

@@ -1,0 +1,90 @@
+//! Sources: where input messages come from.
+//!
+//! A source reads one or more *streams* (a Kafka topic-partition, or one file), each in log
+//! order. The timely workers split the streams among themselves; see [`assign`].
+
+mod file;
+mod kafka;
+mod memory;
+
+pub use file::FileSource;
+pub use kafka::{KafkaConfig, KafkaSource};
+pub use memory::MemorySource;
+
+/// One input stream: a topic-partition, or a file as partition 0.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId {
+    /// Topic name (or file path).
+    pub topic: String,
+    /// Partition (0 for a file).
+    pub partition: i32,
+}
+
+/// One raw input message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Index of its stream in [`Source::streams`].
+    pub stream: usize,
+    /// Offset within the stream (line index for a file).
+    pub offset: i64,
+    /// The message key.
+    pub key: Option<Vec<u8>>,
+    /// The message bytes.
+    pub payload: Vec<u8>,
+}
+
+/// A source failed in a way that needs an operator (unreachable broker, unreadable file).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Kafka could not be reached or refused a request.
+    #[error("Kafka at {brokers}: {what}: {source} (is the broker running? deploy/local/up.sh starts one; SHOPFLOW_KAFKA_BROKERS sets the address)")]
+    Kafka {
+        /// Bootstrap servers.
+        brokers: String,
+        /// What was being done.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// A topic has no partitions or does not exist.
+    #[error("Kafka topic {topic} does not exist on {brokers} (create it, e.g. deploy/local/create-topic.sh {topic} 4)")]
+    NoTopic {
+        /// Bootstrap servers.
+        brokers: String,
+        /// The topic.
+        topic: String,
+    },
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A source of input messages, read by one timely worker.
+pub trait Source: Send {
+    /// The streams this source reads; [`Message::stream`] indexes this list.
+    fn streams(&self) -> &[StreamId];
+
+    /// Appends up to `max` messages to `out`, waiting at most briefly when none is ready.
+    fn poll(&mut self, out: &mut Vec<Message>, max: usize) -> Result<(), SourceError>;
+
+    /// Whether stream `stream` has nothing waiting: it has been read up to its end (for a
+    /// bounded source) or up to the latest offset known to exist (for a live one).
+    fn caught_up(&self, stream: usize) -> bool;
+
+    /// Whether the source is bounded and every stream has been read to its end.
+    fn finished(&self) -> bool;
+}
+
+/// Whether stream number `index` (in a list every worker sees the same) belongs to worker
+/// `worker` of `peers`: streams are dealt round-robin, so several processes sharing a topic
+/// each take a disjoint share.
+pub fn assign(index: usize, worker: usize, peers: usize) -> bool {
+    index % peers.max(1) == worker
+}

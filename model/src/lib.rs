@@ -1,0 +1,22 @@
+//! Types shared by every shopflow crate: the input events of the contract (SPEC §1), the
+//! rows of the materialized views, derived alert events and dead-letter records.
+//!
+//! This crate owns *shapes* only — no I/O, no validation, no dataflow. Decoding and
+//! validation live in `shopflow-ingest`; the rules that compute views live in
+//! `shopflow-pipelines` (and, independently, in `shopflow-reference`).
+#![forbid(missing_docs)]
+
+pub mod event;
+pub mod time;
+pub mod views;
+
+pub use event::{Event, EventBody, OrderLine, RefundLine, Shipping};
+pub use views::{
+    Alert, AlertBody, DeadLetter, DeadLetterReason, OrderStatus, OrderView, StatusChange, StockLevel,
+};
+
+/// Largest id, amount of milliseconds or other integer the contract accepts: 2^53 − 1.
+pub const MAX_ID: u64 = (1 << 53) - 1;
+
+/// Event time and dataflow time: milliseconds since the Unix epoch (UTC).
+pub type Millis = u64;

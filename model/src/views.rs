@@ -1,0 +1,302 @@
+//! Rows of the materialized views, derived alert events and dead-letter records.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::Millis;
+
+/// Stock of one SKU (SPEC §5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StockLevel {
+    /// Product.
+    pub sku: u64,
+    /// Units physically on hand.
+    pub on_hand: i64,
+    /// Units held by orders in PLACED or PAID.
+    pub reserved: i64,
+    /// `on_hand − reserved`; negative when orders raced.
+    pub available: i64,
+}
+
+/// The status of an order shown to the storefront (SPEC §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    /// Placed, not paid.
+    Placed,
+    /// Payment approved.
+    Paid,
+    /// Payment failed (terminal).
+    Failed,
+    /// Cancelled before shipping (terminal).
+    Cancelled,
+    /// Handed to delivery.
+    Shipped,
+    /// Delivered to the buyer.
+    Delivered,
+    /// Purchase confirmed (구매확정).
+    Confirmed,
+    /// A return is open.
+    ReturnRequested,
+    /// Every line fully refunded.
+    Refunded,
+}
+
+impl OrderStatus {
+    /// The contract's spelling, e.g. `RETURN_REQUESTED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Placed => "PLACED",
+            Self::Paid => "PAID",
+            Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
+            Self::Shipped => "SHIPPED",
+            Self::Delivered => "DELIVERED",
+            Self::Confirmed => "CONFIRMED",
+            Self::ReturnRequested => "RETURN_REQUESTED",
+            Self::Refunded => "REFUNDED",
+        }
+    }
+}
+
+/// One change of an order's shown status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StatusChange {
+    /// The new status.
+    pub status: OrderStatus,
+    /// Effective time of the event that changed it.
+    pub ts: Millis,
+}
+
+/// The tracking view of one order (SPEC §5.6).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct OrderView {
+    /// Order.
+    pub order_id: u64,
+    /// Buyer.
+    pub member_id: u64,
+    /// Current shown status.
+    pub status: OrderStatus,
+    /// Last `delivery.updated` location; `None` before the first.
+    pub location: Option<String>,
+    /// Every change of the shown status, oldest first.
+    pub history: Vec<StatusChange>,
+}
+
+/// A derived event written to `shop.alerts`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Alert {
+    /// Deterministic id: the same alert always has the same id, across replays.
+    pub event_id: String,
+    /// The dataflow time at which the condition arose.
+    pub ts: Millis,
+    /// What happened.
+    #[serde(flatten)]
+    pub body: AlertBody,
+}
+
+/// The kinds of alert.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum AlertBody {
+    /// Available stock fell from ≥ threshold to < threshold.
+    #[serde(rename = "stock.low")]
+    StockLow {
+        /// Product.
+        sku: u64,
+        /// Available units after the change.
+        available: i64,
+        /// The configured threshold.
+        threshold: i64,
+    },
+    /// Available stock rose from < threshold to ≥ threshold.
+    #[serde(rename = "stock.restored")]
+    StockRestored {
+        /// Product.
+        sku: u64,
+        /// Available units after the change.
+        available: i64,
+        /// The configured threshold.
+        threshold: i64,
+    },
+}
+
+impl Alert {
+    /// The partitioning key of the alert (the SKU or member as a decimal string).
+    pub fn key(&self) -> String {
+        match &self.body {
+            AlertBody::StockLow { sku, .. } | AlertBody::StockRestored { sku, .. } => {
+                sku.to_string()
+            }
+        }
+    }
+
+    /// A low-stock alert with its deterministic id.
+    pub fn stock(sku: u64, ts: Millis, available: i64, threshold: i64, low: bool) -> Self {
+        let (body, kind) = if low {
+            (
+                AlertBody::StockLow {
+                    sku,
+                    available,
+                    threshold,
+                },
+                "stock.low",
+            )
+        } else {
+            (
+                AlertBody::StockRestored {
+                    sku,
+                    available,
+                    threshold,
+                },
+                "stock.restored",
+            )
+        };
+        Alert {
+            event_id: format!("{kind}:{sku}:{ts}"),
+            ts,
+            body,
+        }
+    }
+}
+
+/// Why an input message was not applied (SPEC §8, in the order the checks run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterReason {
+    /// Not one UTF-8 JSON object.
+    MalformedJson,
+    /// `type` is not one of the contract's.
+    UnknownType,
+    /// A required field is absent.
+    MissingField,
+    /// A field has the wrong JSON type (`null` included).
+    MistypedField,
+    /// A field breaks a bound.
+    OutOfRange,
+    /// An order event names an order never placed.
+    UnknownOrder,
+    /// The event is not allowed in the order's current state.
+    Lifecycle,
+}
+
+impl DeadLetterReason {
+    /// Every reason, in check order.
+    pub const ALL: [DeadLetterReason; 7] = [
+        Self::MalformedJson,
+        Self::UnknownType,
+        Self::MissingField,
+        Self::MistypedField,
+        Self::OutOfRange,
+        Self::UnknownOrder,
+        Self::Lifecycle,
+    ];
+
+    /// The contract's spelling, e.g. `out_of_range`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "malformed_json",
+            Self::UnknownType => "unknown_type",
+            Self::MissingField => "missing_field",
+            Self::MistypedField => "mistyped_field",
+            Self::OutOfRange => "out_of_range",
+            Self::UnknownOrder => "unknown_order",
+            Self::Lifecycle => "lifecycle",
+        }
+    }
+}
+
+impl std::fmt::Display for DeadLetterReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A rejected input message, kept losslessly for the dead-letter topic.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DeadLetter {
+    /// Why it was rejected.
+    pub reason: DeadLetterReason,
+    /// A human-readable explanation (which field, which bound).
+    pub detail: String,
+    /// Source topic (or file name).
+    pub topic: String,
+    /// Source partition (0 for a file).
+    pub partition: i32,
+    /// Source offset (the line index for a file).
+    pub offset: i64,
+    /// The original message key, if any.
+    pub key: Option<Vec<u8>>,
+    /// The original message bytes.
+    pub payload: Vec<u8>,
+}
+
+impl DeadLetter {
+    /// The dead-letter record as JSON: `{reason, detail, topic, partition, offset, payload}`.
+    ///
+    /// `payload` is the original message as a string when it is valid UTF-8 (a JSON string
+    /// holds any UTF-8 text losslessly); otherwise `payload` is absent and
+    /// `payload_base64` holds the bytes in standard base64.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut obj = serde_json::Map::new();
+        obj.insert("reason".into(), self.reason.as_str().into());
+        obj.insert("detail".into(), self.detail.clone().into());
+        obj.insert("topic".into(), self.topic.clone().into());
+        obj.insert("partition".into(), self.partition.into());
+        obj.insert("offset".into(), self.offset.into());
+        match std::str::from_utf8(&self.payload) {
+            Ok(text) => {
+                obj.insert("payload".into(), text.into());
+            }
+            Err(_) => {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(&self.payload);
+                obj.insert("payload_base64".into(), b64.into());
+            }
+        }
+        serde_json::Value::Object(obj)
+    }
+
+    /// Reads back the original bytes of a record made by [`DeadLetter::to_json`].
+    pub fn payload_from_json(record: &serde_json::Value) -> Option<Vec<u8>> {
+        if let Some(text) = record.get("payload").and_then(|v| v.as_str()) {
+            return Some(text.as_bytes().to_vec());
+        }
+        let b64 = record.get("payload_base64")?.as_str()?;
+        base64::engine::general_purpose::STANDARD.decode(b64).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_payload_round_trips_text_and_bytes() {
+        for payload in [b"{\"a\":1}".to_vec(), vec![0xff, 0x00, b'{', 0xc3]] {
+            let dl = DeadLetter {
+                reason: DeadLetterReason::MalformedJson,
+                detail: "x".into(),
+                topic: "shop.orders".into(),
+                partition: 3,
+                offset: 42,
+                key: None,
+                payload: payload.clone(),
+            };
+            let json = dl.to_json();
+            assert_eq!(json["reason"], "malformed_json");
+            assert_eq!(json["offset"], 42);
+            assert_eq!(DeadLetter::payload_from_json(&json), Some(payload));
+        }
+    }
+
+    #[test]
+    fn alert_serializes_flat_with_type() {
+        let a = Alert::stock(7, 1000, 9, 10, true);
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"event_id": "stock.low:7:1000", "ts": 1000, "type": "stock.low",
+                "sku": 7, "available": 9, "threshold": 10})
+        );
+    }
+}
