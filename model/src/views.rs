@@ -300,3 +300,56 @@ mod tests {
         );
     }
 }
+
+/// The changes to the serving views between two frontiers: every changed row with its
+/// value as of `as_of`, and the alerts that arose up to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ViewBatch {
+    /// The time T the rows are as of: every event with time ≤ T is reflected, none later.
+    pub as_of: Millis,
+    /// The input is bounded and fully processed: this is the last batch.
+    pub complete: bool,
+    /// Stock rows that changed.
+    pub stock: Vec<StockLevel>,
+    /// Order rows that changed.
+    pub orders: Vec<OrderView>,
+    /// Alerts with time ≤ `as_of` not sent in an earlier batch, in time order.
+    pub alerts: Vec<Alert>,
+}
+
+impl ViewBatch {
+    /// Folds a later batch into this one: rows of `later` replace rows of the same key.
+    pub fn merge(&mut self, later: ViewBatch) {
+        self.as_of = self.as_of.max(later.as_of);
+        self.complete |= later.complete;
+        self.stock.extend(later.stock);
+        self.orders.extend(later.orders);
+        self.alerts.extend(later.alerts);
+    }
+
+    /// Keeps only the last row per key (rows later in the vectors win).
+    pub fn dedup_keys(&mut self) {
+        fn keep_last<T, K: std::hash::Hash + Eq>(rows: &mut Vec<T>, key: impl Fn(&T) -> K) {
+            let mut seen = std::collections::HashSet::new();
+            let mut out: Vec<T> = Vec::with_capacity(rows.len());
+            for row in rows.drain(..).rev() {
+                if seen.insert(key(&row)) {
+                    out.push(row);
+                }
+            }
+            out.reverse();
+            *rows = out;
+        }
+        keep_last(&mut self.stock, |s| s.sku);
+        keep_last(&mut self.orders, |o| o.order_id);
+    }
+}
+
+/// What the pipeline hands to the sink writer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// View changes as of a frontier.
+    Views(ViewBatch),
+    /// Rejected messages, in the order they were read within each stream.
+    DeadLetters(Vec<DeadLetter>),
+}

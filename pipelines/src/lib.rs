@@ -1,1 +1,20 @@
-//! pipelines
+//! The differential dataflows that maintain shopflow's views, and the worker loop that
+//! feeds them.
+//!
+//! - [`dataflow`] builds the views from the validated input collections: order life cycle
+//!   and tracking ([`orders`]), stock levels and low-stock alerts ([`stock`]).
+//! - [`output`] turns the views' changes into consistent [`ViewBatch`]es as the frontier
+//!   advances: each batch is the state of every changed row *as of* a time T.
+//! - [`runtime`] runs timely workers: it polls the sources, validates each message
+//!   (dead letters, duplicates, late events), assigns dataflow times and advances the
+//!   frontier (SPEC §4).
+#![forbid(missing_docs)]
+
+pub mod dataflow;
+pub mod orders;
+pub mod output;
+pub mod runtime;
+pub mod stock;
+
+pub use shopflow_model::{Output, ViewBatch};
+pub use runtime::{run, PipelineConfig, PipelineError, RunSummary, Stats};

@@ -1,0 +1,104 @@
+//! Wires the input collections to the views and the output.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+
+use differential_dataflow::input::{Input, InputSession};
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use differential_dataflow::AsCollection;
+use timely::dataflow::operators::{Concat, Probe};
+use timely::dataflow::Scope;
+use shopflow_model::{Millis, Output};
+
+use crate::orders::{order_states, stock_effects, OrderEvent, StockDelta};
+use crate::output::{send_batches, Row};
+use crate::stock::{low_stock_alerts, stock_levels};
+
+/// Settings of the views.
+#[derive(Clone, Copy, Debug)]
+pub struct ViewConfig {
+    /// Low-stock alert threshold (SPEC §5.1, default 10).
+    pub low_stock_threshold: i64,
+}
+
+impl Default for ViewConfig {
+    fn default() -> Self {
+        ViewConfig {
+            low_stock_threshold: 10,
+        }
+    }
+}
+
+/// The dataflow's inputs, one set per worker.
+pub struct Inputs {
+    /// Accepted order events keyed by order.
+    pub orders: InputSession<Millis, (u64, OrderEvent), isize>,
+    /// Direct stock effects of non-order events, keyed by SKU (the diff carries the
+    /// amounts: on_hand, reserved, mentions).
+    pub stock: InputSession<Millis, u64, StockDelta>,
+    /// Time markers (see [`Row::Tick`]).
+    pub ticks: InputSession<Millis, (), isize>,
+}
+
+impl Inputs {
+    /// Advances every input to `time`.
+    pub fn advance_to(&mut self, time: Millis) {
+        self.orders.advance_to(time);
+        self.stock.advance_to(time);
+        self.ticks.advance_to(time);
+    }
+
+    /// Sends buffered updates into the dataflow.
+    pub fn flush(&mut self) {
+        self.orders.flush();
+        self.stock.flush();
+        self.ticks.flush();
+    }
+
+    /// The time the inputs are at.
+    pub fn time(&self) -> Millis {
+        *self.orders.time()
+    }
+}
+
+/// Builds the views in `scope`; returns the inputs and a probe on everything that feeds the
+/// output, so `probe.less_than(t)` means "the sinks have not yet been handed time t".
+pub fn build<'s>(
+    scope: Scope<'s, Millis>,
+    config: ViewConfig,
+    out: SyncSender<Output>,
+    failed: Arc<AtomicBool>,
+) -> (Inputs, ProbeHandle<Millis>) {
+    let (orders_in, orders) = scope.new_collection::<(u64, OrderEvent), isize>();
+    let (stock_in, direct_stock) = scope.new_collection::<u64, StockDelta>();
+    let (ticks_in, ticks) = scope.new_collection::<(), isize>();
+
+    let states = order_states(orders);
+    let order_rows = states
+        .clone()
+        .map(|(_, state)| Row::Order(state.view()));
+    let order_stock = states.explode(|(_, state)| stock_effects(&state).collect::<Vec<_>>());
+    let levels = stock_levels(direct_stock.concat(order_stock));
+    let alerts = low_stock_alerts(levels.clone(), config.low_stock_threshold)
+        .as_collection()
+        .map(Row::Alert);
+
+    let rows = levels
+        .map(Row::Stock)
+        .inner
+        .concat(order_rows.inner)
+        .concat(alerts.inner)
+        .concat(ticks.map(|()| Row::Tick).inner);
+    let probe = ProbeHandle::new();
+    let rows = rows.probe_with(&probe);
+    send_batches(rows, out, failed);
+    (
+        Inputs {
+            orders: orders_in,
+            stock: stock_in,
+            ticks: ticks_in,
+        },
+        probe,
+    )
+}

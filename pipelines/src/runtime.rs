@@ -1,0 +1,317 @@
+//! The worker loop: sources → validation → dataflow inputs → frontier (SPEC §3, §4).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use shopflow_ingest::validate::{DEFAULT_DEDUP_HORIZON_MS, DEFAULT_LATENESS_MS};
+use shopflow_ingest::{Outcome, Source, SourceError, StreamValidator};
+use shopflow_model::{DeadLetter, DeadLetterReason, EventBody, Millis, Output};
+
+use crate::dataflow::{build, Inputs, ViewConfig};
+
+/// How the pipeline runs.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// Timely worker threads in this process.
+    pub workers: usize,
+    /// Allowed lateness (SPEC §4, default 5 s).
+    pub lateness_ms: Millis,
+    /// Dedup horizon (SPEC §8, default 7 days).
+    pub dedup_horizon_ms: Millis,
+    /// View settings.
+    pub views: ViewConfig,
+    /// Live operation: when every stream is caught up, the frontier follows the wall
+    /// clock (minus the lateness), so time-based views advance with no new events.
+    pub live: bool,
+    /// Most messages read from the source per round.
+    pub poll_batch: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            workers: 1,
+            lateness_ms: DEFAULT_LATENESS_MS,
+            dedup_horizon_ms: DEFAULT_DEDUP_HORIZON_MS,
+            views: ViewConfig::default(),
+            live: false,
+            poll_batch: 4096,
+        }
+    }
+}
+
+/// Counters shared with whoever watches the pipeline (progress, metrics, API readiness),
+/// and the stop switch.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Messages read.
+    pub messages: AtomicU64,
+    /// Events accepted and applied.
+    pub accepted: AtomicU64,
+    /// Duplicates dropped.
+    pub duplicates: AtomicU64,
+    /// Events that arrived below the frontier and were applied at it.
+    pub late: AtomicU64,
+    /// Dead letters, by reason (index = position in [`DeadLetterReason::ALL`]).
+    pub dead_letters: [AtomicU64; 7],
+    /// The frontier handed to the sinks, plus one (0 = nothing yet).
+    pub as_of_plus_one: AtomicU64,
+    /// Set to ask the workers to stop.
+    pub stop: AtomicBool,
+    /// Set when every worker has finished.
+    pub finished: AtomicBool,
+}
+
+impl Stats {
+    /// The `as_of` reached so far.
+    pub fn as_of(&self) -> Option<Millis> {
+        self.as_of_plus_one.load(Ordering::Relaxed).checked_sub(1)
+    }
+
+    /// Total dead letters.
+    pub fn dead_letters_total(&self) -> u64 {
+        self.dead_letters
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn summary(&self) -> RunSummary {
+        RunSummary {
+            messages: self.messages.load(Ordering::Relaxed),
+            accepted: self.accepted.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            late: self.late.load(Ordering::Relaxed),
+            dead_letters: self.dead_letters_total(),
+            as_of: self.as_of(),
+        }
+    }
+}
+
+/// Totals of a finished run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Messages read.
+    pub messages: u64,
+    /// Events applied.
+    pub accepted: u64,
+    /// Duplicates dropped.
+    pub duplicates: u64,
+    /// Late events.
+    pub late: u64,
+    /// Dead letters.
+    pub dead_letters: u64,
+    /// Final `as_of`.
+    pub as_of: Option<Millis>,
+}
+
+/// Why the pipeline stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A source failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The sink writer stopped (it reports its own error).
+    #[error("the sink writer stopped")]
+    SinkGone,
+    /// Timely could not start or a worker panicked.
+    #[error("dataflow worker failed: {0}")]
+    Worker(String),
+}
+
+fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// Runs the pipeline until its sources are finished (bounded) or `stats.stop` is set.
+///
+/// `make_source(worker, peers)` gives each worker its share of the input streams.
+/// View batches and dead letters go to `out`, in order.
+pub fn run<F>(
+    config: PipelineConfig,
+    make_source: F,
+    out: SyncSender<Output>,
+    stats: Arc<Stats>,
+) -> Result<RunSummary, PipelineError>
+where
+    F: Fn(usize, usize) -> Result<Box<dyn Source>, SourceError> + Send + Sync + 'static,
+{
+    let workers = config.workers.max(1);
+    let stats2 = stats.clone();
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        worker_main(worker, &config, &make_source, out.clone(), &stats2)
+    })
+    .map_err(PipelineError::Worker)?;
+    for result in guards.join() {
+        result.map_err(PipelineError::Worker)??;
+    }
+    stats.finished.store(true, Ordering::SeqCst);
+    Ok(stats.summary())
+}
+
+fn worker_main<F>(
+    worker: &mut timely::worker::Worker,
+    config: &PipelineConfig,
+    make_source: &F,
+    out: SyncSender<Output>,
+    stats: &Stats,
+) -> Result<(), PipelineError>
+where
+    F: Fn(usize, usize) -> Result<Box<dyn Source>, SourceError>,
+{
+    let index = worker.index();
+    let failed = Arc::new(AtomicBool::new(false));
+    let (mut inputs, probe) = {
+        let out = out.clone();
+        let failed = failed.clone();
+        let views = config.views;
+        worker.dataflow::<Millis, _, _>(move |scope| build(scope, views, out, failed))
+    };
+    let mut source = make_source(index, worker.peers())?;
+    let streams = source.streams().len();
+    let mut validators: Vec<StreamValidator> = (0..streams)
+        .map(|_| StreamValidator::new(config.dedup_horizon_ms, config.lateness_ms))
+        .collect();
+    let mut cap: Millis = 0;
+    let mut buf = Vec::with_capacity(config.poll_batch);
+    let mut dead = Vec::new();
+    let publish_as_of = |probe: &timely::dataflow::operators::probe::Handle<Millis>| {
+        if index == 0 {
+            probe.with_frontier(|f| {
+                if let Some(&t) = f.first() {
+                    stats.as_of_plus_one.fetch_max(t, Ordering::Relaxed);
+                }
+            });
+        }
+    };
+
+    while !stats.stop.load(Ordering::Relaxed) {
+        if failed.load(Ordering::Relaxed) {
+            return Err(PipelineError::SinkGone);
+        }
+        source.poll(&mut buf, config.poll_batch)?;
+        stats.messages.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        for m in buf.drain(..) {
+            match validators[m.stream].process(&m.payload) {
+                Outcome::Accepted(a) => {
+                    let time = a.time.max(cap);
+                    if time > a.effective_time {
+                        stats.late.fetch_add(1, Ordering::Relaxed);
+                    }
+                    stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    feed(&mut inputs, a.event.body, a.effective_time, time, m.offset);
+                }
+                Outcome::Duplicate => {
+                    stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                }
+                Outcome::Rejected(r) => {
+                    let i = DeadLetterReason::ALL
+                        .iter()
+                        .position(|x| *x == r.reason)
+                        .unwrap_or(0);
+                    stats.dead_letters[i].fetch_add(1, Ordering::Relaxed);
+                    let s = &source.streams()[m.stream];
+                    dead.push(DeadLetter {
+                        reason: r.reason,
+                        detail: r.detail,
+                        topic: s.topic.clone(),
+                        partition: s.partition,
+                        offset: m.offset,
+                        key: m.key,
+                        payload: m.payload,
+                    });
+                }
+            }
+        }
+        if !dead.is_empty() && out.send(Output::DeadLetters(std::mem::take(&mut dead))).is_err() {
+            return Err(PipelineError::SinkGone);
+        }
+        if source.finished() {
+            break;
+        }
+        let next = next_frontier(config, source.as_ref(), &validators, cap);
+        let previous = cap;
+        if next > cap {
+            cap = next;
+            inputs.advance_to(cap);
+        }
+        inputs.flush();
+        // Backpressure: let the dataflow reach the previous frontier before reading more.
+        worker.step_while(|| probe.less_than(&previous) && !failed.load(Ordering::Relaxed));
+        worker.step();
+        publish_as_of(&probe);
+    }
+
+    // End of input: mark the largest event time seen, close the inputs, drain.
+    let max_time = validators.iter().filter_map(StreamValidator::max_time).max();
+    if let Some(t) = max_time {
+        inputs.ticks.update_at((), t.max(cap), 1);
+    }
+    inputs.flush();
+    drop(inputs);
+    while !probe.done() {
+        if failed.load(Ordering::Relaxed) {
+            return Err(PipelineError::SinkGone);
+        }
+        worker.step();
+    }
+    Ok(())
+}
+
+/// The worker's new input frontier: the minimum over streams still being read of their
+/// frontiers; streams that are caught up do not hold it back. When all are caught up it
+/// moves to the largest stream frontier, and in live operation to the wall clock minus
+/// the lateness. Never goes backwards.
+fn next_frontier(
+    config: &PipelineConfig,
+    source: &dyn Source,
+    validators: &[StreamValidator],
+    cap: Millis,
+) -> Millis {
+    let active = (0..validators.len())
+        .filter(|&s| !source.caught_up(s))
+        .map(|s| validators[s].frontier())
+        .min();
+    let next = match active {
+        Some(t) => t,
+        None => {
+            let mut t = validators
+                .iter()
+                .map(StreamValidator::frontier)
+                .max()
+                .unwrap_or(cap);
+            if config.live {
+                t = t.max(now_ms().saturating_sub(config.lateness_ms));
+            }
+            t
+        }
+    };
+    next.max(cap)
+}
+
+/// Routes one accepted event into the dataflow at `time`.
+fn feed(inputs: &mut Inputs, body: EventBody, effective: Millis, time: Millis, offset: i64) {
+    match body {
+        EventBody::StockReceived { sku, qty } => {
+            inputs.stock.update_at(sku, time, (qty as isize, 0, 1));
+        }
+        EventBody::StockAdjusted { sku, delta } => {
+            inputs.stock.update_at(sku, time, (delta as isize, 0, 1));
+        }
+        EventBody::ProductUpserted { sku, .. } | EventBody::ReviewPosted { sku, .. } => {
+            inputs.stock.update_at(sku, time, (0, 0, 1));
+        }
+        body => {
+            if let Some(order_id) = body.order_id() {
+                inputs
+                    .orders
+                    .update_at((order_id, (effective, offset, body)), time, 1);
+            }
+        }
+    }
+}
