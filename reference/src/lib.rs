@@ -1,1 +1,423 @@
-//! reference
+//! The reference model: a plain, sequential batch computation of shopflow's views from an
+//! event log, written to be obviously correct rather than fast. Tests compare the
+//! dataflow's sinks with it.
+//!
+//! It shares only the schema decoder with the pipeline (`shopflow_ingest::decode`, tested
+//! on its own); dedup, the order life cycle, times and every view are computed here
+//! independently, straight from SPEC §2–§5.
+#![forbid(missing_docs)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use shopflow_ingest::decode;
+use shopflow_model::{
+    Alert, DeadLetterReason, Event, EventBody, Millis, OrderStatus, OrderView, StatusChange,
+    StockLevel,
+};
+
+/// Settings that change the views.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Allowed lateness.
+    pub lateness_ms: Millis,
+    /// Dedup horizon.
+    pub dedup_horizon_ms: Millis,
+    /// Low-stock threshold.
+    pub low_stock_threshold: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            lateness_ms: 5_000,
+            dedup_horizon_ms: 7 * 24 * 3600 * 1000,
+            low_stock_threshold: 10,
+        }
+    }
+}
+
+/// A dead letter as the reference sees it: (stream, offset, reason).
+pub type DeadLetterKey = (usize, i64, DeadLetterReason);
+
+/// Every view the reference computes, as of the end of the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Views {
+    /// Stock per known SKU.
+    pub stock: BTreeMap<u64, StockLevel>,
+    /// Orders.
+    pub orders: BTreeMap<u64, OrderView>,
+    /// Alerts in (time, id) order.
+    pub alerts: Vec<Alert>,
+    /// Dead letters in (stream, offset) order.
+    pub dead_letters: Vec<DeadLetterKey>,
+    /// Duplicates dropped.
+    pub duplicates: u64,
+    /// Events accepted.
+    pub accepted: u64,
+    /// The final `as_of`: the largest effective time accepted.
+    pub as_of: Option<Millis>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stage {
+    Placed,
+    Paid,
+    Failed,
+    Cancelled,
+    Shipped,
+    Delivered,
+    Confirmed,
+}
+
+#[derive(Clone, Debug)]
+struct Line {
+    sku: u64,
+    qty: u64,
+    refunded: u64,
+    restocked: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Order {
+    id: u64,
+    member: u64,
+    stage: Stage,
+    open_return: bool,
+    lines: BTreeMap<u64, Line>,
+    paid: u64,
+    refunded: u64,
+    last: Millis,
+    location: Option<String>,
+    history: Vec<StatusChange>,
+}
+
+impl Order {
+    fn all_refunded(&self) -> bool {
+        self.lines.values().all(|l| l.refunded == l.qty)
+    }
+
+    fn status(&self) -> OrderStatus {
+        if self.open_return {
+            return OrderStatus::ReturnRequested;
+        }
+        if self.all_refunded() {
+            return OrderStatus::Refunded;
+        }
+        match self.stage {
+            Stage::Placed => OrderStatus::Placed,
+            Stage::Paid => OrderStatus::Paid,
+            Stage::Failed => OrderStatus::Failed,
+            Stage::Cancelled => OrderStatus::Cancelled,
+            Stage::Shipped => OrderStatus::Shipped,
+            Stage::Delivered => OrderStatus::Delivered,
+            Stage::Confirmed => OrderStatus::Confirmed,
+        }
+    }
+
+    /// Applies `body`; returns the reason when it is not allowed (state untouched then).
+    fn step(&mut self, body: &EventBody, t: Millis) -> Result<(), DeadLetterReason> {
+        use DeadLetterReason::{Lifecycle, OutOfRange};
+        let old_status = self.status();
+        let mut next = self.clone();
+        match body {
+            EventBody::PaymentApproved { amount, .. } if self.stage == Stage::Placed => {
+                next.stage = Stage::Paid;
+                next.paid = *amount;
+            }
+            EventBody::PaymentFailed { .. } if self.stage == Stage::Placed => {
+                next.stage = Stage::Failed
+            }
+            EventBody::OrderCancelled { .. }
+                if self.stage == Stage::Placed || self.stage == Stage::Paid =>
+            {
+                next.stage = Stage::Cancelled
+            }
+            EventBody::OrderShipped { .. } if self.stage == Stage::Paid => {
+                next.stage = Stage::Shipped
+            }
+            EventBody::DeliveryUpdated { location, .. } if self.stage == Stage::Shipped => {
+                next.location = Some(location.clone())
+            }
+            EventBody::OrderDelivered { .. } if self.stage == Stage::Shipped => {
+                next.stage = Stage::Delivered
+            }
+            EventBody::OrderConfirmed { .. }
+                if self.stage == Stage::Delivered && !self.open_return && !self.all_refunded() =>
+            {
+                next.stage = Stage::Confirmed
+            }
+            EventBody::ReturnRequested { .. }
+                if (self.stage == Stage::Delivered || self.stage == Stage::Confirmed)
+                    && !self.open_return
+                    && !self.all_refunded() =>
+            {
+                next.open_return = true
+            }
+            EventBody::ReturnRejected { .. } if self.open_return => next.open_return = false,
+            EventBody::RefundCompleted {
+                amount,
+                restock,
+                lines,
+                ..
+            } => {
+                if lines.iter().any(|l| !self.lines.contains_key(&l.line_no)) {
+                    return Err(OutOfRange);
+                }
+                if !self.open_return {
+                    return Err(Lifecycle);
+                }
+                for rl in lines {
+                    let l = next.lines.get_mut(&rl.line_no).expect("checked");
+                    if l.refunded + rl.qty > l.qty {
+                        return Err(Lifecycle);
+                    }
+                    l.refunded += rl.qty;
+                    if *restock {
+                        l.restocked += rl.qty;
+                    }
+                }
+                if self.refunded + amount > self.paid {
+                    return Err(Lifecycle);
+                }
+                next.refunded += amount;
+                next.open_return = false;
+            }
+            _ => return Err(Lifecycle),
+        }
+        next.last = t;
+        let new_status = next.status();
+        if new_status != old_status {
+            next.history.push(StatusChange {
+                status: new_status,
+                ts: t,
+            });
+        }
+        *self = next;
+        Ok(())
+    }
+
+    fn view(&self) -> OrderView {
+        OrderView {
+            order_id: self.id,
+            member_id: self.member,
+            status: self.status(),
+            location: self.location.clone(),
+            history: self.history.clone(),
+        }
+    }
+}
+
+fn new_order(body: &EventBody, t: Millis) -> Option<Order> {
+    let EventBody::OrderPlaced {
+        order_id,
+        member_id,
+        lines,
+        ..
+    } = body
+    else {
+        return None;
+    };
+    Some(Order {
+        id: *order_id,
+        member: *member_id,
+        stage: Stage::Placed,
+        open_return: false,
+        lines: lines
+            .iter()
+            .map(|l| {
+                (
+                    l.line_no,
+                    Line {
+                        sku: l.sku,
+                        qty: l.qty,
+                        refunded: 0,
+                        restocked: 0,
+                    },
+                )
+            })
+            .collect(),
+        paid: 0,
+        refunded: 0,
+        last: t,
+        location: None,
+        history: vec![StatusChange {
+            status: OrderStatus::Placed,
+            ts: t,
+        }],
+    })
+}
+
+/// An accepted event with its effective and applied times.
+#[derive(Clone, Debug)]
+struct Applied {
+    event: Event,
+    effective: Millis,
+    time: Millis,
+}
+
+/// Computes every view from `streams` (each a list of raw messages in log order).
+pub fn compute(streams: &[Vec<Vec<u8>>], config: Config) -> Views {
+    let mut views = Views::default();
+    let mut seen: HashMap<String, Millis> = HashMap::new();
+    let mut orders: HashMap<u64, Order> = HashMap::new();
+    let mut applied: Vec<Applied> = Vec::new();
+
+    // Pass 1: validation, stream by stream (streams are independent: an order lives in one).
+    for (s, messages) in streams.iter().enumerate() {
+        let mut max_effective: Option<Millis> = None;
+        for (offset, bytes) in messages.iter().enumerate() {
+            let offset = offset as i64;
+            let event = match decode(bytes) {
+                Ok(e) => e,
+                Err(r) => {
+                    views.dead_letters.push((s, offset, r.reason));
+                    continue;
+                }
+            };
+            match seen.get(&event.event_id) {
+                Some(&first) if event.ts <= first + config.dedup_horizon_ms => {
+                    views.duplicates += 1;
+                    continue;
+                }
+                _ => {
+                    seen.insert(event.event_id.clone(), event.ts);
+                }
+            }
+            let effective = match event.body.order_id() {
+                None => event.ts,
+                Some(id) => {
+                    if matches!(event.body, EventBody::OrderPlaced { .. }) {
+                        if orders.contains_key(&id) {
+                            views
+                                .dead_letters
+                                .push((s, offset, DeadLetterReason::Lifecycle));
+                            continue;
+                        }
+                        orders.insert(id, new_order(&event.body, event.ts).expect("placed"));
+                        event.ts
+                    } else {
+                        let Some(order) = orders.get_mut(&id) else {
+                            views
+                                .dead_letters
+                                .push((s, offset, DeadLetterReason::UnknownOrder));
+                            continue;
+                        };
+                        let t = event.ts.max(order.last);
+                        if let Err(reason) = order.step(&event.body, t) {
+                            views.dead_letters.push((s, offset, reason));
+                            continue;
+                        }
+                        t
+                    }
+                }
+            };
+            let floor = max_effective.map_or(0, |m| m.saturating_sub(config.lateness_ms));
+            let time = effective.max(floor);
+            max_effective = Some(max_effective.map_or(effective, |m| m.max(effective)));
+            views.accepted += 1;
+            views.as_of = Some(views.as_of.map_or(effective, |a| a.max(effective)));
+            applied.push(Applied {
+                event,
+                effective,
+                time,
+            });
+        }
+    }
+
+    // Pass 2: replay accepted events in time order, reading the stock after each time.
+    applied.sort_by_key(|a| a.time); // stable: keeps log order within a time
+    let mut direct: BTreeMap<u64, (i64, i64)> = BTreeMap::new(); // sku → (on_hand, known)
+    let mut replay: HashMap<u64, Order> = HashMap::new();
+    let mut last_available: HashMap<u64, i64> = HashMap::new();
+    let mut i = 0;
+    while i < applied.len() {
+        let t = applied[i].time;
+        let mut touched: BTreeSet<u64> = BTreeSet::new();
+        while i < applied.len() && applied[i].time == t {
+            let a = &applied[i];
+            match &a.event.body {
+                EventBody::StockReceived { sku, qty } => {
+                    direct.entry(*sku).or_default().0 += *qty as i64;
+                    touched.insert(*sku);
+                }
+                EventBody::StockAdjusted { sku, delta } => {
+                    direct.entry(*sku).or_default().0 += delta;
+                    touched.insert(*sku);
+                }
+                EventBody::ProductUpserted { sku, .. } | EventBody::ReviewPosted { sku, .. } => {
+                    direct.entry(*sku).or_default().1 = 1;
+                    touched.insert(*sku);
+                }
+                body => {
+                    if let Some(id) = body.order_id() {
+                        match replay.get_mut(&id) {
+                            None => {
+                                replay.insert(id, new_order(body, a.effective).expect("placed"));
+                            }
+                            Some(o) => o
+                                .step(body, a.effective)
+                                .expect("accepted events replay cleanly"),
+                        }
+                        touched.extend(replay[&id].lines.values().map(|l| l.sku));
+                    }
+                }
+            }
+            i += 1;
+        }
+        let levels = stock_levels(&direct, &replay);
+        for sku in touched {
+            let now = levels.get(&sku).map_or(0, |l| l.available);
+            let before = last_available.insert(sku, now).unwrap_or(0);
+            let th = config.low_stock_threshold;
+            if (before >= th) != (now >= th) {
+                views.alerts.push(Alert::stock(sku, t, now, th, now < th));
+            }
+        }
+    }
+    views.stock = stock_levels(&direct, &replay);
+    views.orders = replay.values().map(|o| (o.id, o.view())).collect();
+    views.alerts.sort_by(|a, b| (a.ts, &a.event_id).cmp(&(b.ts, &b.event_id)));
+    views
+}
+
+/// Stock per SKU straight from SPEC §5.1.
+fn stock_levels(
+    direct: &BTreeMap<u64, (i64, i64)>,
+    orders: &HashMap<u64, Order>,
+) -> BTreeMap<u64, StockLevel> {
+    let mut out: BTreeMap<u64, StockLevel> = direct
+        .iter()
+        .map(|(&sku, &(on_hand, _))| {
+            (
+                sku,
+                StockLevel {
+                    sku,
+                    on_hand,
+                    reserved: 0,
+                    available: 0,
+                },
+            )
+        })
+        .collect();
+    for o in orders.values() {
+        for l in o.lines.values() {
+            let row = out.entry(l.sku).or_insert(StockLevel {
+                sku: l.sku,
+                on_hand: 0,
+                reserved: 0,
+                available: 0,
+            });
+            if matches!(o.stage, Stage::Placed | Stage::Paid) {
+                row.reserved += l.qty as i64;
+            }
+            if matches!(o.stage, Stage::Shipped | Stage::Delivered | Stage::Confirmed) {
+                row.on_hand -= l.qty as i64;
+            }
+            row.on_hand += l.restocked as i64;
+        }
+    }
+    for row in out.values_mut() {
+        row.available = row.on_hand - row.reserved;
+    }
+    out
+}
