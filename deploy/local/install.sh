@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the local test services need, skipping whatever is already there:
 #   - Debian packages: redis-server, mariadb-server, clickhouse-server, clickhouse-client,
-#     cmake (for rdkafka's cmake-build) and curl;
+#     cmake and libcurl4-openssl-dev (rdkafka's cmake-build of librdkafka 2.12 includes
+#     curl.h even with curl off) and curl;
 #   - the Kafka-protocol broker Nisshi 0.8.1, built from crates.io with cargo into
 #     $SHOPFLOW_CACHE/nisshi-0.8.1 (default ~/.cache/shopflow), outside the clone, so the
 #     ~30 min build happens once per machine.
@@ -20,7 +21,7 @@ NISSHI_VERSION=0.8.1
 nisshi_root=$cache/nisshi-$NISSHI_VERSION
 nisshi_bin=$nisshi_root/bin/nisshi
 
-packages=(redis-server mariadb-server clickhouse-server clickhouse-client cmake curl)
+packages=(redis-server mariadb-server clickhouse-server clickhouse-client cmake curl libcurl4-openssl-dev)
 
 fail() {
     echo "install.sh: $*" >&2

@@ -258,6 +258,8 @@ start_mysql() {
         fi
         touch "$datadir/.shopflow-initialized"
     fi
+    # --no-defaults: ignore /etc/mysql. innodb-flush-log-at-trx-commit=2 keeps every committed
+    # transaction when mariadbd itself is killed (the outage tests), not on a machine crash.
     launch mysql /usr/sbin/mariadbd --no-defaults "${user_opts[@]}" \
         --datadir="$datadir" --bind-address=127.0.0.1 --port="$mysql_port" \
         --socket="$mysql_socket" --pid-file="$run/mariadbd.pid" \

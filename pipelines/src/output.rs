@@ -30,7 +30,8 @@ pub enum Row {
     Tick,
 }
 
-/// Sends batches of view changes to `out` from worker 0 as the frontier advances.
+/// Sends batches of view changes to `out` from worker 0 as the frontier advances. The
+/// other workers' instances of the operator receive nothing and send nothing.
 ///
 /// If the receiver is gone, sets `failed` and drops further batches (the worker loop
 /// notices and stops).
@@ -39,6 +40,7 @@ pub fn send_batches<'s>(
     out: SyncSender<Output>,
     failed: Arc<AtomicBool>,
 ) {
+    let sender = rows.scope().index() == 0;
     rows.sink(
         Exchange::new(|_: &(Row, Millis, isize)| 0u64),
         "SendViewBatches",
@@ -54,7 +56,7 @@ pub fn send_batches<'s>(
                     }
                     pending.append(data);
                 });
-                if done {
+                if done || !sender {
                     return;
                 }
                 let (upto, complete) = match frontier.frontier().first() {
@@ -62,7 +64,7 @@ pub fn send_batches<'s>(
                     None => (Millis::MAX, true),
                 };
                 let new_as_of = if complete {
-                    max_time.or(as_of).unwrap_or(0)
+                    max_time.max(as_of).unwrap_or(0)
                 } else if upto == 0 {
                     return;
                 } else {

@@ -56,7 +56,8 @@ pub struct Stats {
     pub late: AtomicU64,
     /// Dead letters, by reason (index = position in [`DeadLetterReason::ALL`]).
     pub dead_letters: [AtomicU64; 7],
-    /// The frontier handed to the sinks, plus one (0 = nothing yet).
+    /// The dataflow frontier while running (0 = nothing yet). The final `as_of` of a
+    /// bounded run is reported by the sink writer.
     pub as_of_plus_one: AtomicU64,
     /// Set to ask the workers to stop.
     pub stop: AtomicBool,
@@ -85,7 +86,6 @@ impl Stats {
             duplicates: self.duplicates.load(Ordering::Relaxed),
             late: self.late.load(Ordering::Relaxed),
             dead_letters: self.dead_letters_total(),
-            as_of: self.as_of(),
         }
     }
 }
@@ -103,8 +103,6 @@ pub struct RunSummary {
     pub late: u64,
     /// Dead letters.
     pub dead_letters: u64,
-    /// Final `as_of`.
-    pub as_of: Option<Millis>,
 }
 
 /// Why the pipeline stopped early.

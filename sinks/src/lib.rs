@@ -1,1 +1,65 @@
-//! sinks
+//! Sinks: where the pipeline's output goes, and how the query API reads it back.
+//!
+//! - [`memory`]: the embedded default, an in-process store behind the same interfaces.
+//! - [`redis`]: serving views in Redis, written atomically per batch with their `as_of`,
+//!   and idempotent under replay (a batch older than what Redis holds is skipped).
+//! - [`kafka`]: derived events (`shop.alerts`) and dead letters (`shop.dlq`) written with
+//!   the idempotent producer; on start the writer reads back what its topic already holds
+//!   so a replay does not write anything twice.
+//! - [`file`]: JSON-lines files for alerts and dead letters in embedded mode.
+//! - [`writer`]: the sink writer thread that drains the pipeline's output channel.
+#![forbid(missing_docs)]
+
+pub mod file;
+pub mod kafka;
+pub mod memory;
+pub mod redis;
+pub mod writer;
+
+pub use memory::MemoryStore;
+pub use writer::{spawn_writer, EventLog, ServingViews, SinkSet, ViewStore};
+
+/// A sink could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Redis refused or could not be reached.
+    #[error("Redis at {url}: {source} (is it running? deploy/local/up.sh starts one; SHOPFLOW_REDIS_URL sets the address)")]
+    Redis {
+        /// Where.
+        url: String,
+        /// The client's error.
+        #[source]
+        source: ::redis::RedisError,
+    },
+    /// Kafka refused or could not be reached.
+    #[error("Kafka at {brokers}, topic {topic}: {what}: {source}")]
+    Kafka {
+        /// Bootstrap servers.
+        brokers: String,
+        /// Topic.
+        topic: String,
+        /// What was being done.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored row could not be decoded (written by another version?).
+    #[error("corrupt row at {key}: {source}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// The decoding error.
+        #[source]
+        source: serde_json::Error,
+    },
+}

@@ -1,0 +1,163 @@
+//! Derived events and dead letters to Kafka, each written once.
+//!
+//! Kafka transactions are not available on every broker (and not on the one the tests
+//! run), so exactly-once rests on ids: every record has a deterministic id (an alert's
+//! `event_id`; a dead letter's source topic/partition/offset). On start the writer reads
+//! its topic back to the end and remembers the ids already there; a replay after a
+//! restart then skips them. The producer is idempotent, so retries inside the client do
+//! not duplicate either.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::SinkError;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Pulls a record's id out of its payload.
+pub type IdOf = fn(&[u8]) -> Option<String>;
+
+/// The id of an alert record: its `event_id`.
+pub fn alert_id(payload: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    Some(v.get("event_id")?.as_str()?.to_string())
+}
+
+/// The id of a dead-letter record: `topic/partition/offset` of the source message.
+pub fn dead_letter_id(payload: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    Some(format!(
+        "{}/{}/{}",
+        v.get("topic")?.as_str()?,
+        v.get("partition")?.as_i64()?,
+        v.get("offset")?.as_i64()?
+    ))
+}
+
+/// Writes JSON records to one topic, skipping ids the topic already holds.
+pub struct KafkaWriter {
+    brokers: String,
+    topic: String,
+    producer: FutureProducer,
+    written: HashSet<String>,
+}
+
+impl std::fmt::Debug for KafkaWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaWriter")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("written", &self.written.len())
+            .finish()
+    }
+}
+
+impl KafkaWriter {
+    /// Connects, and reads `topic` back to learn which ids it holds.
+    pub fn open(brokers: &str, topic: &str, id_of: IdOf) -> Result<Self, SinkError> {
+        let err = |what: &str, source| SinkError::Kafka {
+            brokers: brokers.to_string(),
+            topic: topic.to_string(),
+            what: what.to_string(),
+            source,
+        };
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "300000")
+            .create()
+            .map_err(|e| err("creating a producer", e))?;
+        let written = read_ids(brokers, topic, id_of).map_err(|e| err("reading the topic back", e))?;
+        Ok(KafkaWriter {
+            brokers: brokers.to_string(),
+            topic: topic.to_string(),
+            producer,
+            written,
+        })
+    }
+
+    /// Ids already in the topic or written by this writer.
+    pub fn known(&self) -> usize {
+        self.written.len()
+    }
+
+    /// Writes `(id, key, payload)` records not written before, waiting until the broker
+    /// has acknowledged every one.
+    pub async fn write(&mut self, records: &[(String, Option<Vec<u8>>, Vec<u8>)]) -> Result<usize, SinkError> {
+        let mut pending = Vec::new();
+        for (id, key, payload) in records {
+            if self.written.contains(id) {
+                continue;
+            }
+            let mut rec: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&self.topic).payload(payload.as_slice());
+            if let Some(k) = key {
+                rec = rec.key(k.as_slice());
+            }
+            pending.push((id, self.producer.send(rec, TIMEOUT)));
+        }
+        let n = pending.len();
+        for (id, fut) in pending {
+            fut.await.map_err(|(source, _)| SinkError::Kafka {
+                brokers: self.brokers.clone(),
+                topic: self.topic.clone(),
+                what: "producing".into(),
+                source,
+            })?;
+            self.written.insert(id.clone());
+        }
+        Ok(n)
+    }
+}
+
+/// Every id held by `topic`, reading each partition up to its current end.
+fn read_ids(brokers: &str, topic: &str, id_of: IdOf) -> rdkafka::error::KafkaResult<HashSet<String>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "shopflow-sink-resume")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
+    let mut ends = Vec::new();
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            let (_low, high) = consumer.fetch_watermarks(topic, p.id(), TIMEOUT)?;
+            if high > 0 {
+                ends.push((p.id(), high));
+                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+            }
+        }
+    }
+    let mut ids = HashSet::new();
+    if ends.is_empty() {
+        return Ok(ids);
+    }
+    consumer.assign(&tpl)?;
+    let mut remaining: std::collections::HashMap<i32, i64> = ends.into_iter().collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while !remaining.is_empty() && std::time::Instant::now() < deadline {
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m?;
+        if let Some(id) = m.payload().and_then(id_of) {
+            ids.insert(id);
+        }
+        if let Some(&end) = remaining.get(&m.partition()) {
+            if m.offset() + 1 >= end {
+                remaining.remove(&m.partition());
+            }
+        }
+    }
+    Ok(ids)
+}

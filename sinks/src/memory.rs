@@ -1,0 +1,87 @@
+//! The embedded default store: every view, alert and dead letter in process memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use shopflow_model::{Alert, DeadLetter, Millis, OrderView, Output, StockLevel, ViewBatch};
+
+/// What the store holds.
+#[derive(Debug, Default)]
+pub struct MemoryState {
+    /// `as_of` of the last batch applied.
+    pub as_of: Option<Millis>,
+    /// The input was bounded and is fully processed.
+    pub complete: bool,
+    /// Stock rows with the `as_of` they were written at.
+    pub stock: HashMap<u64, (StockLevel, Millis)>,
+    /// Order rows with the `as_of` they were written at.
+    pub orders: HashMap<u64, (OrderView, Millis)>,
+    /// Alerts in the order written.
+    pub alerts: Vec<Alert>,
+    /// Dead letters in the order written.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// A cheaply cloneable handle to an in-process store.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStore {
+    inner: Arc<RwLock<MemoryState>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one pipeline output. A view batch older than the store is skipped.
+    pub fn apply(&self, output: Output) {
+        let mut s = self.inner.write().expect("memory store lock");
+        match output {
+            Output::Views(batch) => apply_views(&mut s, batch),
+            Output::DeadLetters(d) => s.dead_letters.extend(d),
+        }
+    }
+
+    /// Appends alerts.
+    pub fn push_alerts(&self, alerts: &[Alert]) {
+        let mut s = self.inner.write().expect("memory store lock");
+        s.alerts.extend_from_slice(alerts);
+    }
+
+    /// Appends dead letters.
+    pub fn push_dead_letters(&self, dead: &[DeadLetter]) {
+        let mut s = self.inner.write().expect("memory store lock");
+        s.dead_letters.extend_from_slice(dead);
+    }
+
+    /// Applies the rows of a batch (not its alerts).
+    pub fn write_views(&self, batch: &ViewBatch) {
+        let mut s = self.inner.write().expect("memory store lock");
+        let rows_only = ViewBatch {
+            alerts: Vec::new(),
+            ..batch.clone()
+        };
+        apply_views(&mut s, rows_only);
+    }
+
+    /// Reads the store.
+    pub fn read<R>(&self, f: impl FnOnce(&MemoryState) -> R) -> R {
+        f(&self.inner.read().expect("memory store lock"))
+    }
+}
+
+fn apply_views(s: &mut MemoryState, batch: ViewBatch) {
+    if s.as_of.is_some_and(|a| a > batch.as_of) {
+        return;
+    }
+    for row in batch.stock {
+        s.stock.insert(row.sku, (row, batch.as_of));
+    }
+    for row in batch.orders {
+        s.orders.insert(row.order_id, (row, batch.as_of));
+    }
+    s.alerts.extend(batch.alerts);
+    s.as_of = Some(batch.as_of);
+    s.complete |= batch.complete;
+}

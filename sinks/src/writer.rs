@@ -1,0 +1,295 @@
+//! The sink writer: a thread that drains the pipeline's output channel into the sinks.
+//!
+//! It coalesces whatever batches are waiting into one (so a slow sink sees fewer, larger
+//! writes), then writes dead letters, then alerts, then the view rows with their `as_of`.
+//! That order makes a crash at any point safe: what was written before the views'
+//! `as_of` is either skipped by id or rewritten identically on replay. A failing write is
+//! retried with backoff; while it fails the channel fills and the pipeline waits
+//! (backpressure) instead of buffering without bound.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use shopflow_model::{Alert, DeadLetter, Millis, OrderView, Output, StockLevel, ViewBatch};
+
+use crate::file::JsonLinesWriter;
+use crate::kafka::KafkaWriter;
+use crate::memory::MemoryStore;
+use crate::redis::RedisViews;
+use crate::SinkError;
+
+/// Where the serving views go.
+#[derive(Debug)]
+pub enum ViewStore {
+    /// The in-process store.
+    Memory(MemoryStore),
+    /// Redis.
+    Redis(RedisViews),
+}
+
+/// Where a stream of records (alerts, dead letters) goes.
+#[derive(Debug)]
+pub enum EventLog {
+    /// The in-process store.
+    Memory(MemoryStore),
+    /// A JSON-lines file.
+    File(JsonLinesWriter),
+    /// A Kafka topic.
+    Kafka(KafkaWriter),
+}
+
+/// The sinks of one pipeline.
+#[derive(Debug)]
+pub struct SinkSet {
+    /// Serving views.
+    pub views: ViewStore,
+    /// `shop.alerts`.
+    pub alerts: EventLog,
+    /// `shop.dlq`.
+    pub dead_letters: EventLog,
+}
+
+/// Counters of the sink writer.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// View batches written.
+    pub batches: AtomicU64,
+    /// Rows written.
+    pub rows: AtomicU64,
+    /// Alerts written.
+    pub alerts: AtomicU64,
+    /// Dead letters written.
+    pub dead_letters: AtomicU64,
+    /// Failed write attempts (each retried).
+    pub failures: AtomicU64,
+    /// `as_of` of the last batch written, plus one (0 = none).
+    pub as_of_plus_one: AtomicU64,
+}
+
+/// The serving views as the query API reads them.
+#[derive(Clone, Debug)]
+pub enum ServingViews {
+    /// The in-process store.
+    Memory(MemoryStore),
+    /// Redis.
+    Redis(RedisViews),
+}
+
+impl ServingViews {
+    /// A stock row and the `as_of` of the answer.
+    pub async fn stock(&self, sku: u64) -> Result<Option<(StockLevel, Millis)>, SinkError> {
+        match self {
+            ServingViews::Memory(m) => Ok(m.read(|s| {
+                s.stock
+                    .get(&sku)
+                    .map(|(row, _)| (*row, s.as_of.unwrap_or(0)))
+            })),
+            ServingViews::Redis(r) => r.stock(sku).await,
+        }
+    }
+
+    /// An order row and the `as_of` of the answer.
+    pub async fn order(&self, order_id: u64) -> Result<Option<(OrderView, Millis)>, SinkError> {
+        match self {
+            ServingViews::Memory(m) => Ok(m.read(|s| {
+                s.orders
+                    .get(&order_id)
+                    .map(|(row, _)| (row.clone(), s.as_of.unwrap_or(0)))
+            })),
+            ServingViews::Redis(r) => r.order(order_id).await,
+        }
+    }
+
+    /// The `as_of` of the views, if any batch was written.
+    pub async fn as_of(&self) -> Result<Option<Millis>, SinkError> {
+        match self {
+            ServingViews::Memory(m) => Ok(m.read(|s| s.as_of)),
+            ServingViews::Redis(r) => r.as_of().await,
+        }
+    }
+}
+
+/// Starts the writer thread. It ends when the channel closes (Ok) or a sink fails for
+/// good (Err). `stats` is updated as it goes.
+pub fn spawn_writer(
+    rx: Receiver<Output>,
+    sinks: SinkSet,
+    stats: Arc<SinkStats>,
+) -> JoinHandle<Result<(), SinkError>> {
+    std::thread::Builder::new()
+        .name("shopflow-sink-writer".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(write_loop(rx, sinks, stats))
+        })
+        .expect("spawn sink writer")
+}
+
+async fn write_loop(
+    rx: Receiver<Output>,
+    mut sinks: SinkSet,
+    stats: Arc<SinkStats>,
+) -> Result<(), SinkError> {
+    // A replay must not resend alerts the views already cover: skip alerts at or
+    // before the `as_of` the view store holds (they were written before that batch).
+    let resume_as_of = match &sinks.views {
+        ViewStore::Memory(m) => m.read(|s| s.as_of),
+        ViewStore::Redis(r) => retry(&stats, || r.as_of()).await?,
+    };
+    while let Ok(first) = rx.recv() {
+        let mut views: Option<ViewBatch> = None;
+        let mut dead: Vec<DeadLetter> = Vec::new();
+        let mut take = |o: Output| match o {
+            Output::Views(b) => match views.as_mut() {
+                Some(v) => v.merge(b),
+                None => views = Some(b),
+            },
+            Output::DeadLetters(d) => dead.extend(d),
+        };
+        take(first);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(50) {
+            match rx.try_recv() {
+                Ok(o) => take(o),
+                Err(_) => break,
+            }
+        }
+        if !dead.is_empty() {
+            write_dead_letters(&mut sinks.dead_letters, &dead, &stats).await?;
+        }
+        if let Some(mut batch) = views {
+            batch.dedup_keys();
+            let alerts: Vec<Alert> = batch
+                .alerts
+                .iter()
+                .filter(|a| resume_as_of.is_none_or(|r| a.ts > r))
+                .cloned()
+                .collect();
+            if !alerts.is_empty() {
+                write_alerts(&mut sinks.alerts, &alerts, &stats).await?;
+            }
+            match &sinks.views {
+                ViewStore::Memory(m) => m.write_views(&batch),
+                ViewStore::Redis(r) => {
+                    retry(&stats, || r.write(&batch)).await?;
+                }
+            }
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats
+                .rows
+                .fetch_add((batch.stock.len() + batch.orders.len()) as u64, Ordering::Relaxed);
+            stats
+                .as_of_plus_one
+                .fetch_max(batch.as_of + 1, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+async fn write_dead_letters(
+    log: &mut EventLog,
+    dead: &[DeadLetter],
+    stats: &SinkStats,
+) -> Result<(), SinkError> {
+    match log {
+        EventLog::Memory(m) => m.push_dead_letters(dead),
+        EventLog::File(f) => f.write_all(&dead.iter().map(DeadLetter::to_json).collect::<Vec<_>>())?,
+        EventLog::Kafka(k) => {
+            let records: Vec<_> = dead
+                .iter()
+                .map(|d| {
+                    let id = format!("{}/{}/{}", d.topic, d.partition, d.offset);
+                    let payload = serde_json::to_vec(&d.to_json()).expect("json");
+                    (id, d.key.clone(), payload)
+                })
+                .collect();
+            retry_mut(stats, k, &records).await?;
+        }
+    }
+    stats
+        .dead_letters
+        .fetch_add(dead.len() as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+async fn write_alerts(log: &mut EventLog, alerts: &[Alert], stats: &SinkStats) -> Result<(), SinkError> {
+    match log {
+        EventLog::Memory(m) => m.push_alerts(alerts),
+        EventLog::File(f) => f.write_all(
+            &alerts
+                .iter()
+                .map(|a| serde_json::to_value(a).expect("json"))
+                .collect::<Vec<_>>(),
+        )?,
+        EventLog::Kafka(k) => {
+            let records: Vec<_> = alerts
+                .iter()
+                .map(|a| {
+                    (
+                        a.event_id.clone(),
+                        Some(a.key().into_bytes()),
+                        serde_json::to_vec(a).expect("json"),
+                    )
+                })
+                .collect();
+            retry_mut(stats, k, &records).await?;
+        }
+    }
+    stats
+        .alerts
+        .fetch_add(alerts.len() as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+const MAX_ATTEMPTS: u32 = 40;
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
+}
+
+/// Retries a write with exponential backoff (0.1 s doubling to 5 s; ~3 minutes in all).
+async fn retry<T, F, Fut>(stats: &SinkStats, mut f: F) -> Result<T, SinkError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SinkError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt + 1 < MAX_ATTEMPTS => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(attempt, error = %e, "sink write failed; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn retry_mut(
+    stats: &SinkStats,
+    k: &mut KafkaWriter,
+    records: &[(String, Option<Vec<u8>>, Vec<u8>)],
+) -> Result<(), SinkError> {
+    let mut attempt = 0;
+    loop {
+        match k.write(records).await {
+            Ok(_) => return Ok(()),
+            Err(e) if attempt + 1 < MAX_ATTEMPTS => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(attempt, error = %e, "kafka write failed; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
