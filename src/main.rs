@@ -1,1 +1,47 @@
-fn main() {}
+//! `shopflow`: the one binary. `demo` runs everything in process; `run` runs against
+//! Kafka and Redis; `gen` writes a workload; `bench` measures throughput.
+
+mod bench;
+mod wiring;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "shopflow", version, about = "Streaming views for a marketplace: Kafka in, Redis/MySQL/ClickHouse out.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generator → pipeline → in-process stores → API on localhost, no external services.
+    Demo(wiring::DemoArgs),
+    /// Run the pipeline on Kafka (or a JSON-lines file) into Redis and Kafka, with the API.
+    Run(wiring::RunArgs),
+    /// Write a generated workload to a JSON-lines file or to Kafka.
+    Gen(wiring::GenArgs),
+    /// Measure decode + pipeline throughput against the raw read rate of the same input.
+    Bench(bench::BenchArgs),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SHOPFLOW_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(a) => wiring::demo(a),
+        Command::Run(a) => wiring::run(a),
+        Command::Gen(a) => wiring::gen(a),
+        Command::Bench(a) => bench::bench(a),
+    };
+    if let Err(e) = result {
+        eprintln!("shopflow: {e:#}");
+        std::process::exit(1);
+    }
+}

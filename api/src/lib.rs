@@ -1,1 +1,223 @@
-//! api
+//! The HTTP query API over shopflow's serving views (SPEC §6).
+//!
+//! Every answer carries `as_of`, the time its data is complete up to. Errors are JSON
+//! `{"error": "..."}`: 400 for a malformed id, 404 for an id no accepted event named.
+//! The same routes serve the embedded store and Redis ([`ServingViews`]).
+#![forbid(missing_docs)]
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use shopflow_model::{Millis, MAX_ID};
+use shopflow_sinks::ServingViews;
+
+/// Shared state of the API.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    /// Where the views are read.
+    pub views: ServingViews,
+}
+
+/// An API error, rendered as `{"error": "..."}` with its status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A path or query parameter is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The id is not known.
+    #[error("{0}")]
+    NotFound(String),
+    /// The view store failed.
+    #[error("view store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        (status, Json(json!({"error": self.to_string()}))).into_response()
+    }
+}
+
+/// Parses a path id: an integer in 1..=2^53−1.
+pub fn parse_id(what: &str, raw: &str) -> Result<u64, ApiError> {
+    match raw.parse::<u64>() {
+        Ok(v) if (1..=MAX_ID).contains(&v) => Ok(v),
+        _ => Err(ApiError::BadRequest(format!(
+            "{what} must be an integer in 1..=9007199254740991, got {raw:?}"
+        ))),
+    }
+}
+
+fn unavailable(e: shopflow_sinks::SinkError) -> ApiError {
+    tracing::error!(error = %e, "view store read failed");
+    ApiError::Unavailable(e.to_string())
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/stock/{sku}", get(stock))
+        .route("/v1/orders/{order_id}", get(order))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(Arc::new(state))
+}
+
+async fn stock(
+    State(st): State<Arc<ApiState>>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let sku = parse_id("sku", &raw)?;
+    let (row, as_of) = st
+        .views
+        .stock(sku)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::NotFound(format!("sku {sku} is not known")))?;
+    Ok(Json(json!({
+        "sku": row.sku, "on_hand": row.on_hand, "reserved": row.reserved,
+        "available": row.available, "as_of": as_of,
+    })))
+}
+
+async fn order(
+    State(st): State<Arc<ApiState>>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id("order_id", &raw)?;
+    let (row, as_of): (_, Millis) = st
+        .views
+        .order(id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::NotFound(format!("order {id} is not known")))?;
+    let history: Vec<Value> = row
+        .history
+        .iter()
+        .map(|h| json!({"status": h.status.as_str(), "ts": h.ts}))
+        .collect();
+    Ok(Json(json!({
+        "order_id": row.order_id, "member_id": row.member_id, "status": row.status.as_str(),
+        "location": row.location, "history": history, "as_of": as_of,
+    })))
+}
+
+async fn ready(State(st): State<Arc<ApiState>>) -> Response {
+    match st.views.as_of().await {
+        Ok(Some(as_of)) => Json(json!({"ready": true, "as_of": as_of})).into_response(),
+        Ok(None) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "error": "no view batch written yet"})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shopflow_model::{OrderStatus, OrderView, Output, StatusChange, StockLevel, ViewBatch};
+    use shopflow_sinks::MemoryStore;
+
+    async fn call(app: &Router, uri: &str) -> (StatusCode, Value) {
+        use tower::ServiceExt;
+        let resp = app
+            .clone()
+            .oneshot(
+                axum::http::Request::get(uri)
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn stock_and_order_answers_and_errors() {
+        let store = MemoryStore::new();
+        let app = router(ApiState {
+            views: ServingViews::Memory(store.clone()),
+        });
+        assert_eq!(call(&app, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        store.apply(Output::Views(ViewBatch {
+            as_of: 1234,
+            complete: false,
+            stock: vec![StockLevel {
+                sku: 7,
+                on_hand: 5,
+                reserved: 8,
+                available: -3,
+            }],
+            orders: vec![OrderView {
+                order_id: 9,
+                member_id: 2,
+                status: OrderStatus::Paid,
+                location: None,
+                history: vec![
+                    StatusChange {
+                        status: OrderStatus::Placed,
+                        ts: 1000,
+                    },
+                    StatusChange {
+                        status: OrderStatus::Paid,
+                        ts: 1200,
+                    },
+                ],
+            }],
+            alerts: vec![],
+        }));
+        let (s, b) = call(&app, "/v1/stock/7").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(
+            b,
+            json!({"sku": 7, "on_hand": 5, "reserved": 8, "available": -3, "as_of": 1234})
+        );
+        let (s, b) = call(&app, "/v1/orders/9").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(
+            b,
+            json!({"order_id": 9, "member_id": 2, "status": "PAID", "location": null,
+                   "history": [{"status": "PLACED", "ts": 1000}, {"status": "PAID", "ts": 1200}],
+                   "as_of": 1234})
+        );
+        for (uri, want) in [
+            ("/v1/stock/8", StatusCode::NOT_FOUND),
+            ("/v1/orders/10", StatusCode::NOT_FOUND),
+            ("/v1/stock/0", StatusCode::BAD_REQUEST),
+            ("/v1/stock/-1", StatusCode::BAD_REQUEST),
+            ("/v1/stock/abc", StatusCode::BAD_REQUEST),
+            ("/v1/stock/9007199254740992", StatusCode::BAD_REQUEST),
+            ("/v1/orders/1.5", StatusCode::BAD_REQUEST),
+        ] {
+            let (s, b) = call(&app, uri).await;
+            assert_eq!(s, want, "{uri}");
+            assert!(b["error"].is_string(), "{uri}: {b}");
+        }
+        let (s, b) = call(&app, "/readyz").await;
+        assert_eq!((s, b["as_of"].clone()), (StatusCode::OK, json!(1234)));
+    }
+}
+
+/// Serves the API on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).await
+}

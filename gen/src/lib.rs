@@ -575,3 +575,46 @@ mod tests {
         assert_ne!(a, other);
     }
 }
+
+/// One partition of one topic, as Kafka would hold a generated log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Split {
+    /// Topic name.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// (key, payload) in log order.
+    pub messages: Vec<(Option<Vec<u8>>, Vec<u8>)>,
+}
+
+/// Splits a log the way a producer keyed by id would: by topic, and within a topic by
+/// partition = key mod `partitions`. `names` gives the topic names in the order catalog,
+/// inventory, members, orders, reviews; the result is in that order, then by partition,
+/// and has every partition (maybe empty).
+pub fn split(messages: &[GenMessage], names: [&str; 5], partitions: i32) -> Vec<Split> {
+    let partitions = partitions.max(1);
+    let index = |k: TopicKind| match k {
+        TopicKind::Catalog => 0,
+        TopicKind::Inventory => 1,
+        TopicKind::Members => 2,
+        TopicKind::Orders => 3,
+        TopicKind::Reviews => 4,
+    };
+    let mut out: Vec<Split> = names
+        .iter()
+        .flat_map(|t| {
+            (0..partitions).map(move |p| Split {
+                topic: t.to_string(),
+                partition: p,
+                messages: Vec::new(),
+            })
+        })
+        .collect();
+    for m in messages {
+        let p = (m.key % partitions as u64) as usize;
+        out[index(m.topic) * partitions as usize + p]
+            .messages
+            .push((Some(m.key.to_string().into_bytes()), m.payload.clone()));
+    }
+    out
+}

@@ -161,3 +161,148 @@ fn read_ids(brokers: &str, topic: &str, id_of: IdOf) -> rdkafka::error::KafkaRes
     }
     Ok(ids)
 }
+
+/// Creates `topics` with `partitions` partitions each; topics that exist are left alone.
+pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> Result<(), SinkError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+    let err = |topic: &str, what: &str, source| SinkError::Kafka {
+        brokers: brokers.to_string(),
+        topic: topic.to_string(),
+        what: what.to_string(),
+        source,
+    };
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(|e| err("*", "creating an admin client", e))?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = admin
+        .create_topics(&new, &AdminOptions::new().operation_timeout(Some(TIMEOUT)))
+        .await
+        .map_err(|e| err("*", "creating topics", e))?;
+    for r in results {
+        if let Err((topic, code)) = r {
+            if code != RDKafkaErrorCode::TopicAlreadyExists {
+                return Err(err(
+                    &topic,
+                    "creating the topic",
+                    rdkafka::error::KafkaError::AdminOp(code),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One message to produce to an explicit partition.
+#[derive(Clone, Debug)]
+pub struct RawRecord {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+/// Produces `records` in order (per partition) and waits for every acknowledgement.
+pub async fn produce(brokers: &str, records: &[RawRecord]) -> Result<(), SinkError> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("message.timeout.ms", "300000")
+        .create()
+        .map_err(|source| SinkError::Kafka {
+            brokers: brokers.to_string(),
+            topic: "*".into(),
+            what: "creating a producer".into(),
+            source,
+        })?;
+    for chunk in records.chunks(50_000) {
+        let mut futs = Vec::with_capacity(chunk.len());
+        for r in chunk {
+            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&r.topic)
+                .partition(r.partition)
+                .payload(r.payload.as_slice());
+            if let Some(k) = &r.key {
+                rec = rec.key(k.as_slice());
+            }
+            futs.push((r, producer.send(rec, TIMEOUT)));
+        }
+        for (r, f) in futs {
+            f.await.map_err(|(source, _)| SinkError::Kafka {
+                brokers: brokers.to_string(),
+                topic: r.topic.clone(),
+                what: "producing".into(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads every message of `topic` up to its current end: (partition, offset, key, payload).
+pub fn read_all(brokers: &str, topic: &str) -> Result<Vec<(i32, i64, Option<Vec<u8>>, Vec<u8>)>, SinkError> {
+    let err = |source| SinkError::Kafka {
+        brokers: brokers.to_string(),
+        topic: topic.to_string(),
+        what: "reading the topic".into(),
+        source,
+    };
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "shopflow-read-all")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(err)?;
+    let md = consumer.fetch_metadata(Some(topic), TIMEOUT).map_err(err)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = std::collections::HashMap::new();
+    for t in md.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            let (_, high) = consumer.fetch_watermarks(topic, p.id(), TIMEOUT).map_err(err)?;
+            if high > 0 {
+                remaining.insert(p.id(), high);
+                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                    .map_err(err)?;
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if remaining.is_empty() {
+        return Ok(out);
+    }
+    consumer.assign(&tpl).map_err(err)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !remaining.is_empty() && std::time::Instant::now() < deadline {
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.map_err(err)?;
+        if let Some(&end) = remaining.get(&m.partition()) {
+            if m.offset() < end {
+                out.push((
+                    m.partition(),
+                    m.offset(),
+                    m.key().map(<[u8]>::to_vec),
+                    m.payload().unwrap_or_default().to_vec(),
+                ));
+            }
+            if m.offset() + 1 >= end {
+                remaining.remove(&m.partition());
+            }
+        }
+    }
+    Ok(out)
+}

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 
-use shopflow_gen::{GenMessage, TopicKind};
+use shopflow_gen::GenMessage;
 use shopflow_ingest::source::MemorySource;
 use shopflow_ingest::{Source, StreamId, Topics};
 use shopflow_model::{Alert, DeadLetterReason, OrderView, StockLevel};
@@ -16,55 +16,24 @@ use shopflow_reference::Views;
 use shopflow_sinks::writer::SinkStats;
 use shopflow_sinks::{spawn_writer, EventLog, MemoryStore, SinkSet, ViewStore};
 
-/// The topic name of a generated message's kind.
-pub fn topic_of<'a>(topics: &'a Topics, kind: TopicKind) -> &'a str {
-    match kind {
-        TopicKind::Catalog => &topics.catalog,
-        TopicKind::Inventory => &topics.inventory,
-        TopicKind::Members => &topics.members,
-        TopicKind::Orders => &topics.orders,
-        TopicKind::Reviews => &topics.reviews,
-    }
-}
-
 /// One stream of raw messages: its id and (key, payload) pairs in log order.
 pub type Stream = (StreamId, Vec<(Option<Vec<u8>>, Vec<u8>)>);
 
-/// Splits a generated log the way Kafka would hold it: by topic, and within a topic by
-/// partition = key mod `partitions`. Every topic gets all its partitions (maybe empty).
+/// Splits a generated log the way Kafka would hold it (see [`shopflow_gen::split`]), in
+/// the order a Kafka source lists the partitions.
 pub fn partition(messages: &[GenMessage], topics: &Topics, partitions: i32) -> Vec<Stream> {
-    let mut streams: BTreeMap<StreamId, Vec<(Option<Vec<u8>>, Vec<u8>)>> = BTreeMap::new();
-    for t in topics.inputs() {
-        for p in 0..partitions {
-            streams.insert(
+    shopflow_gen::split(messages, topics.inputs(), partitions)
+        .into_iter()
+        .map(|s| {
+            (
                 StreamId {
-                    topic: t.to_string(),
-                    partition: p,
+                    topic: s.topic,
+                    partition: s.partition,
                 },
-                Vec::new(),
-            );
-        }
-    }
-    for m in messages {
-        let id = StreamId {
-            topic: topic_of(topics, m.topic).to_string(),
-            partition: (m.key % partitions as u64) as i32,
-        };
-        streams
-            .get_mut(&id)
-            .expect("stream exists")
-            .push((Some(m.key.to_string().into_bytes()), m.payload.clone()));
-    }
-    // Same order as a Kafka source lists them: topics as in `Topics::inputs`, then partition.
-    let order: Vec<&str> = topics.inputs().to_vec();
-    let mut out: Vec<Stream> = streams.into_iter().collect();
-    out.sort_by_key(|(id, _)| {
-        (
-            order.iter().position(|t| *t == id.topic).unwrap_or(usize::MAX),
-            id.partition,
-        )
-    });
-    out
+                s.messages,
+            )
+        })
+        .collect()
 }
 
 /// The payloads of each stream, for the reference model.

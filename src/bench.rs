@@ -1,0 +1,187 @@
+//! `shopflow bench`: decode + pipeline throughput as a ratio of the raw read rate of the
+//! same input, both measured in the same run (machines are noisy; ratios travel).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+use shopflow_gen::{generate, split, GenConfig};
+use shopflow_ingest::source::{KafkaConfig, KafkaSource, MemorySource};
+use shopflow_ingest::{Source, StreamId, Topics};
+use shopflow_pipelines::PipelineConfig;
+use shopflow_sinks::kafka::{ensure_topics, produce, RawRecord};
+use shopflow_sinks::{EventLog, MemoryStore, SinkSet, ViewStore};
+
+/// `shopflow bench`
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Messages in the workload.
+    #[arg(long, default_value_t = 500_000)]
+    events: usize,
+    /// Timely workers.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Also measure through Kafka at these brokers.
+    #[arg(long, env = "SHOPFLOW_KAFKA_BROKERS")]
+    kafka: Option<String>,
+    /// Partitions per topic for the Kafka run.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+}
+
+fn rate(n: usize, started: Instant) -> f64 {
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn memory_sinks() -> SinkSet {
+    let m = MemoryStore::new();
+    SinkSet {
+        views: ViewStore::Memory(m.clone()),
+        alerts: EventLog::Memory(m.clone()),
+        dead_letters: EventLog::Memory(m),
+    }
+}
+
+/// Runs the bench and prints its figures.
+pub fn bench(args: BenchArgs) -> Result<()> {
+    let log = generate(&GenConfig {
+        events: args.events,
+        ..GenConfig::default()
+    });
+    let n = log.len();
+    let bytes: usize = log.iter().map(|m| m.payload.len()).sum();
+    println!(
+        "workload: {n} messages, {:.1} MB, {} workers",
+        bytes as f64 / 1e6,
+        args.workers
+    );
+
+    // Baseline 1: copy every message (what a source does at the least).
+    let started = Instant::now();
+    let mut copied = 0usize;
+    for m in &log {
+        copied += std::hint::black_box(m.payload.clone()).len();
+    }
+    let copy_rate = rate(n, started);
+    assert_eq!(copied, bytes);
+
+    // Decode and schema-check only, one thread.
+    let started = Instant::now();
+    let mut ok = 0usize;
+    for m in &log {
+        ok += shopflow_ingest::decode(&m.payload).is_ok() as usize;
+    }
+    let decode_rate = rate(n, started);
+    std::hint::black_box(ok);
+
+    // The whole pipeline from memory.
+    let topics = Topics::default();
+    let streams: Arc<Vec<_>> = Arc::new(
+        split(&log, topics.inputs(), args.partitions)
+            .into_iter()
+            .map(|s| {
+                (
+                    StreamId {
+                        topic: s.topic,
+                        partition: s.partition,
+                    },
+                    s.messages,
+                )
+            })
+            .collect(),
+    );
+    let config = PipelineConfig {
+        workers: args.workers,
+        ..PipelineConfig::default()
+    };
+    let started = Instant::now();
+    let s2 = streams.clone();
+    crate::wiring::run_quiet(
+        config.clone(),
+        Box::new(move |w, peers| {
+            let mine = s2
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| shopflow_ingest::source::assign(*i, w, peers))
+                .map(|(_, s)| s.clone())
+                .collect();
+            Ok(Box::new(MemorySource::new(mine)) as Box<dyn Source>)
+        }),
+        memory_sinks(),
+    )?;
+    let pipeline_rate = rate(n, started);
+    println!("in memory:");
+    println!("  copy messages (baseline)      {:>12.0} msg/s", copy_rate);
+    println!("  decode + schema check, 1 thr  {:>12.0} msg/s  ({:.3} × baseline)", decode_rate, decode_rate / copy_rate);
+    println!("  full pipeline to memory       {:>12.0} msg/s  ({:.3} × baseline, {:.3} × decode)", pipeline_rate, pipeline_rate / copy_rate, pipeline_rate / decode_rate);
+
+    let Some(brokers) = args.kafka else {
+        println!("(give --kafka BROKERS or SHOPFLOW_KAFKA_BROKERS for the Kafka figures)");
+        return Ok(());
+    };
+    let prefix = format!("bench{}.", std::process::id());
+    let topics = Topics::with_prefix(&prefix);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut names: Vec<&str> = topics.inputs().to_vec();
+    names.extend([topics.alerts.as_str(), topics.dlq.as_str()]);
+    rt.block_on(ensure_topics(&brokers, &names, args.partitions))?;
+    let records: Vec<RawRecord> = split(&log, topics.inputs(), args.partitions)
+        .into_iter()
+        .flat_map(|s| {
+            let (topic, partition) = (s.topic, s.partition);
+            s.messages.into_iter().map(move |(key, payload)| RawRecord {
+                topic: topic.clone(),
+                partition,
+                key,
+                payload,
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    rt.block_on(produce(&brokers, &records))?;
+    let produce_rate = rate(n, started);
+
+    let kconfig = KafkaConfig {
+        brokers: brokers.clone(),
+        topics: topics.inputs().iter().map(|s| s.to_string()).collect(),
+        bounded: true,
+    };
+    // Baseline: raw consume of the same partitions, same split over workers, no decode.
+    let started = Instant::now();
+    let handles: Vec<_> = (0..args.workers)
+        .map(|w| {
+            let kconfig = kconfig.clone();
+            let peers = args.workers;
+            std::thread::spawn(move || -> Result<usize> {
+                let mut src = KafkaSource::new(&kconfig, w, peers)?;
+                let mut buf = Vec::new();
+                let mut count = 0;
+                while !src.finished() {
+                    src.poll(&mut buf, 4096)?;
+                    count += buf.len();
+                    buf.clear();
+                }
+                Ok(count)
+            })
+        })
+        .collect();
+    let mut consumed = 0;
+    for h in handles {
+        consumed += h.join().expect("consumer thread")?;
+    }
+    let consume_rate = rate(consumed, started);
+    let started = Instant::now();
+    let k2 = kconfig.clone();
+    crate::wiring::run_quiet(
+        config,
+        Box::new(move |w, peers| Ok(Box::new(KafkaSource::new(&k2, w, peers)?) as Box<dyn Source>)),
+        memory_sinks(),
+    )?;
+    let kafka_pipeline_rate = rate(n, started);
+    println!("through Kafka at {brokers} ({} partitions per topic):", args.partitions);
+    println!("  produce                       {:>12.0} msg/s", produce_rate);
+    println!("  raw consume (baseline)        {:>12.0} msg/s  ({consumed} messages)", consume_rate);
+    println!("  decode + pipeline             {:>12.0} msg/s  ({:.3} × raw consume)", kafka_pipeline_rate, kafka_pipeline_rate / consume_rate);
+    Ok(())
+}

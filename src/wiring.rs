@@ -1,0 +1,438 @@
+//! Ties sources, pipeline, sinks and API together for the subcommands.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use shopflow_api::ApiState;
+use shopflow_gen::{generate, split, GenConfig};
+use shopflow_ingest::source::{FileSource, KafkaConfig, KafkaSource, MemorySource};
+use shopflow_ingest::{Source, SourceError, StreamId, Topics};
+use shopflow_model::time::rfc3339_utc;
+use shopflow_pipelines::dataflow::ViewConfig;
+use shopflow_pipelines::{PipelineConfig, Stats};
+use shopflow_sinks::file::JsonLinesWriter;
+use shopflow_sinks::kafka::{alert_id, dead_letter_id, KafkaWriter};
+use shopflow_sinks::redis::RedisViews;
+use shopflow_sinks::writer::SinkStats;
+use shopflow_sinks::{spawn_writer, EventLog, MemoryStore, ServingViews, SinkSet, ViewStore};
+
+/// Options shared by `demo` and `run`.
+#[derive(Args, Clone, Debug)]
+pub struct PipelineArgs {
+    /// Timely worker threads.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Allowed lateness in ms (SPEC §4).
+    #[arg(long, default_value_t = 5_000)]
+    lateness_ms: u64,
+    /// Low-stock alert threshold.
+    #[arg(long, default_value_t = 10)]
+    low_stock_threshold: i64,
+    /// Where the API listens.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "SHOPFLOW_LISTEN")]
+    listen: SocketAddr,
+}
+
+impl PipelineArgs {
+    fn config(&self, live: bool) -> PipelineConfig {
+        PipelineConfig {
+            workers: self.workers,
+            lateness_ms: self.lateness_ms,
+            views: ViewConfig {
+                low_stock_threshold: self.low_stock_threshold,
+            },
+            live,
+            ..PipelineConfig::default()
+        }
+    }
+}
+
+/// `shopflow demo`
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Messages to generate.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Generator seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Fraction of bad messages.
+    #[arg(long, default_value_t = 0.01)]
+    bad_rate: f64,
+    /// Where alerts and dead letters are written (JSON lines).
+    #[arg(long, default_value = ".shopflow/demo")]
+    out_dir: String,
+    /// Exit when the input is processed instead of serving until Ctrl-C.
+    #[arg(long)]
+    exit_when_done: bool,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+}
+
+/// `shopflow run`
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Kafka bootstrap servers to read from (and write alerts and dead letters to).
+    #[arg(long, env = "SHOPFLOW_KAFKA_BROKERS", conflicts_with = "file")]
+    kafka: Option<String>,
+    /// Read a JSON-lines file instead of Kafka.
+    #[arg(long)]
+    file: Option<String>,
+    /// Stop at the end of the input as it is at start (replay, backfill) instead of running live.
+    #[arg(long)]
+    bounded: bool,
+    /// Redis for the serving views; without it they are kept in process.
+    #[arg(long, env = "SHOPFLOW_REDIS_URL")]
+    redis: Option<String>,
+    /// Prefix of every Redis key.
+    #[arg(long, default_value = "shopflow:")]
+    redis_prefix: String,
+    /// Prefix of every topic name (e.g. `staging.` → `staging.shop.orders`).
+    #[arg(long, default_value = "")]
+    topic_prefix: String,
+    /// Where alerts and dead letters go when not to Kafka.
+    #[arg(long, default_value = ".shopflow/run")]
+    out_dir: String,
+    /// Exit when a bounded input is processed instead of serving until Ctrl-C.
+    #[arg(long)]
+    exit_when_done: bool,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+}
+
+/// `shopflow gen`
+#[derive(Args, Debug)]
+pub struct GenArgs {
+    /// Messages to generate.
+    #[arg(long, default_value_t = 100_000)]
+    events: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Fraction of bad messages.
+    #[arg(long, default_value_t = 0.01)]
+    bad_rate: f64,
+    /// Fraction of duplicates.
+    #[arg(long, default_value_t = 0.005)]
+    duplicate_rate: f64,
+    /// Write JSON lines here.
+    #[arg(long, conflicts_with = "kafka")]
+    out: Option<String>,
+    /// Produce to Kafka here (partition = key mod the topic's partitions).
+    #[arg(long, env = "SHOPFLOW_KAFKA_BROKERS")]
+    kafka: Option<String>,
+    /// Partitions per topic when creating topics.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Prefix of every topic name.
+    #[arg(long, default_value = "")]
+    topic_prefix: String,
+}
+
+fn gen_config(events: usize, seed: u64, bad_rate: f64) -> GenConfig {
+    GenConfig {
+        events,
+        seed,
+        bad_rate,
+        ..GenConfig::default()
+    }
+}
+
+/// Serves the API on `addr` on its own thread and runtime.
+fn serve(addr: SocketAddr, views: ServingViews) -> Result<std::thread::JoinHandle<()>> {
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen on {addr} (port taken? use --listen)"))?;
+    listener.set_nonblocking(true)?;
+    Ok(std::thread::Builder::new()
+        .name("shopflow-api".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                if let Err(e) = shopflow_api::serve(listener, ApiState { views }).await {
+                    tracing::error!(error = %e, "API server stopped");
+                }
+            });
+        })?)
+}
+
+/// Prints a progress line every second until the pipeline finishes.
+fn progress(stats: Arc<Stats>, sink: Arc<SinkStats>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut last = 0;
+        while !stats.finished.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(1000));
+            let n = stats.messages.load(Ordering::Relaxed);
+            let as_of = sink
+                .as_of_plus_one
+                .load(Ordering::Relaxed)
+                .checked_sub(1)
+                .map(rfc3339_utc)
+                .unwrap_or_else(|| "-".into());
+            eprintln!(
+                "[{:>5.1}s] read {n} ({}/s)  accepted {}  dead letters {}  duplicates {}  late {}  views as of {as_of}",
+                start.elapsed().as_secs_f64(),
+                n - last,
+                stats.accepted.load(Ordering::Relaxed),
+                stats.dead_letters_total(),
+                stats.duplicates.load(Ordering::Relaxed),
+                stats.late.load(Ordering::Relaxed),
+            );
+            last = n;
+        }
+    })
+}
+
+fn wait_for_ctrl_c() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let _ = tokio::signal::ctrl_c().await;
+    });
+}
+
+type MakeSource = dyn Fn(usize, usize) -> Result<Box<dyn Source>, SourceError> + Send + Sync;
+
+/// Runs a pipeline to the end of its input (or until stopped), then reports.
+fn execute(
+    config: PipelineConfig,
+    make_source: Box<MakeSource>,
+    sinks: SinkSet,
+) -> Result<(shopflow_pipelines::RunSummary, Arc<SinkStats>)> {
+    let (tx, rx) = sync_channel(64);
+    let stats = Arc::new(Stats::default());
+    let sink_stats = Arc::new(SinkStats::default());
+    let writer = spawn_writer(rx, sinks, sink_stats.clone());
+    let reporter = progress(stats.clone(), sink_stats.clone());
+    let stop = stats.clone();
+    ctrlc_stop(stop);
+    let result = shopflow_pipelines::run(config, make_source, tx, stats.clone());
+    stats.finished.store(true, Ordering::SeqCst);
+    let written = writer.join().expect("sink writer thread");
+    let _ = reporter.join();
+    let summary = result.context("pipeline stopped")?;
+    written.context("sink writer stopped")?;
+    Ok((summary, sink_stats))
+}
+
+/// Ctrl-C asks the workers to stop at the next round.
+fn ctrlc_stop(stats: Arc<Stats>) {
+    std::thread::spawn(move || {
+        wait_for_ctrl_c();
+        eprintln!("stopping…");
+        stats.stop.store(true, Ordering::SeqCst);
+    });
+}
+
+/// `shopflow demo`
+pub fn demo(args: DemoArgs) -> Result<()> {
+    let topics = Topics::default();
+    eprintln!("generating {} events (seed {})…", args.events, args.seed);
+    let log = generate(&gen_config(args.events, args.seed, args.bad_rate));
+    let streams: Vec<(StreamId, Vec<(Option<Vec<u8>>, Vec<u8>)>)> = split(&log, topics.inputs(), 1)
+        .into_iter()
+        .map(|s| {
+            (
+                StreamId {
+                    topic: s.topic,
+                    partition: s.partition,
+                },
+                s.messages,
+            )
+        })
+        .collect();
+    let sample_sku = 1;
+    let sample_order = 1;
+    let store = MemoryStore::new();
+    let api = serve(args.pipeline.listen, ServingViews::Memory(store.clone()))?;
+    eprintln!("API on http://{}", args.pipeline.listen);
+    let sinks = SinkSet {
+        views: ViewStore::Memory(store.clone()),
+        alerts: EventLog::File(JsonLinesWriter::create(&format!("{}/alerts.jsonl", args.out_dir))?),
+        dead_letters: EventLog::File(JsonLinesWriter::create(&format!("{}/dlq.jsonl", args.out_dir))?),
+    };
+    let streams = Arc::new(streams);
+    let make: Box<MakeSource> = Box::new(move |w, peers| {
+        let mine = streams
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| shopflow_ingest::source::assign(*i, w, peers))
+            .map(|(_, s)| s.clone())
+            .collect();
+        Ok(Box::new(MemorySource::new(mine)) as Box<dyn Source>)
+    });
+    let started = Instant::now();
+    let (summary, sink_stats) = execute(args.pipeline.config(false), make, sinks)?;
+    let secs = started.elapsed().as_secs_f64();
+    let (skus, orders, as_of) = store.read(|s| (s.stock.len(), s.orders.len(), s.as_of));
+    eprintln!(
+        "done in {secs:.1}s ({:.0} events/s): {} accepted, {} dead letters, {} duplicates, {} late; {skus} SKUs, {orders} orders, {} alerts; views as of {}",
+        summary.messages as f64 / secs,
+        summary.accepted,
+        summary.dead_letters,
+        summary.duplicates,
+        summary.late,
+        sink_stats.alerts.load(Ordering::Relaxed),
+        as_of.map(rfc3339_utc).unwrap_or_default(),
+    );
+    eprintln!("alerts: {0}/alerts.jsonl   dead letters: {0}/dlq.jsonl", args.out_dir);
+    let base = format!("http://{}", args.pipeline.listen);
+    println!("curl {base}/v1/stock/{sample_sku}");
+    println!("curl {base}/v1/orders/{sample_order}");
+    if args.exit_when_done {
+        return Ok(());
+    }
+    eprintln!("serving until Ctrl-C…");
+    let _ = api.join();
+    Ok(())
+}
+
+/// `shopflow run`
+pub fn run(args: RunArgs) -> Result<()> {
+    let topics = Topics::with_prefix(&args.topic_prefix);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (views, serving) = match &args.redis {
+        Some(url) => {
+            let r = rt.block_on(RedisViews::connect(url, &args.redis_prefix))?;
+            rt.block_on(r.as_of())?; // fail fast with a clear message
+            (ViewStore::Redis(r.clone()), ServingViews::Redis(r))
+        }
+        None => {
+            let m = MemoryStore::new();
+            (ViewStore::Memory(m.clone()), ServingViews::Memory(m))
+        }
+    };
+    let (alerts, dead_letters, make): (EventLog, EventLog, Box<MakeSource>) =
+        match (&args.kafka, &args.file) {
+            (Some(brokers), None) => {
+                let config = KafkaConfig {
+                    brokers: brokers.clone(),
+                    topics: topics.inputs().iter().map(|s| s.to_string()).collect(),
+                    bounded: args.bounded,
+                };
+                (
+                    EventLog::Kafka(KafkaWriter::open(brokers, &topics.alerts, alert_id)?),
+                    EventLog::Kafka(KafkaWriter::open(brokers, &topics.dlq, dead_letter_id)?),
+                    Box::new(move |w, peers| {
+                        Ok(Box::new(KafkaSource::new(&config, w, peers)?) as Box<dyn Source>)
+                    }),
+                )
+            }
+            (None, Some(path)) => {
+                let path = path.clone();
+                FileSource::open(&path)?; // fail fast
+                (
+                    EventLog::File(JsonLinesWriter::create(&format!("{}/alerts.jsonl", args.out_dir))?),
+                    EventLog::File(JsonLinesWriter::create(&format!("{}/dlq.jsonl", args.out_dir))?),
+                    Box::new(move |w, _peers| {
+                        if w == 0 {
+                            Ok(Box::new(FileSource::open(&path)?) as Box<dyn Source>)
+                        } else {
+                            Ok(Box::new(MemorySource::empty()) as Box<dyn Source>)
+                        }
+                    }),
+                )
+            }
+            _ => bail!("give --kafka BROKERS (or SHOPFLOW_KAFKA_BROKERS) or --file PATH"),
+        };
+    let _api = serve(args.pipeline.listen, serving)?;
+    eprintln!("API on http://{}", args.pipeline.listen);
+    let live = args.kafka.is_some() && !args.bounded;
+    let sinks = SinkSet {
+        views,
+        alerts,
+        dead_letters,
+    };
+    let (summary, sink_stats) = execute(args.pipeline.config(live), make, sinks)?;
+    eprintln!(
+        "finished: {} messages, {} accepted, {} dead letters, {} duplicates, {} late; views as of {:?}",
+        summary.messages,
+        summary.accepted,
+        summary.dead_letters,
+        summary.duplicates,
+        summary.late,
+        sink_stats.as_of_plus_one.load(Ordering::Relaxed).checked_sub(1)
+    );
+    if !args.exit_when_done {
+        eprintln!("serving until Ctrl-C…");
+        wait_for_ctrl_c();
+    }
+    Ok(())
+}
+
+/// `shopflow gen`
+pub fn gen(args: GenArgs) -> Result<()> {
+    let mut cfg = gen_config(args.events, args.seed, args.bad_rate);
+    cfg.duplicate_rate = args.duplicate_rate;
+    let log = generate(&cfg);
+    match (&args.out, &args.kafka) {
+        (Some(path), _) => {
+            use std::io::Write;
+            let mut f = std::io::BufWriter::new(
+                std::fs::File::create(path).with_context(|| format!("cannot create {path}"))?,
+            );
+            for m in &log {
+                f.write_all(&m.payload)?;
+                f.write_all(b"\n")?;
+            }
+            f.flush()?;
+            eprintln!("wrote {} messages to {path}", log.len());
+        }
+        (None, Some(brokers)) => {
+            let topics = Topics::with_prefix(&args.topic_prefix);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let mut all: Vec<&str> = topics.inputs().to_vec();
+            all.extend([topics.alerts.as_str(), topics.dlq.as_str()]);
+            rt.block_on(shopflow_sinks::kafka::ensure_topics(brokers, &all, args.partitions))?;
+            let records: Vec<_> = split(&log, topics.inputs(), args.partitions)
+                .into_iter()
+                .flat_map(|s| {
+                    let (topic, partition) = (s.topic, s.partition);
+                    s.messages.into_iter().map(move |(key, payload)| {
+                        shopflow_sinks::kafka::RawRecord {
+                            topic: topic.clone(),
+                            partition,
+                            key,
+                            payload,
+                        }
+                    })
+                })
+                .collect();
+            let started = Instant::now();
+            rt.block_on(shopflow_sinks::kafka::produce(brokers, &records))?;
+            eprintln!(
+                "produced {} messages to {brokers} in {:.1}s",
+                records.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        (None, None) => bail!("give --out FILE or --kafka BROKERS"),
+    }
+    Ok(())
+}
+
+/// Runs a pipeline with no progress output (for `bench`).
+pub fn run_quiet(config: PipelineConfig, make_source: Box<MakeSource>, sinks: SinkSet) -> Result<()> {
+    let (tx, rx) = sync_channel(64);
+    let writer = spawn_writer(rx, sinks, Arc::new(SinkStats::default()));
+    let result = shopflow_pipelines::run(config, make_source, tx, Arc::new(Stats::default()));
+    writer.join().expect("sink writer thread")?;
+    result?;
+    Ok(())
+}
