@@ -113,8 +113,17 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let pipeline_rate = rate(n, started);
     println!("in memory:");
     println!("  copy messages (baseline)      {:>12.0} msg/s", copy_rate);
-    println!("  decode + schema check, 1 thr  {:>12.0} msg/s  ({:.3} × baseline)", decode_rate, decode_rate / copy_rate);
-    println!("  full pipeline to memory       {:>12.0} msg/s  ({:.3} × baseline, {:.3} × decode)", pipeline_rate, pipeline_rate / copy_rate, pipeline_rate / decode_rate);
+    println!(
+        "  decode + schema check, 1 thr  {:>12.0} msg/s  ({:.3} × baseline)",
+        decode_rate,
+        decode_rate / copy_rate
+    );
+    println!(
+        "  full pipeline to memory       {:>12.0} msg/s  ({:.3} × baseline, {:.3} × decode)",
+        pipeline_rate,
+        pipeline_rate / copy_rate,
+        pipeline_rate / decode_rate
+    );
 
     let Some(brokers) = args.kafka else {
         println!("(give --kafka BROKERS or SHOPFLOW_KAFKA_BROKERS for the Kafka figures)");
@@ -122,7 +131,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     };
     let prefix = format!("bench{}.", std::process::id());
     let topics = Topics::with_prefix(&prefix);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let mut names: Vec<&str> = topics.inputs().to_vec();
     names.extend([topics.alerts.as_str(), topics.dlq.as_str()]);
     rt.block_on(ensure_topics(&brokers, &names, args.partitions))?;
@@ -179,9 +190,22 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         memory_sinks(),
     )?;
     let kafka_pipeline_rate = rate(n, started);
-    println!("through Kafka at {brokers} ({} partitions per topic):", args.partitions);
-    println!("  produce                       {:>12.0} msg/s", produce_rate);
-    println!("  raw consume (baseline)        {:>12.0} msg/s  ({consumed} messages)", consume_rate);
-    println!("  decode + pipeline             {:>12.0} msg/s  ({:.3} × raw consume)", kafka_pipeline_rate, kafka_pipeline_rate / consume_rate);
+    println!(
+        "through Kafka at {brokers} ({} partitions per topic):",
+        args.partitions
+    );
+    println!(
+        "  produce                       {:>12.0} msg/s",
+        produce_rate
+    );
+    println!(
+        "  raw consume (baseline)        {:>12.0} msg/s  ({consumed} messages)",
+        consume_rate
+    );
+    println!(
+        "  decode + pipeline             {:>12.0} msg/s  ({:.3} × raw consume)",
+        kafka_pipeline_rate,
+        kafka_pipeline_rate / consume_rate
+    );
     Ok(())
 }

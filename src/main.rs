@@ -7,7 +7,11 @@ mod wiring;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "shopflow", version, about = "Streaming views for a marketplace: Kafka in, Redis/MySQL/ClickHouse out.")]
+#[command(
+    name = "shopflow",
+    version,
+    about = "Streaming views for a marketplace: Kafka in, Redis/MySQL/ClickHouse out."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

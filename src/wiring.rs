@@ -143,26 +143,18 @@ fn gen_config(events: usize, seed: u64, bad_rate: f64) -> GenConfig {
     }
 }
 
-/// Serves the API on `addr` on its own thread and runtime.
-fn serve(addr: SocketAddr, views: ServingViews) -> Result<std::thread::JoinHandle<()>> {
+/// Serves the API on `addr` from the I/O runtime.
+fn serve(rt: &tokio::runtime::Runtime, addr: SocketAddr, views: ServingViews) -> Result<()> {
     let listener = std::net::TcpListener::bind(addr)
         .with_context(|| format!("cannot listen on {addr} (port taken? use --listen)"))?;
     listener.set_nonblocking(true)?;
-    Ok(std::thread::Builder::new()
-        .name("shopflow-api".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                if let Err(e) = shopflow_api::serve(listener, ApiState { views }).await {
-                    tracing::error!(error = %e, "API server stopped");
-                }
-            });
-        })?)
+    rt.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+        if let Err(e) = shopflow_api::serve(listener, ApiState { views }).await {
+            tracing::error!(error = %e, "API server stopped");
+        }
+    });
+    Ok(())
 }
 
 /// Prints a progress line every second until the pipeline finishes.
@@ -207,6 +199,7 @@ type MakeSource = dyn Fn(usize, usize) -> Result<Box<dyn Source>, SourceError> +
 
 /// Runs a pipeline to the end of its input (or until stopped), then reports.
 fn execute(
+    rt: &tokio::runtime::Runtime,
     config: PipelineConfig,
     make_source: Box<MakeSource>,
     sinks: SinkSet,
@@ -214,7 +207,7 @@ fn execute(
     let (tx, rx) = sync_channel(64);
     let stats = Arc::new(Stats::default());
     let sink_stats = Arc::new(SinkStats::default());
-    let writer = spawn_writer(rx, sinks, sink_stats.clone());
+    let writer = spawn_writer(rx, sinks, sink_stats.clone(), rt.handle().clone());
     let reporter = progress(stats.clone(), sink_stats.clone());
     let stop = stats.clone();
     ctrlc_stop(stop);
@@ -256,12 +249,23 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let sample_sku = 1;
     let sample_order = 1;
     let store = MemoryStore::new();
-    let api = serve(args.pipeline.listen, ServingViews::Memory(store.clone()))?;
+    let rt = shopflow_sinks::io_runtime();
+    serve(
+        &rt,
+        args.pipeline.listen,
+        ServingViews::Memory(store.clone()),
+    )?;
     eprintln!("API on http://{}", args.pipeline.listen);
     let sinks = SinkSet {
         views: ViewStore::Memory(store.clone()),
-        alerts: EventLog::File(JsonLinesWriter::create(&format!("{}/alerts.jsonl", args.out_dir))?),
-        dead_letters: EventLog::File(JsonLinesWriter::create(&format!("{}/dlq.jsonl", args.out_dir))?),
+        alerts: EventLog::File(JsonLinesWriter::create(&format!(
+            "{}/alerts.jsonl",
+            args.out_dir
+        ))?),
+        dead_letters: EventLog::File(JsonLinesWriter::create(&format!(
+            "{}/dlq.jsonl",
+            args.out_dir
+        ))?),
     };
     let streams = Arc::new(streams);
     let make: Box<MakeSource> = Box::new(move |w, peers| {
@@ -274,7 +278,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         Ok(Box::new(MemorySource::new(mine)) as Box<dyn Source>)
     });
     let started = Instant::now();
-    let (summary, sink_stats) = execute(args.pipeline.config(false), make, sinks)?;
+    let (summary, sink_stats) = execute(&rt, args.pipeline.config(false), make, sinks)?;
     let secs = started.elapsed().as_secs_f64();
     let (skus, orders, as_of) = store.read(|s| (s.stock.len(), s.orders.len(), s.as_of));
     eprintln!(
@@ -287,7 +291,10 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         sink_stats.alerts.load(Ordering::Relaxed),
         as_of.map(rfc3339_utc).unwrap_or_default(),
     );
-    eprintln!("alerts: {0}/alerts.jsonl   dead letters: {0}/dlq.jsonl", args.out_dir);
+    eprintln!(
+        "alerts: {0}/alerts.jsonl   dead letters: {0}/dlq.jsonl",
+        args.out_dir
+    );
     let base = format!("http://{}", args.pipeline.listen);
     println!("curl {base}/v1/stock/{sample_sku}");
     println!("curl {base}/v1/orders/{sample_order}");
@@ -295,16 +302,14 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         return Ok(());
     }
     eprintln!("serving until Ctrl-C…");
-    let _ = api.join();
+    wait_for_ctrl_c();
     Ok(())
 }
 
 /// `shopflow run`
 pub fn run(args: RunArgs) -> Result<()> {
     let topics = Topics::with_prefix(&args.topic_prefix);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = shopflow_sinks::io_runtime();
     let (views, serving) = match &args.redis {
         Some(url) => {
             let r = rt.block_on(RedisViews::connect(url, &args.redis_prefix))?;
@@ -336,8 +341,14 @@ pub fn run(args: RunArgs) -> Result<()> {
                 let path = path.clone();
                 FileSource::open(&path)?; // fail fast
                 (
-                    EventLog::File(JsonLinesWriter::create(&format!("{}/alerts.jsonl", args.out_dir))?),
-                    EventLog::File(JsonLinesWriter::create(&format!("{}/dlq.jsonl", args.out_dir))?),
+                    EventLog::File(JsonLinesWriter::create(&format!(
+                        "{}/alerts.jsonl",
+                        args.out_dir
+                    ))?),
+                    EventLog::File(JsonLinesWriter::create(&format!(
+                        "{}/dlq.jsonl",
+                        args.out_dir
+                    ))?),
                     Box::new(move |w, _peers| {
                         if w == 0 {
                             Ok(Box::new(FileSource::open(&path)?) as Box<dyn Source>)
@@ -349,7 +360,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
             _ => bail!("give --kafka BROKERS (or SHOPFLOW_KAFKA_BROKERS) or --file PATH"),
         };
-    let _api = serve(args.pipeline.listen, serving)?;
+    serve(&rt, args.pipeline.listen, serving)?;
     eprintln!("API on http://{}", args.pipeline.listen);
     let live = args.kafka.is_some() && !args.bounded;
     let sinks = SinkSet {
@@ -357,7 +368,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         alerts,
         dead_letters,
     };
-    let (summary, sink_stats) = execute(args.pipeline.config(live), make, sinks)?;
+    let (summary, sink_stats) = execute(&rt, args.pipeline.config(live), make, sinks)?;
     eprintln!(
         "finished: {} messages, {} accepted, {} dead letters, {} duplicates, {} late; views as of {:?}",
         summary.messages,
@@ -399,7 +410,11 @@ pub fn gen(args: GenArgs) -> Result<()> {
                 .build()?;
             let mut all: Vec<&str> = topics.inputs().to_vec();
             all.extend([topics.alerts.as_str(), topics.dlq.as_str()]);
-            rt.block_on(shopflow_sinks::kafka::ensure_topics(brokers, &all, args.partitions))?;
+            rt.block_on(shopflow_sinks::kafka::ensure_topics(
+                brokers,
+                &all,
+                args.partitions,
+            ))?;
             let records: Vec<_> = split(&log, topics.inputs(), args.partitions)
                 .into_iter()
                 .flat_map(|s| {
@@ -428,9 +443,19 @@ pub fn gen(args: GenArgs) -> Result<()> {
 }
 
 /// Runs a pipeline with no progress output (for `bench`).
-pub fn run_quiet(config: PipelineConfig, make_source: Box<MakeSource>, sinks: SinkSet) -> Result<()> {
+pub fn run_quiet(
+    config: PipelineConfig,
+    make_source: Box<MakeSource>,
+    sinks: SinkSet,
+) -> Result<()> {
+    let rt = shopflow_sinks::io_runtime();
     let (tx, rx) = sync_channel(64);
-    let writer = spawn_writer(rx, sinks, Arc::new(SinkStats::default()));
+    let writer = spawn_writer(
+        rx,
+        sinks,
+        Arc::new(SinkStats::default()),
+        rt.handle().clone(),
+    );
     let result = shopflow_pipelines::run(config, make_source, tx, Arc::new(Stats::default()));
     writer.join().expect("sink writer thread")?;
     result?;

@@ -146,7 +146,9 @@ mod tests {
             .await
             .unwrap();
         let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         (status, body)
     }
@@ -157,7 +159,10 @@ mod tests {
         let app = router(ApiState {
             views: ServingViews::Memory(store.clone()),
         });
-        assert_eq!(call(&app, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            call(&app, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         store.apply(Output::Views(ViewBatch {
             as_of: 1234,
             complete: false,

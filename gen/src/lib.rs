@@ -111,10 +111,7 @@ struct Order {
 
 impl Order {
     fn unrefunded(&self) -> bool {
-        self.lines
-            .iter()
-            .zip(&self.refunded)
-            .any(|(l, r)| *r < l.2)
+        self.lines.iter().zip(&self.refunded).any(|(l, r)| *r < l.2)
     }
 }
 
@@ -303,8 +300,7 @@ impl Gen {
                 self.upsert_product(sku);
             }
             _ => {
-                if self.active.len() < self.cfg.concurrency && (r < 40 || self.active.is_empty())
-                {
+                if self.active.len() < self.cfg.concurrency && (r < 40 || self.active.is_empty()) {
                     self.place();
                 } else {
                     let i = self.rng.random_range(0..self.active.len());
@@ -440,8 +436,12 @@ impl Gen {
                 Stage::Shipped => {
                     if p < 0.5 && o.updates < 3 {
                         o.updates += 1;
-                        let hub = ["곤지암 센터", "Daegu hub", "서울 송파 캠프", "out for delivery"]
-                            [self.rng.random_range(0..4)];
+                        let hub = [
+                            "곤지암 센터",
+                            "Daegu hub",
+                            "서울 송파 캠프",
+                            "out for delivery",
+                        ][self.rng.random_range(0..4)];
                         self.order_event(o.id, "delivery.updated", json!({"location": hub}));
                     } else {
                         self.order_event(o.id, "order.delivered", json!({}));
@@ -453,7 +453,11 @@ impl Gen {
                         self.order_event(o.id, "order.confirmed", json!({}));
                         o.stage = Stage::Confirmed;
                     } else if o.unrefunded() {
-                        self.order_event(o.id, "return.requested", json!({"reason": "changed mind"}));
+                        self.order_event(
+                            o.id,
+                            "return.requested",
+                            json!({"reason": "changed mind"}),
+                        );
                         o.open_return = true;
                     } else {
                         done = true;
@@ -485,7 +489,11 @@ impl Gen {
             if left == 0 || (!full && self.rng.random_bool(0.5)) {
                 continue;
             }
-            let q = if full { left } else { self.rng.random_range(1..=left) };
+            let q = if full {
+                left
+            } else {
+                self.rng.random_range(1..=left)
+            };
             o.refunded[k] += q;
             value += q * l.3;
             lines.push(json!({"line_no": l.0, "qty": q}));

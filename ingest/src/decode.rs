@@ -50,12 +50,8 @@ type Result<T> = std::result::Result<T, Rejection>;
 /// Decodes and schema-checks one message. Everything after the schema (dedup, order
 /// existence, life cycle) is the [`crate::validate`] module's job.
 pub fn decode(bytes: &[u8]) -> Result<Event> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        Rejection::new(
-            DeadLetterReason::MalformedJson,
-            format!("not UTF-8: {e}"),
-        )
-    })?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| Rejection::new(DeadLetterReason::MalformedJson, format!("not UTF-8: {e}")))?;
     let obj = Obj::parse(text, "message")?;
     let event_id = obj.string("event_id")?;
     let n = event_id.chars().count();
@@ -297,18 +293,16 @@ struct Obj<'a> {
 impl<'a> Obj<'a> {
     /// The whole message: anything but a JSON object is `malformed_json`.
     fn parse(text: &'a str, what: &str) -> Result<Obj<'a>> {
-        let value: &RawValue = serde_json::from_str(text).map_err(|e| {
-            Rejection::new(DeadLetterReason::MalformedJson, format!("{what}: {e}"))
-        })?;
+        let value: &RawValue = serde_json::from_str(text)
+            .map_err(|e| Rejection::new(DeadLetterReason::MalformedJson, format!("{what}: {e}")))?;
         if !value.get().starts_with('{') {
             return Err(Rejection::new(
                 DeadLetterReason::MalformedJson,
                 format!("{what} is JSON but not an object"),
             ));
         }
-        let fields = serde_json::from_str(value.get()).map_err(|e| {
-            Rejection::new(DeadLetterReason::MalformedJson, format!("{what}: {e}"))
-        })?;
+        let fields = serde_json::from_str(value.get())
+            .map_err(|e| Rejection::new(DeadLetterReason::MalformedJson, format!("{what}: {e}")))?;
         Ok(Obj {
             fields,
             path: String::new(),
@@ -323,9 +317,8 @@ impl<'a> Obj<'a> {
                 format!("{path} is not an object"),
             ));
         }
-        let fields = serde_json::from_str(raw.get()).map_err(|e| {
-            Rejection::new(DeadLetterReason::MalformedJson, format!("{path}: {e}"))
-        })?;
+        let fields = serde_json::from_str(raw.get())
+            .map_err(|e| Rejection::new(DeadLetterReason::MalformedJson, format!("{path}: {e}")))?;
         Ok(Obj {
             fields,
             path: format!("{path}."),
@@ -448,13 +441,26 @@ mod tests {
         ];
         for c in cases {
             let e = decode(c.as_bytes()).unwrap_or_else(|r| panic!("{c}: {r}"));
-            assert!(c.contains(e.body.type_name()), "{c} decoded as {:?}", e.body);
+            assert!(
+                c.contains(e.body.type_name()),
+                "{c} decoded as {:?}",
+                e.body
+            );
         }
     }
 
     #[test]
     fn malformed_json() {
-        for c in ["", "{", "[]", "1", "null", "{\"a\":NaN}", "{} {}", "{\"a\":1,}"] {
+        for c in [
+            "",
+            "{",
+            "[]",
+            "1",
+            "null",
+            "{\"a\":NaN}",
+            "{} {}",
+            "{\"a\":1,}",
+        ] {
             assert_eq!(reason(c), MalformedJson, "{c:?}");
         }
         assert_eq!(
@@ -469,7 +475,10 @@ mod tests {
         assert_eq!(reason(r#"{"type":"nope","ts":-1}"#), MissingField);
         assert_eq!(reason(r#"{"event_id":1,"type":"nope"}"#), MistypedField);
         assert_eq!(reason(r#"{"event_id":"","type":"nope"}"#), OutOfRange);
-        assert_eq!(reason(r#"{"event_id":"a","type":"nope","ts":-1}"#), UnknownType);
+        assert_eq!(
+            reason(r#"{"event_id":"a","type":"nope","ts":-1}"#),
+            UnknownType
+        );
         assert_eq!(reason(r#"{"event_id":"a","ts":-1}"#), MissingField);
         assert_eq!(reason(r#"{"event_id":"a","type":null}"#), MistypedField);
         assert_eq!(
@@ -518,7 +527,10 @@ mod tests {
             ("0", Some(OutOfRange)),
             ("-3", Some(OutOfRange)),
             ("1000001", Some(OutOfRange)),
-            ("123456789012345678901234567890123456789012345", Some(OutOfRange)),
+            (
+                "123456789012345678901234567890123456789012345",
+                Some(OutOfRange),
+            ),
             ("1000000", None),
         ] {
             let text = base.replace("QTY", qty);
@@ -543,7 +555,9 @@ mod tests {
             OutOfRange
         );
         assert_eq!(
-            reason(r#"{"event_id":"a","type":"category.upserted","ts":1,"category_id":1,"name":"n","commission_bp":1501}"#),
+            reason(
+                r#"{"event_id":"a","type":"category.upserted","ts":1,"category_id":1,"name":"n","commission_bp":1501}"#
+            ),
             OutOfRange
         );
         assert_eq!(
@@ -551,7 +565,9 @@ mod tests {
             OutOfRange
         );
         assert_eq!(
-            reason(r#"{"event_id":"a","type":"review.posted","ts":1,"review_id":1,"sku":1,"member_id":1,"rating":6}"#),
+            reason(
+                r#"{"event_id":"a","type":"review.posted","ts":1,"review_id":1,"sku":1,"member_id":1,"rating":6}"#
+            ),
             OutOfRange
         );
         let loc = format!(

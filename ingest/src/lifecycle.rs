@@ -431,7 +431,8 @@ mod tests {
                 "{body:?}"
             );
         }
-        o.apply(&EventBody::PaymentFailed { order_id: 1 }, 1).unwrap();
+        o.apply(&EventBody::PaymentFailed { order_id: 1 }, 1)
+            .unwrap();
         assert_eq!(
             o.apply(&EventBody::OrderCancelled { order_id: 1 }, 1)
                 .unwrap_err()

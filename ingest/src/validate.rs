@@ -94,7 +94,10 @@ impl StreamValidator {
         };
         let floor = self.frontier();
         let time = effective_time.max(floor);
-        self.max_time = Some(self.max_time.map_or(effective_time, |m| m.max(effective_time)));
+        self.max_time = Some(
+            self.max_time
+                .map_or(effective_time, |m| m.max(effective_time)),
+        );
         Outcome::Accepted(Accepted {
             event,
             effective_time,
@@ -158,9 +161,7 @@ impl StreamValidator {
     /// The stream's frontier: no later event is applied before it. It is the latest
     /// accepted event time minus the allowed lateness, or higher when raised while idle.
     pub fn frontier(&self) -> Millis {
-        let by_events = self
-            .max_time
-            .map_or(0, |m| m.saturating_sub(self.lateness));
+        let by_events = self.max_time.map_or(0, |m| m.saturating_sub(self.lateness));
         by_events.max(self.floor)
     }
 
@@ -209,7 +210,12 @@ mod tests {
             Outcome::Duplicate
         ));
         assert!(matches!(
-            v.process(&msg("a", "member.joined", 17 * day + 1, r#","member_id":1"#)),
+            v.process(&msg(
+                "a",
+                "member.joined",
+                17 * day + 1,
+                r#","member_id":1"#
+            )),
             Outcome::Accepted(_)
         ));
         // A schema-invalid event does not mark its id.
@@ -240,14 +246,24 @@ mod tests {
         let Outcome::Accepted(a) = v.process(&placed) else {
             panic!()
         };
-        assert_eq!((a.effective_time, a.time, a.late), (100_000, 100_000, false));
-        let Outcome::Accepted(b) =
-            v.process(&msg("q", "payment.approved", 50_000, r#","order_id":1,"amount":5"#))
-        else {
+        assert_eq!(
+            (a.effective_time, a.time, a.late),
+            (100_000, 100_000, false)
+        );
+        let Outcome::Accepted(b) = v.process(&msg(
+            "q",
+            "payment.approved",
+            50_000,
+            r#","order_id":1,"amount":5"#,
+        )) else {
             panic!()
         };
-        assert_eq!((b.effective_time, b.time, b.late), (100_000, 100_000, false));
-        let Outcome::Accepted(c) = v.process(&msg("r", "stock.received", 90_000, r#","sku":1,"qty":5"#))
+        assert_eq!(
+            (b.effective_time, b.time, b.late),
+            (100_000, 100_000, false)
+        );
+        let Outcome::Accepted(c) =
+            v.process(&msg("r", "stock.received", 90_000, r#","sku":1,"qty":5"#))
         else {
             panic!()
         };

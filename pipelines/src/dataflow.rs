@@ -5,11 +5,11 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 use differential_dataflow::input::{Input, InputSession};
-use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use differential_dataflow::AsCollection;
+use shopflow_model::{Millis, Output};
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::{Concat, Probe};
 use timely::dataflow::Scope;
-use shopflow_model::{Millis, Output};
 
 use crate::orders::{order_states, stock_effects, OrderEvent, StockDelta};
 use crate::output::{send_batches, Row};
@@ -75,9 +75,7 @@ pub fn build<'s>(
     let (ticks_in, ticks) = scope.new_collection::<(), isize>();
 
     let states = order_states(orders);
-    let order_rows = states
-        .clone()
-        .map(|(_, state)| Row::Order(state.view()));
+    let order_rows = states.clone().map(|(_, state)| Row::Order(state.view()));
     let order_stock = states.explode(|(_, state)| stock_effects(&state).collect::<Vec<_>>());
     let levels = stock_levels(direct_stock.concat(order_stock));
     let alerts = low_stock_alerts(levels.clone(), config.low_stock_threshold)

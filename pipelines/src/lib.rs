@@ -16,5 +16,5 @@ pub mod output;
 pub mod runtime;
 pub mod stock;
 
-pub use shopflow_model::{Output, ViewBatch};
 pub use runtime::{run, PipelineConfig, PipelineError, RunSummary, Stats};
+pub use shopflow_model::{Output, ViewBatch};

@@ -41,7 +41,11 @@ pub fn stock_effects(state: &OrderState) -> impl Iterator<Item = (u64, StockDelt
     state.lines.iter().map(move |l| {
         let qty = l.line.qty as isize;
         let reserved = if state.stage.reserves_stock() { qty } else { 0 };
-        let shipped = if state.stage.reached_shipped() { qty } else { 0 };
+        let shipped = if state.stage.reached_shipped() {
+            qty
+        } else {
+            0
+        };
         (l.line.sku, (l.restocked as isize - shipped, reserved, 1))
     })
 }

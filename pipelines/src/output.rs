@@ -5,19 +5,21 @@
 //! of T = frontier − 1. Rows of a batch are mutually consistent: they are all as of T.
 
 use std::collections::HashMap;
-use std::sync::mpsc::SyncSender;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
+use shopflow_model::{Alert, Millis, OrderView, StockLevel};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
-use shopflow_model::{Alert, Millis, OrderView, StockLevel};
 
 pub use shopflow_model::{Output, ViewBatch};
 
 /// A change to some view.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Row {
     /// A stock row.
     Stock(StockLevel),
@@ -112,6 +114,8 @@ fn consolidate(updates: Vec<(Row, Millis, isize)>, as_of: Millis, complete: bool
     }
     batch.stock.sort_unstable_by_key(|s| s.sku);
     batch.orders.sort_unstable_by_key(|o| o.order_id);
-    batch.alerts.sort_unstable_by(|a, b| (a.ts, &a.event_id).cmp(&(b.ts, &b.event_id)));
+    batch
+        .alerts
+        .sort_unstable_by(|a, b| (a.ts, &a.event_id).cmp(&(b.ts, &b.event_id)));
     batch
 }

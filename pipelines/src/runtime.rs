@@ -193,7 +193,9 @@ where
             return Err(PipelineError::SinkGone);
         }
         source.poll(&mut buf, config.poll_batch)?;
-        stats.messages.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        stats
+            .messages
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
         for m in buf.drain(..) {
             match validators[m.stream].process(&m.payload) {
                 Outcome::Accepted(a) => {
@@ -226,7 +228,11 @@ where
                 }
             }
         }
-        if !dead.is_empty() && out.send(Output::DeadLetters(std::mem::take(&mut dead))).is_err() {
+        if !dead.is_empty()
+            && out
+                .send(Output::DeadLetters(std::mem::take(&mut dead)))
+                .is_err()
+        {
             return Err(PipelineError::SinkGone);
         }
         if source.finished() {
@@ -246,7 +252,10 @@ where
     }
 
     // End of input: mark the largest event time seen, close the inputs, drain.
-    let max_time = validators.iter().filter_map(StreamValidator::max_time).max();
+    let max_time = validators
+        .iter()
+        .filter_map(StreamValidator::max_time)
+        .max();
     if let Some(t) = max_time {
         inputs.ticks.update_at((), t.max(cap), 1);
     }

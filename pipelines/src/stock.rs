@@ -4,11 +4,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use differential_dataflow::operators::count::CountTotal;
 use differential_dataflow::VecCollection;
+use shopflow_model::{Alert, Millis, StockLevel};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
-use shopflow_model::{Alert, Millis, StockLevel};
 
 use crate::orders::StockDelta;
 

@@ -376,7 +376,9 @@ pub fn compute(streams: &[Vec<Vec<u8>>], config: Config) -> Views {
     }
     views.stock = stock_levels(&direct, &replay);
     views.orders = replay.values().map(|o| (o.id, o.view())).collect();
-    views.alerts.sort_by(|a, b| (a.ts, &a.event_id).cmp(&(b.ts, &b.event_id)));
+    views
+        .alerts
+        .sort_by(|a, b| (a.ts, &a.event_id).cmp(&(b.ts, &b.event_id)));
     views
 }
 
@@ -410,7 +412,10 @@ fn stock_levels(
             if matches!(o.stage, Stage::Placed | Stage::Paid) {
                 row.reserved += l.qty as i64;
             }
-            if matches!(o.stage, Stage::Shipped | Stage::Delivered | Stage::Confirmed) {
+            if matches!(
+                o.stage,
+                Stage::Shipped | Stage::Delivered | Stage::Confirmed
+            ) {
                 row.on_hand -= l.qty as i64;
             }
             row.on_hand += l.restocked as i64;

@@ -17,7 +17,7 @@ pub mod redis;
 pub mod writer;
 
 pub use memory::MemoryStore;
-pub use writer::{spawn_writer, EventLog, ServingViews, SinkSet, ViewStore};
+pub use writer::{io_runtime, spawn_writer, EventLog, ServingViews, SinkSet, ViewStore};
 
 /// A sink could not be written or read.
 #[derive(Debug, thiserror::Error)]

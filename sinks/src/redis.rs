@@ -104,14 +104,27 @@ impl RedisViews {
     /// Writes a batch's rows and its `as_of`; returns false if Redis already held a newer
     /// `as_of` (the batch is a replay and was skipped).
     pub async fn write(&self, batch: &ViewBatch) -> Result<bool, SinkError> {
-        let mut rows: Vec<(String, String)> = Vec::with_capacity(batch.stock.len() + batch.orders.len());
+        let mut rows: Vec<(String, String)> =
+            Vec::with_capacity(batch.stock.len() + batch.orders.len());
         for s in &batch.stock {
-            let v = Stored { row: *s, as_of: batch.as_of };
-            rows.push((self.stock_key(s.sku), serde_json::to_string(&v).expect("json")));
+            let v = Stored {
+                row: *s,
+                as_of: batch.as_of,
+            };
+            rows.push((
+                self.stock_key(s.sku),
+                serde_json::to_string(&v).expect("json"),
+            ));
         }
         for o in &batch.orders {
-            let v = Stored { row: o.clone(), as_of: batch.as_of };
-            rows.push((self.order_key(o.order_id), serde_json::to_string(&v).expect("json")));
+            let v = Stored {
+                row: o.clone(),
+                as_of: batch.as_of,
+            };
+            rows.push((
+                self.order_key(o.order_id),
+                serde_json::to_string(&v).expect("json"),
+            ));
         }
         let chunks: Vec<&[(String, String)]> = if rows.is_empty() {
             vec![&[]]
@@ -178,7 +191,10 @@ impl RedisViews {
         self.scan_rows(&format!("{}order:*", self.prefix)).await
     }
 
-    async fn scan_rows<T: for<'de> Deserialize<'de>>(&self, pattern: &str) -> Result<Vec<T>, SinkError> {
+    async fn scan_rows<T: for<'de> Deserialize<'de>>(
+        &self,
+        pattern: &str,
+    ) -> Result<Vec<T>, SinkError> {
         let mut conn = self.conn.clone();
         let mut keys: Vec<String> = Vec::new();
         {
@@ -197,12 +213,11 @@ impl RedisViews {
                 .map_err(|e| self.err(e))?;
             for (k, v) in chunk.iter().zip(vals) {
                 if let Some(text) = v {
-                    let s: Stored<T> = serde_json::from_str(&text).map_err(|source| {
-                        SinkError::Corrupt {
+                    let s: Stored<T> =
+                        serde_json::from_str(&text).map_err(|source| SinkError::Corrupt {
                             key: k.clone(),
                             source,
-                        }
-                    })?;
+                        })?;
                     out.push(s.row);
                 }
             }

@@ -114,21 +114,29 @@ impl ServingViews {
 
 /// Starts the writer thread. It ends when the channel closes (Ok) or a sink fails for
 /// good (Err). `stats` is updated as it goes.
+///
+/// `runtime` must be a multi-threaded tokio runtime, the one the sinks' clients were
+/// created on (their connection tasks run there).
 pub fn spawn_writer(
     rx: Receiver<Output>,
     sinks: SinkSet,
     stats: Arc<SinkStats>,
+    runtime: tokio::runtime::Handle,
 ) -> JoinHandle<Result<(), SinkError>> {
     std::thread::Builder::new()
         .name("shopflow-sink-writer".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            rt.block_on(write_loop(rx, sinks, stats))
-        })
+        .spawn(move || runtime.block_on(write_loop(rx, sinks, stats)))
         .expect("spawn sink writer")
+}
+
+/// A small multi-threaded runtime for the sinks and the API.
+pub fn io_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("shopflow-io")
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 async fn write_loop(
@@ -181,9 +189,10 @@ async fn write_loop(
                 }
             }
             stats.batches.fetch_add(1, Ordering::Relaxed);
-            stats
-                .rows
-                .fetch_add((batch.stock.len() + batch.orders.len()) as u64, Ordering::Relaxed);
+            stats.rows.fetch_add(
+                (batch.stock.len() + batch.orders.len()) as u64,
+                Ordering::Relaxed,
+            );
             stats
                 .as_of_plus_one
                 .fetch_max(batch.as_of + 1, Ordering::Relaxed);
@@ -199,7 +208,9 @@ async fn write_dead_letters(
 ) -> Result<(), SinkError> {
     match log {
         EventLog::Memory(m) => m.push_dead_letters(dead),
-        EventLog::File(f) => f.write_all(&dead.iter().map(DeadLetter::to_json).collect::<Vec<_>>())?,
+        EventLog::File(f) => {
+            f.write_all(&dead.iter().map(DeadLetter::to_json).collect::<Vec<_>>())?
+        }
         EventLog::Kafka(k) => {
             let records: Vec<_> = dead
                 .iter()
@@ -218,7 +229,11 @@ async fn write_dead_letters(
     Ok(())
 }
 
-async fn write_alerts(log: &mut EventLog, alerts: &[Alert], stats: &SinkStats) -> Result<(), SinkError> {
+async fn write_alerts(
+    log: &mut EventLog,
+    alerts: &[Alert],
+    stats: &SinkStats,
+) -> Result<(), SinkError> {
     match log {
         EventLog::Memory(m) => m.push_alerts(alerts),
         EventLog::File(f) => f.write_all(

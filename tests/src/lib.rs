@@ -45,10 +45,7 @@ pub fn payloads(streams: &[Stream]) -> Vec<Vec<Vec<u8>>> {
 }
 
 /// Runs the pipeline in process over `streams` into a fresh memory store.
-pub fn run_in_memory(
-    streams: Vec<Stream>,
-    config: PipelineConfig,
-) -> (MemoryStore, RunSummary) {
+pub fn run_in_memory(streams: Vec<Stream>, config: PipelineConfig) -> (MemoryStore, RunSummary) {
     let store = MemoryStore::new();
     let (tx, rx) = sync_channel(64);
     let sinks = SinkSet {
@@ -56,7 +53,13 @@ pub fn run_in_memory(
         alerts: EventLog::Memory(store.clone()),
         dead_letters: EventLog::Memory(store.clone()),
     };
-    let writer = spawn_writer(rx, sinks, Arc::new(SinkStats::default()));
+    let rt = shopflow_sinks::io_runtime();
+    let writer = spawn_writer(
+        rx,
+        sinks,
+        Arc::new(SinkStats::default()),
+        rt.handle().clone(),
+    );
     let streams = Arc::new(streams);
     let make = move |w: usize, peers: usize| -> Result<Box<dyn Source>, _> {
         let mine = streams
@@ -103,7 +106,13 @@ impl SinkContents {
                 dead_letters: s
                     .dead_letters
                     .iter()
-                    .map(|d| (stream_index(streams, &d.topic, d.partition), d.offset, d.reason))
+                    .map(|d| {
+                        (
+                            stream_index(streams, &d.topic, d.partition),
+                            d.offset,
+                            d.reason,
+                        )
+                    })
                     .collect(),
                 as_of: s.as_of,
             };
@@ -155,7 +164,10 @@ impl SinkContents {
             ));
         }
         if self.as_of != want.as_of {
-            errors.push(format!("as_of: got {:?}, want {:?}", self.as_of, want.as_of));
+            errors.push(format!(
+                "as_of: got {:?}, want {:?}",
+                self.as_of, want.as_of
+            ));
         }
         if errors.is_empty() {
             Ok(())

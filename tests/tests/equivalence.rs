@@ -40,7 +40,11 @@ fn check(gen: &GenConfig, partitions: i32, workers: usize, threshold: i64) {
     assert_eq!(summary.duplicates, want.duplicates, "duplicates");
     // The workload must exercise what it claims to.
     assert!(!want.alerts.is_empty(), "no alerts in the workload");
-    assert!(want.orders.len() > 50, "too few orders: {}", want.orders.len());
+    assert!(
+        want.orders.len() > 50,
+        "too few orders: {}",
+        want.orders.len()
+    );
 }
 
 #[test]

@@ -123,13 +123,11 @@ impl KafkaSource {
                     source,
                 })?;
         }
-        consumer
-            .assign(&tpl)
-            .map_err(|source| SourceError::Kafka {
-                brokers: config.brokers.clone(),
-                what: "assigning partitions".into(),
-                source,
-            })?;
+        consumer.assign(&tpl).map_err(|source| SourceError::Kafka {
+            brokers: config.brokers.clone(),
+            what: "assigning partitions".into(),
+            source,
+        })?;
         let index = streams
             .iter()
             .enumerate()
