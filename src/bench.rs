@@ -1,14 +1,13 @@
 //! `shopflow bench`: decode + pipeline throughput as a ratio of the raw read rate of the
 //! same input, both measured in the same run (machines are noisy; ratios travel).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
 use shopflow_gen::{generate, split, GenConfig};
-use shopflow_ingest::source::{KafkaConfig, KafkaSource, MemorySource};
-use shopflow_ingest::{Source, StreamId, Topics};
+use shopflow_ingest::source::{KafkaConfig, KafkaSource};
+use shopflow_ingest::{Source, Topics};
 use shopflow_pipelines::PipelineConfig;
 use shopflow_sinks::kafka::{ensure_topics, produce, RawRecord};
 use shopflow_sinks::{EventLog, MemoryStore, SinkSet, ViewStore};
@@ -77,37 +76,15 @@ pub fn bench(args: BenchArgs) -> Result<()> {
 
     // The whole pipeline from memory.
     let topics = Topics::default();
-    let streams: Arc<Vec<_>> = Arc::new(
-        split(&log, topics.inputs(), args.partitions)
-            .into_iter()
-            .map(|s| {
-                (
-                    StreamId {
-                        topic: s.topic,
-                        partition: s.partition,
-                    },
-                    s.messages,
-                )
-            })
-            .collect(),
-    );
+    let streams = crate::wiring::memory_streams(&log, &topics, args.partitions);
     let config = PipelineConfig {
         workers: args.workers,
         ..PipelineConfig::default()
     };
     let started = Instant::now();
-    let s2 = streams.clone();
     crate::wiring::run_quiet(
         config.clone(),
-        Box::new(move |w, peers| {
-            let mine = s2
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| shopflow_ingest::source::assign(*i, w, peers))
-                .map(|(_, s)| s.clone())
-                .collect();
-            Ok(Box::new(MemorySource::new(mine)) as Box<dyn Source>)
-        }),
+        crate::wiring::memory_source(streams),
         memory_sinks(),
     )?;
     let pipeline_rate = rate(n, started);

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use shopflow_api::ApiState;
 use shopflow_gen::{generate, split, GenConfig};
+use shopflow_ingest::source::KeyedPayloads;
 use shopflow_ingest::source::{FileSource, KafkaConfig, KafkaSource, MemorySource};
 use shopflow_ingest::{Source, SourceError, StreamId, Topics};
 use shopflow_model::time::rfc3339_utc;
@@ -195,7 +196,42 @@ fn wait_for_ctrl_c() {
     });
 }
 
-type MakeSource = dyn Fn(usize, usize) -> Result<Box<dyn Source>, SourceError> + Send + Sync;
+/// A generated log as in-memory streams, split like Kafka partitions keyed by id.
+pub fn memory_streams(
+    log: &[shopflow_gen::GenMessage],
+    topics: &Topics,
+    partitions: i32,
+) -> Vec<(StreamId, KeyedPayloads)> {
+    split(log, topics.inputs(), partitions)
+        .into_iter()
+        .map(|s| {
+            (
+                StreamId {
+                    topic: s.topic,
+                    partition: s.partition,
+                },
+                s.messages,
+            )
+        })
+        .collect()
+}
+
+/// A source factory giving each worker its share of in-memory streams.
+pub fn memory_source(streams: Vec<(StreamId, KeyedPayloads)>) -> Box<MakeSource> {
+    let streams = Arc::new(streams);
+    Box::new(move |w, peers| {
+        let mine = streams
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| shopflow_ingest::source::assign(*i, w, peers))
+            .map(|(_, s)| s.clone())
+            .collect();
+        Ok(Box::new(MemorySource::new(mine)) as Box<dyn Source>)
+    })
+}
+
+/// Builds one worker's source.
+pub type MakeSource = dyn Fn(usize, usize) -> Result<Box<dyn Source>, SourceError> + Send + Sync;
 
 /// Runs a pipeline to the end of its input (or until stopped), then reports.
 fn execute(
@@ -234,18 +270,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let topics = Topics::default();
     eprintln!("generating {} events (seed {})…", args.events, args.seed);
     let log = generate(&gen_config(args.events, args.seed, args.bad_rate));
-    let streams: Vec<(StreamId, Vec<(Option<Vec<u8>>, Vec<u8>)>)> = split(&log, topics.inputs(), 1)
-        .into_iter()
-        .map(|s| {
-            (
-                StreamId {
-                    topic: s.topic,
-                    partition: s.partition,
-                },
-                s.messages,
-            )
-        })
-        .collect();
+    let streams = memory_streams(&log, &topics, 1);
     let sample_sku = 1;
     let sample_order = 1;
     let store = MemoryStore::new();
@@ -267,16 +292,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             args.out_dir
         ))?),
     };
-    let streams = Arc::new(streams);
-    let make: Box<MakeSource> = Box::new(move |w, peers| {
-        let mine = streams
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| shopflow_ingest::source::assign(*i, w, peers))
-            .map(|(_, s)| s.clone())
-            .collect();
-        Ok(Box::new(MemorySource::new(mine)) as Box<dyn Source>)
-    });
+    let make = memory_source(streams);
     let started = Instant::now();
     let (summary, sink_stats) = execute(&rt, args.pipeline.config(false), make, sinks)?;
     let secs = started.elapsed().as_secs_f64();

@@ -128,6 +128,11 @@ async fn ready(State(st): State<Arc<ApiState>>) -> Response {
     }
 }
 
+/// Serves the API on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,9 +225,4 @@ mod tests {
         let (s, b) = call(&app, "/readyz").await;
         assert_eq!((s, b["as_of"].clone()), (StatusCode::OK, json!(1234)));
     }
-}
-
-/// Serves the API on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).await
 }

@@ -20,6 +20,12 @@ use crate::SinkError;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A record to write: (id, key, payload).
+pub type IdRecord = (String, Option<Vec<u8>>, Vec<u8>);
+
+/// A message read back: (partition, offset, key, payload).
+pub type ReadMessage = (i32, i64, Option<Vec<u8>>, Vec<u8>);
+
 /// Pulls a record's id out of its payload.
 pub type IdOf = fn(&[u8]) -> Option<String>;
 
@@ -65,7 +71,7 @@ impl KafkaWriter {
             brokers: brokers.to_string(),
             topic: topic.to_string(),
             what: what.to_string(),
-            source,
+            source: Box::new(source),
         };
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
@@ -92,10 +98,7 @@ impl KafkaWriter {
 
     /// Writes `(id, key, payload)` records not written before, waiting until the broker
     /// has acknowledged every one.
-    pub async fn write(
-        &mut self,
-        records: &[(String, Option<Vec<u8>>, Vec<u8>)],
-    ) -> Result<usize, SinkError> {
+    pub async fn write(&mut self, records: &[IdRecord]) -> Result<usize, SinkError> {
         let mut pending = Vec::new();
         for (id, key, payload) in records {
             if self.written.contains(id) {
@@ -114,7 +117,7 @@ impl KafkaWriter {
                 brokers: self.brokers.clone(),
                 topic: self.topic.clone(),
                 what: "producing".into(),
-                source,
+                source: Box::new(source),
             })?;
             self.written.insert(id.clone());
         }
@@ -183,7 +186,7 @@ pub async fn ensure_topics(
         brokers: brokers.to_string(),
         topic: topic.to_string(),
         what: what.to_string(),
-        source,
+        source: Box::new(source),
     };
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -241,7 +244,7 @@ pub async fn produce(brokers: &str, records: &[RawRecord]) -> Result<(), SinkErr
             brokers: brokers.to_string(),
             topic: "*".into(),
             what: "creating a producer".into(),
-            source,
+            source: Box::new(source),
         })?;
     for chunk in records.chunks(50_000) {
         let mut futs = Vec::with_capacity(chunk.len());
@@ -259,7 +262,7 @@ pub async fn produce(brokers: &str, records: &[RawRecord]) -> Result<(), SinkErr
                 brokers: brokers.to_string(),
                 topic: r.topic.clone(),
                 what: "producing".into(),
-                source,
+                source: Box::new(source),
             })?;
         }
     }
@@ -267,15 +270,12 @@ pub async fn produce(brokers: &str, records: &[RawRecord]) -> Result<(), SinkErr
 }
 
 /// Reads every message of `topic` up to its current end: (partition, offset, key, payload).
-pub fn read_all(
-    brokers: &str,
-    topic: &str,
-) -> Result<Vec<(i32, i64, Option<Vec<u8>>, Vec<u8>)>, SinkError> {
+pub fn read_all(brokers: &str, topic: &str) -> Result<Vec<ReadMessage>, SinkError> {
     let err = |source| SinkError::Kafka {
         brokers: brokers.to_string(),
         topic: topic.to_string(),
         what: "reading the topic".into(),
-        source,
+        source: Box::new(source),
     };
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)

@@ -29,7 +29,7 @@ pub enum SinkError {
         url: String,
         /// The client's error.
         #[source]
-        source: ::redis::RedisError,
+        source: Box<::redis::RedisError>,
     },
     /// Kafka refused or could not be reached.
     #[error("Kafka at {brokers}, topic {topic}: {what}: {source}")]
@@ -42,7 +42,7 @@ pub enum SinkError {
         what: String,
         /// The client's error.
         #[source]
-        source: rdkafka::error::KafkaError,
+        source: Box<rdkafka::error::KafkaError>,
     },
     /// A file could not be written.
     #[error("cannot write {path}: {source}")]

@@ -62,7 +62,7 @@ impl RedisViews {
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, SinkError> {
         let err = |source| SinkError::Redis {
             url: url.to_string(),
-            source,
+            source: Box::new(source),
         };
         let client = ::redis::Client::open(url).map_err(err)?;
         let config = ::redis::aio::ConnectionManagerConfig::new()
@@ -83,7 +83,7 @@ impl RedisViews {
     fn err(&self, source: ::redis::RedisError) -> SinkError {
         SinkError::Redis {
             url: self.url.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 

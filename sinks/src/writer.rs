@@ -292,7 +292,7 @@ where
 async fn retry_mut(
     stats: &SinkStats,
     k: &mut KafkaWriter,
-    records: &[(String, Option<Vec<u8>>, Vec<u8>)],
+    records: &[crate::kafka::IdRecord],
 ) -> Result<(), SinkError> {
     let mut attempt = 0;
     loop {

@@ -65,7 +65,7 @@ pub fn consumer(brokers: &str) -> Result<BaseConsumer, SourceError> {
         .map_err(|source| SourceError::Kafka {
             brokers: brokers.to_string(),
             what: "creating a consumer".into(),
-            source,
+            source: Box::new(source),
         })
 }
 
@@ -82,7 +82,7 @@ pub fn partitions(
             .map_err(|source| SourceError::Kafka {
                 brokers: brokers.to_string(),
                 what: format!("reading metadata of {topic}"),
-                source,
+                source: Box::new(source),
             })?;
         let t = md.topics().iter().find(|t| t.name() == topic);
         let mut ps: Vec<i32> = t
@@ -120,13 +120,13 @@ impl KafkaSource {
                 .map_err(|source| SourceError::Kafka {
                     brokers: config.brokers.clone(),
                     what: "building the assignment".into(),
-                    source,
+                    source: Box::new(source),
                 })?;
         }
         consumer.assign(&tpl).map_err(|source| SourceError::Kafka {
             brokers: config.brokers.clone(),
             what: "assigning partitions".into(),
-            source,
+            source: Box::new(source),
         })?;
         let index = streams
             .iter()
@@ -155,7 +155,7 @@ impl KafkaSource {
                 .map_err(|source| SourceError::Kafka {
                     brokers: self.brokers.clone(),
                     what: format!("reading watermarks of {}/{}", s.topic, s.partition),
-                    source,
+                    source: Box::new(source),
                 })?;
             self.end[i] = high;
             if self.position[i] < low {
@@ -197,7 +197,7 @@ impl Source for KafkaSource {
             let m = result.map_err(|source| SourceError::Kafka {
                 brokers: self.brokers.clone(),
                 what: "consuming".into(),
-                source,
+                source: Box::new(source),
             })?;
             let Some(&stream) = self.index.get(&(m.topic().to_string(), m.partition())) else {
                 continue;

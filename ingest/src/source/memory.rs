@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use super::{Message, Source, SourceError, StreamId};
+use super::{KeyedPayloads, Message, Source, SourceError, StreamId};
 
 /// A bounded source over messages held in memory, one stream per list.
 #[derive(Debug)]
@@ -13,7 +13,7 @@ pub struct MemorySource {
 
 impl MemorySource {
     /// A source over `streams`, each with its payloads in log order (offsets from 0).
-    pub fn new(streams: Vec<(StreamId, Vec<(Option<Vec<u8>>, Vec<u8>)>)>) -> Self {
+    pub fn new(streams: Vec<(StreamId, KeyedPayloads)>) -> Self {
         let mut ids = Vec::new();
         let mut queues = Vec::new();
         for (i, (id, msgs)) in streams.into_iter().enumerate() {

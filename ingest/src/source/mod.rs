@@ -20,6 +20,9 @@ pub struct StreamId {
     pub partition: i32,
 }
 
+/// Messages of one stream as (key, payload) pairs in log order.
+pub type KeyedPayloads = Vec<(Option<Vec<u8>>, Vec<u8>)>;
+
 /// One raw input message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
@@ -45,7 +48,7 @@ pub enum SourceError {
         what: String,
         /// The client's error.
         #[source]
-        source: rdkafka::error::KafkaError,
+        source: Box<rdkafka::error::KafkaError>,
     },
     /// A topic has no partitions or does not exist.
     #[error("Kafka topic {topic} does not exist on {brokers} (create it, e.g. deploy/local/create-topic.sh {topic} 4)")]
