@@ -34,6 +34,9 @@ pub struct PipelineArgs {
     /// Low-stock alert threshold.
     #[arg(long, default_value_t = 10)]
     low_stock_threshold: i64,
+    /// Co-purchase baskets with more distinct SKUs are skipped.
+    #[arg(long, default_value_t = 50)]
+    basket_max_skus: usize,
     /// Where the API listens.
     #[arg(long, default_value = "127.0.0.1:8080", env = "SHOPFLOW_LISTEN")]
     listen: SocketAddr,
@@ -46,6 +49,8 @@ impl PipelineArgs {
             lateness_ms: self.lateness_ms,
             views: ViewConfig {
                 low_stock_threshold: self.low_stock_threshold,
+                basket_max_skus: self.basket_max_skus,
+                ..ViewConfig::default()
             },
             live,
             ..PipelineConfig::default()

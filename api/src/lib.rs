@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -68,6 +68,8 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/stock/{sku}", get(stock))
         .route("/v1/orders/{order_id}", get(order))
+        .route("/v1/products/{sku}/rating", get(rating))
+        .route("/v1/products/{sku}/also-bought", get(also_bought))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .with_state(Arc::new(state))
@@ -110,6 +112,64 @@ async fn order(
         "order_id": row.order_id, "member_id": row.member_id, "status": row.status.as_str(),
         "location": row.location, "history": history, "as_of": as_of,
     })))
+}
+
+async fn rating(
+    State(st): State<Arc<ApiState>>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let sku = parse_id("sku", &raw)?;
+    let (row, as_of) = st
+        .views
+        .rating(sku)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::NotFound(format!("sku {sku} is not known")))?;
+    let h = row.histogram;
+    Ok(Json(json!({
+        "sku": sku, "count": row.count, "sum": row.sum, "average": row.average(),
+        "histogram": {"1": h[0], "2": h[1], "3": h[2], "4": h[3], "5": h[4]},
+        "as_of": as_of,
+    })))
+}
+
+/// Query of `also-bought`.
+#[derive(Debug, serde::Deserialize)]
+struct LimitQuery {
+    limit: Option<String>,
+}
+
+async fn also_bought(
+    State(st): State<Arc<ApiState>>,
+    Path(raw): Path<String>,
+    query: Result<Query<LimitQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let sku = parse_id("sku", &raw)?;
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let limit = match q.limit.as_deref() {
+        None => 10,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=20).contains(&n) => n,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "limit must be an integer in 1..=20, got {text:?}"
+                )))
+            }
+        },
+    };
+    let (row, as_of) = st
+        .views
+        .also_bought(sku)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::NotFound(format!("sku {sku} is not known")))?;
+    let items: Vec<Value> = row
+        .items
+        .iter()
+        .take(limit)
+        .map(|(s, w)| json!({"sku": s, "weight": w}))
+        .collect();
+    Ok(Json(json!({"sku": sku, "items": items, "as_of": as_of})))
 }
 
 async fn ready(State(st): State<Arc<ApiState>>) -> Response {
@@ -194,7 +254,73 @@ mod tests {
                 ],
             }],
             alerts: vec![],
+            ratings: vec![shopflow_model::RatingView {
+                sku: 7,
+                count: 2,
+                sum: 9,
+                histogram: [0, 0, 0, 1, 1],
+            }],
+            also_bought: vec![shopflow_model::AlsoBought {
+                sku: 7,
+                items: vec![(3, 5), (1, 2), (9, 2)],
+            }],
+            ..ViewBatch::default()
         }));
+        store.apply(Output::Views(ViewBatch {
+            as_of: 1234,
+            stock: vec![StockLevel {
+                sku: 8,
+                on_hand: 0,
+                reserved: 0,
+                available: 0,
+            }],
+            ..ViewBatch::default()
+        }));
+        let (s, b) = call(&app, "/v1/products/7/rating").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(
+            b,
+            json!({"sku": 7, "count": 2, "sum": 9, "average": 4.5,
+                   "histogram": {"1": 0, "2": 0, "3": 0, "4": 1, "5": 1}, "as_of": 1234})
+        );
+        let (_, b) = call(&app, "/v1/products/8/rating").await;
+        assert_eq!(b["average"], Value::Null, "no reviews: average is null");
+        assert_eq!(b["count"], 0);
+        let (s, b) = call(&app, "/v1/products/7/also-bought?limit=2").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(
+            b,
+            json!({"sku": 7, "items": [{"sku": 3, "weight": 5}, {"sku": 1, "weight": 2}], "as_of": 1234})
+        );
+        let (_, b) = call(&app, "/v1/products/7/also-bought").await;
+        assert_eq!(
+            b["items"].as_array().map(Vec::len),
+            Some(3),
+            "default limit 10"
+        );
+        let (_, b) = call(&app, "/v1/products/8/also-bought").await;
+        assert_eq!(b["items"], json!([]));
+        for (uri, want) in [
+            (
+                "/v1/products/7/also-bought?limit=0",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/v1/products/7/also-bought?limit=21",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/v1/products/7/also-bought?limit=x",
+                StatusCode::BAD_REQUEST,
+            ),
+            ("/v1/products/99/also-bought", StatusCode::NOT_FOUND),
+            ("/v1/products/99/rating", StatusCode::NOT_FOUND),
+            ("/v1/products/0/rating", StatusCode::BAD_REQUEST),
+        ] {
+            let (s, b) = call(&app, uri).await;
+            assert_eq!(s, want, "{uri}");
+            assert!(b["error"].is_string(), "{uri}: {b}");
+        }
         let (s, b) = call(&app, "/v1/stock/7").await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(
@@ -210,7 +336,7 @@ mod tests {
                    "as_of": 1234})
         );
         for (uri, want) in [
-            ("/v1/stock/8", StatusCode::NOT_FOUND),
+            ("/v1/stock/18", StatusCode::NOT_FOUND),
             ("/v1/orders/10", StatusCode::NOT_FOUND),
             ("/v1/stock/0", StatusCode::BAD_REQUEST),
             ("/v1/stock/-1", StatusCode::BAD_REQUEST),

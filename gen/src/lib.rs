@@ -119,6 +119,8 @@ struct Gen {
     cfg: GenConfig,
     rng: ChaCha8Rng,
     out: Vec<GenMessage>,
+    /// Clock time when each message of `out` was made.
+    made_at: Vec<u64>,
     clock: u64,
     next_event: u64,
     next_order: u64,
@@ -159,6 +161,7 @@ impl Gen {
             cfg,
             rng,
             out: Vec::new(),
+            made_at: Vec::new(),
             next_event: 1,
             next_order: 1,
             next_review: 1,
@@ -197,6 +200,7 @@ impl Gen {
     }
 
     fn push(&mut self, topic: TopicKind, key: u64, payload: Vec<u8>) {
+        self.made_at.push(self.clock);
         self.out.push(GenMessage {
             topic,
             key,
@@ -514,10 +518,15 @@ impl Gen {
         if self.out.is_empty() {
             return;
         }
-        // Re-send one of the last few hundred messages unchanged.
+        // Re-send one of the last few hundred messages unchanged, as a producer retry
+        // would: only messages made within the last hour of the clock.
         let back = self.rng.random_range(1..=self.out.len().min(300));
-        let m = self.out[self.out.len() - back].clone();
-        self.out.push(m);
+        let i = self.out.len() - back;
+        if self.made_at[i] + 3_600_000 < self.clock {
+            return;
+        }
+        let m = self.out[i].clone();
+        self.push(m.topic, m.key, m.payload);
     }
 
     fn bad(&mut self) {

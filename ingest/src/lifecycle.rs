@@ -80,6 +80,8 @@ pub struct OrderState {
     pub lines: Vec<LineState>,
     /// Amount charged (0 before payment).
     pub paid: u64,
+    /// Effective time of `payment.approved`.
+    pub paid_at: Option<Millis>,
     /// Money refunded so far.
     pub refunded_amount: u64,
     /// Effective time of the latest accepted event.
@@ -122,6 +124,7 @@ impl OrderState {
                 })
                 .collect(),
             paid: 0,
+            paid_at: None,
             refunded_amount: 0,
             last_time: time,
             location: None,
@@ -166,6 +169,7 @@ impl OrderState {
                 self.expect_stage(&[Stage::Placed], "payment.approved")?;
                 self.stage = Stage::Paid;
                 self.paid = *amount;
+                self.paid_at = Some(time);
             }
             EventBody::PaymentFailed { .. } => {
                 self.expect_stage(&[Stage::Placed], "payment.failed")?;
@@ -288,6 +292,32 @@ impl OrderState {
                 self.stage.status().as_str()
             )))
         }
+    }
+
+    /// The order's co-purchase basket (SPEC §5.4): payment time and the distinct SKUs of
+    /// lines with unrefunded quantity, if the order is paid or later, not cancelled, failed
+    /// or fully refunded, and holds at most `max_skus` SKUs. The 90-day window is the
+    /// caller's.
+    pub fn basket(&self, max_skus: usize) -> Option<(Millis, Vec<u64>)> {
+        let paid_at = self.paid_at?;
+        if !matches!(
+            self.stage,
+            Stage::Paid | Stage::Shipped | Stage::Delivered | Stage::Confirmed
+        ) {
+            return None;
+        }
+        let mut skus: Vec<u64> = self
+            .lines
+            .iter()
+            .filter(|l| l.refunded < l.line.qty)
+            .map(|l| l.line.sku)
+            .collect();
+        skus.sort_unstable();
+        skus.dedup();
+        if skus.is_empty() || skus.len() > max_skus {
+            return None;
+        }
+        Some((paid_at, skus))
     }
 
     /// The tracking view of the order.

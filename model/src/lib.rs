@@ -12,8 +12,8 @@ pub mod views;
 
 pub use event::{Event, EventBody, OrderLine, RefundLine, Shipping};
 pub use views::{
-    Alert, AlertBody, DeadLetter, DeadLetterReason, OrderStatus, OrderView, Output, StatusChange,
-    StockLevel, ViewBatch,
+    Alert, AlertBody, AlsoBought, DeadLetter, DeadLetterReason, OrderStatus, OrderView, Output,
+    RatingView, StatusChange, StockLevel, ViewBatch,
 };
 
 /// Largest id, amount of milliseconds or other integer the contract accepts: 2^53 − 1.

@@ -83,6 +83,38 @@ pub struct OrderView {
     pub history: Vec<StatusChange>,
 }
 
+/// Ratings of one SKU over its current reviews (SPEC §5.6).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct RatingView {
+    /// Product.
+    pub sku: u64,
+    /// Number of current reviews.
+    pub count: u64,
+    /// Sum of their ratings.
+    pub sum: u64,
+    /// Reviews per rating 1..=5 (index 0 = rating 1).
+    pub histogram: [u64; 5],
+}
+
+impl RatingView {
+    /// Mean rating, `None` with no reviews.
+    pub fn average(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum as f64 / self.count as f64)
+    }
+}
+
+/// Products frequently bought with one SKU (SPEC §5.4): at most 20, by weight descending,
+/// then SKU ascending.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AlsoBought {
+    /// Product.
+    pub sku: u64,
+    /// (other SKU, number of current baskets holding both).
+    pub items: Vec<(u64, u64)>,
+}
+
 /// A derived event written to `shop.alerts`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Alert {
@@ -315,6 +347,14 @@ pub struct ViewBatch {
     pub orders: Vec<OrderView>,
     /// Alerts with time ≤ `as_of` not sent in an earlier batch, in time order.
     pub alerts: Vec<Alert>,
+    /// Rating rows that changed.
+    pub ratings: Vec<RatingView>,
+    /// SKUs whose rating row is gone (every review deleted or moved).
+    pub ratings_removed: Vec<u64>,
+    /// Recommendation rows that changed.
+    pub also_bought: Vec<AlsoBought>,
+    /// SKUs whose recommendation row is gone (no current basket pairs them).
+    pub also_bought_removed: Vec<u64>,
 }
 
 impl ViewBatch {
@@ -325,6 +365,20 @@ impl ViewBatch {
         self.stock.extend(later.stock);
         self.orders.extend(later.orders);
         self.alerts.extend(later.alerts);
+        // A later upsert cancels an earlier removal and the other way round.
+        let up: std::collections::HashSet<u64> = later.ratings.iter().map(|r| r.sku).collect();
+        self.ratings_removed.retain(|s| !up.contains(s));
+        let gone: std::collections::HashSet<u64> = later.ratings_removed.iter().copied().collect();
+        self.ratings.retain(|r| !gone.contains(&r.sku));
+        self.ratings.extend(later.ratings);
+        self.ratings_removed.extend(later.ratings_removed);
+        let up: std::collections::HashSet<u64> = later.also_bought.iter().map(|r| r.sku).collect();
+        self.also_bought_removed.retain(|s| !up.contains(s));
+        let gone: std::collections::HashSet<u64> =
+            later.also_bought_removed.iter().copied().collect();
+        self.also_bought.retain(|r| !gone.contains(&r.sku));
+        self.also_bought.extend(later.also_bought);
+        self.also_bought_removed.extend(later.also_bought_removed);
     }
 
     /// Keeps only the last row per key (rows later in the vectors win).
@@ -342,6 +396,12 @@ impl ViewBatch {
         }
         keep_last(&mut self.stock, |s| s.sku);
         keep_last(&mut self.orders, |o| o.order_id);
+        keep_last(&mut self.ratings, |r| r.sku);
+        keep_last(&mut self.also_bought, |r| r.sku);
+        self.ratings_removed.sort_unstable();
+        self.ratings_removed.dedup();
+        self.also_bought_removed.sort_unstable();
+        self.also_bought_removed.dedup();
     }
 }
 

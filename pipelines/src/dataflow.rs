@@ -13,6 +13,7 @@ use timely::dataflow::Scope;
 
 use crate::orders::{order_states, stock_effects, OrderEvent, StockDelta};
 use crate::output::{send_batches, Row};
+use crate::products::{also_bought, baskets, ratings, ReviewEvent};
 use crate::stock::{low_stock_alerts, stock_levels};
 
 /// Settings of the views.
@@ -20,12 +21,21 @@ use crate::stock::{low_stock_alerts, stock_levels};
 pub struct ViewConfig {
     /// Low-stock alert threshold (SPEC §5.1, default 10).
     pub low_stock_threshold: i64,
+    /// Baskets with more distinct SKUs are skipped (SPEC §5.4, default 50).
+    pub basket_max_skus: usize,
+    /// How long a basket counts after its payment (default 90 days).
+    pub basket_window_ms: Millis,
+    /// Recommendations kept per SKU (default 20).
+    pub also_bought_top: usize,
 }
 
 impl Default for ViewConfig {
     fn default() -> Self {
         ViewConfig {
             low_stock_threshold: 10,
+            basket_max_skus: 50,
+            basket_window_ms: 90 * 24 * 3600 * 1000,
+            also_bought_top: 20,
         }
     }
 }
@@ -37,6 +47,8 @@ pub struct Inputs {
     /// Direct stock effects of non-order events, keyed by SKU (the diff carries the
     /// amounts: on_hand, reserved, mentions).
     pub stock: InputSession<Millis, u64, StockDelta>,
+    /// Accepted review events keyed by review.
+    pub reviews: InputSession<Millis, (u64, ReviewEvent), isize>,
     /// Time markers (see [`Row::Tick`]).
     pub ticks: InputSession<Millis, (), isize>,
 }
@@ -46,6 +58,7 @@ impl Inputs {
     pub fn advance_to(&mut self, time: Millis) {
         self.orders.advance_to(time);
         self.stock.advance_to(time);
+        self.reviews.advance_to(time);
         self.ticks.advance_to(time);
     }
 
@@ -53,6 +66,7 @@ impl Inputs {
     pub fn flush(&mut self) {
         self.orders.flush();
         self.stock.flush();
+        self.reviews.flush();
         self.ticks.flush();
     }
 
@@ -72,10 +86,21 @@ pub fn build<'s>(
 ) -> (Inputs, ProbeHandle<Millis>) {
     let (orders_in, orders) = scope.new_collection::<(u64, OrderEvent), isize>();
     let (stock_in, direct_stock) = scope.new_collection::<u64, StockDelta>();
+    let (reviews_in, reviews) = scope.new_collection::<(u64, ReviewEvent), isize>();
     let (ticks_in, ticks) = scope.new_collection::<(), isize>();
 
     let states = order_states(orders);
     let order_rows = states.clone().map(|(_, state)| Row::Order(state.view()));
+    let recommendations = also_bought(
+        baskets(
+            states.clone(),
+            config.basket_max_skus,
+            config.basket_window_ms,
+        ),
+        config.also_bought_top,
+    )
+    .map(|(_, row)| Row::AlsoBought(row));
+    let rating_rows = ratings(reviews).map(|(_, row)| Row::Rating(row));
     let order_stock = states.explode(|(_, state)| stock_effects(&state).collect::<Vec<_>>());
     let levels = stock_levels(direct_stock.concat(order_stock));
     let alerts = low_stock_alerts(levels.clone(), config.low_stock_threshold)
@@ -87,6 +112,8 @@ pub fn build<'s>(
         .inner
         .concat(order_rows.inner)
         .concat(alerts.inner)
+        .concat(recommendations.inner)
+        .concat(rating_rows.inner)
         .concat(ticks.map(|()| Row::Tick).inner);
     let probe = ProbeHandle::new();
     let rows = rows.probe_with(&probe);
@@ -95,6 +122,7 @@ pub fn build<'s>(
         Inputs {
             orders: orders_in,
             stock: stock_in,
+            reviews: reviews_in,
             ticks: ticks_in,
         },
         probe,

@@ -2,7 +2,8 @@
 //! feeds them.
 //!
 //! - [`dataflow`] builds the views from the validated input collections: order life cycle
-//!   and tracking ([`orders`]), stock levels and low-stock alerts ([`stock`]).
+//!   and tracking ([`orders`]), stock levels and low-stock alerts ([`stock`]), the
+//!   co-purchase graph and ratings ([`products`]).
 //! - [`output`] turns the views' changes into consistent [`ViewBatch`]es as the frontier
 //!   advances: each batch is the state of every changed row *as of* a time T.
 //! - [`runtime`] runs timely workers: it polls the sources, validates each message
@@ -13,6 +14,7 @@
 pub mod dataflow;
 pub mod orders;
 pub mod output;
+pub mod products;
 pub mod runtime;
 pub mod stock;
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
-use shopflow_model::{Alert, Millis, OrderView, StockLevel};
+use shopflow_model::{Alert, AlsoBought, Millis, OrderView, RatingView, StockLevel};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
@@ -27,6 +27,10 @@ pub enum Row {
     Order(OrderView),
     /// An alert (only ever added).
     Alert(Alert),
+    /// A rating row.
+    Rating(RatingView),
+    /// A recommendation row.
+    AlsoBought(AlsoBought),
     /// A time marker: the latest event time a worker accepted, so the final `as_of` of a
     /// bounded run is the largest event time seen even if that event changed no row.
     Tick,
@@ -49,29 +53,28 @@ pub fn send_batches<'s>(
         {
             let mut pending: Vec<(Row, Millis, isize)> = Vec::new();
             let mut as_of: Option<Millis> = None;
-            let mut max_time: Option<Millis> = None;
+            let mut max_tick: Option<Millis> = None;
             let mut done = false;
             move |(input, frontier)| {
                 input.for_each(|_cap, data| {
-                    for (_, t, _) in data.iter() {
-                        max_time = Some(max_time.map_or(*t, |m| m.max(*t)));
+                    for (row, t, _) in data.iter() {
+                        if *row == Row::Tick {
+                            max_tick = Some(max_tick.map_or(*t, |m| m.max(*t)));
+                        }
                     }
                     pending.append(data);
                 });
                 if done || !sender {
                     return;
                 }
-                let (upto, complete) = match frontier.frontier().first() {
-                    Some(&f) => (f, false),
-                    None => (Millis::MAX, true),
+                // At the end of a bounded input the views are as of the largest event time;
+                // updates scheduled after it (basket expiries) are not applied.
+                let (new_as_of, complete) = match frontier.frontier().first() {
+                    Some(&0) => return,
+                    Some(&f) => (f - 1, false),
+                    None => (max_tick.max(as_of).unwrap_or(0), true),
                 };
-                let new_as_of = if complete {
-                    max_time.max(as_of).unwrap_or(0)
-                } else if upto == 0 {
-                    return;
-                } else {
-                    upto - 1
-                };
+                let upto = new_as_of.saturating_add(1);
                 if !complete && as_of == Some(new_as_of) {
                     return;
                 }
@@ -90,28 +93,42 @@ pub fn send_batches<'s>(
 
 /// Net effect of `updates` (all with time ≤ `as_of`) as one batch.
 fn consolidate(updates: Vec<(Row, Millis, isize)>, as_of: Millis, complete: bool) -> ViewBatch {
-    let mut net: HashMap<Row, (isize, Millis)> = HashMap::new();
-    for (row, t, d) in updates {
-        let e = net.entry(row).or_insert((0, t));
-        e.0 += d;
-        e.1 = e.1.max(t);
+    let mut net: HashMap<Row, isize> = HashMap::new();
+    for (row, _t, d) in updates {
+        *net.entry(row).or_insert(0) += d;
     }
     let mut batch = ViewBatch {
         as_of,
         complete,
         ..ViewBatch::default()
     };
-    for (row, (d, _t)) in net {
-        if d <= 0 {
-            continue;
-        }
-        match row {
-            Row::Stock(s) => batch.stock.push(s),
-            Row::Order(o) => batch.orders.push(o),
-            Row::Alert(a) => batch.alerts.push(a),
-            Row::Tick => {}
+    for (row, d) in net {
+        if d > 0 {
+            match row {
+                Row::Stock(s) => batch.stock.push(s),
+                Row::Order(o) => batch.orders.push(o),
+                Row::Alert(a) => batch.alerts.push(a),
+                Row::Rating(r) => batch.ratings.push(r),
+                Row::AlsoBought(r) => batch.also_bought.push(r),
+                Row::Tick => {}
+            }
+        } else if d < 0 {
+            // A row retracted: removed unless a new value for its key came in.
+            match row {
+                Row::Rating(r) => batch.ratings_removed.push(r.sku),
+                Row::AlsoBought(r) => batch.also_bought_removed.push(r.sku),
+                _ => {}
+            }
         }
     }
+    let kept: std::collections::HashSet<u64> = batch.ratings.iter().map(|r| r.sku).collect();
+    batch.ratings_removed.retain(|s| !kept.contains(s));
+    let kept: std::collections::HashSet<u64> = batch.also_bought.iter().map(|r| r.sku).collect();
+    batch.also_bought_removed.retain(|s| !kept.contains(s));
+    batch.ratings.sort_unstable_by_key(|r| r.sku);
+    batch.also_bought.sort_unstable_by_key(|r| r.sku);
+    batch.ratings_removed.sort_unstable();
+    batch.also_bought_removed.sort_unstable();
     batch.stock.sort_unstable_by_key(|s| s.sku);
     batch.orders.sort_unstable_by_key(|o| o.order_id);
     batch

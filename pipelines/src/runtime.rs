@@ -204,7 +204,14 @@ where
                         stats.late.fetch_add(1, Ordering::Relaxed);
                     }
                     stats.accepted.fetch_add(1, Ordering::Relaxed);
-                    feed(&mut inputs, a.event.body, a.effective_time, time, m.offset);
+                    let partition = source.streams()[m.stream].partition;
+                    feed(
+                        &mut inputs,
+                        a.event.body,
+                        a.effective_time,
+                        time,
+                        (partition, m.offset),
+                    );
                 }
                 Outcome::Duplicate => {
                     stats.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -302,15 +309,35 @@ fn next_frontier(
 }
 
 /// Routes one accepted event into the dataflow at `time`.
-fn feed(inputs: &mut Inputs, body: EventBody, effective: Millis, time: Millis, offset: i64) {
+fn feed(
+    inputs: &mut Inputs,
+    body: EventBody,
+    effective: Millis,
+    time: Millis,
+    (partition, offset): (i32, i64),
+) {
     match body {
+        EventBody::ReviewPosted {
+            review_id,
+            sku,
+            rating,
+            ..
+        } => {
+            inputs.stock.update_at(sku, time, (0, 0, 1));
+            let ev = (time, partition, offset, Some((sku, rating)));
+            inputs.reviews.update_at((review_id, ev), time, 1);
+        }
+        EventBody::ReviewDeleted { review_id } => {
+            let ev = (time, partition, offset, None);
+            inputs.reviews.update_at((review_id, ev), time, 1);
+        }
         EventBody::StockReceived { sku, qty } => {
             inputs.stock.update_at(sku, time, (qty as isize, 0, 1));
         }
         EventBody::StockAdjusted { sku, delta } => {
             inputs.stock.update_at(sku, time, (delta as isize, 0, 1));
         }
-        EventBody::ProductUpserted { sku, .. } | EventBody::ReviewPosted { sku, .. } => {
+        EventBody::ProductUpserted { sku, .. } => {
             inputs.stock.update_at(sku, time, (0, 0, 1));
         }
         body => {

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use shopflow_ingest::decode;
 use shopflow_model::{
-    Alert, DeadLetterReason, Event, EventBody, Millis, OrderStatus, OrderView, StatusChange,
-    StockLevel,
+    Alert, AlsoBought, DeadLetterReason, Event, EventBody, Millis, OrderStatus, OrderView,
+    RatingView, StatusChange, StockLevel,
 };
 
 /// Settings that change the views.
@@ -24,6 +24,12 @@ pub struct Config {
     pub dedup_horizon_ms: Millis,
     /// Low-stock threshold.
     pub low_stock_threshold: i64,
+    /// Baskets with more distinct SKUs are skipped.
+    pub basket_max_skus: usize,
+    /// How long a basket counts after payment.
+    pub basket_window_ms: Millis,
+    /// Recommendations per SKU.
+    pub also_bought_top: usize,
 }
 
 impl Default for Config {
@@ -32,6 +38,9 @@ impl Default for Config {
             lateness_ms: 5_000,
             dedup_horizon_ms: 7 * 24 * 3600 * 1000,
             low_stock_threshold: 10,
+            basket_max_skus: 50,
+            basket_window_ms: 90 * 24 * 3600 * 1000,
+            also_bought_top: 20,
         }
     }
 }
@@ -48,6 +57,10 @@ pub struct Views {
     pub orders: BTreeMap<u64, OrderView>,
     /// Alerts in (time, id) order.
     pub alerts: Vec<Alert>,
+    /// Ratings of SKUs with at least one current review.
+    pub ratings: BTreeMap<u64, RatingView>,
+    /// Recommendations of SKUs bought together with at least one other.
+    pub also_bought: BTreeMap<u64, AlsoBought>,
     /// Dead letters in (stream, offset) order.
     pub dead_letters: Vec<DeadLetterKey>,
     /// Duplicates dropped.
@@ -85,6 +98,7 @@ struct Order {
     open_return: bool,
     lines: BTreeMap<u64, Line>,
     paid: u64,
+    paid_at: Option<Millis>,
     refunded: u64,
     last: Millis,
     location: Option<String>,
@@ -123,6 +137,7 @@ impl Order {
             EventBody::PaymentApproved { amount, .. } if self.stage == Stage::Placed => {
                 next.stage = Stage::Paid;
                 next.paid = *amount;
+                next.paid_at = Some(t);
             }
             EventBody::PaymentFailed { .. } if self.stage == Stage::Placed => {
                 next.stage = Stage::Failed
@@ -237,6 +252,7 @@ fn new_order(body: &EventBody, t: Millis) -> Option<Order> {
             })
             .collect(),
         paid: 0,
+        paid_at: None,
         refunded: 0,
         last: t,
         location: None,
@@ -253,6 +269,8 @@ struct Applied {
     event: Event,
     effective: Millis,
     time: Millis,
+    stream: usize,
+    offset: i64,
 }
 
 /// Computes every view from `streams` (each a list of raw messages in log order).
@@ -320,6 +338,8 @@ pub fn compute(streams: &[Vec<Vec<u8>>], config: Config) -> Views {
                 event,
                 effective,
                 time,
+                stream: s,
+                offset,
             });
         }
     }
@@ -376,10 +396,104 @@ pub fn compute(streams: &[Vec<Vec<u8>>], config: Config) -> Views {
     }
     views.stock = stock_levels(&direct, &replay);
     views.orders = replay.values().map(|o| (o.id, o.view())).collect();
+    views.ratings = ratings(&applied);
+    if let Some(t) = views.as_of {
+        views.also_bought = also_bought(&replay, t, &config);
+    }
     views
         .alerts
         .sort_by(|a, b| (a.ts, &a.event_id).cmp(&(b.ts, &b.event_id)));
     views
+}
+
+/// Ratings straight from SPEC §5.6: replay review events in time order (ties by stream,
+/// then offset); a post sets the review, a delete removes it.
+fn ratings(applied: &[Applied]) -> BTreeMap<u64, RatingView> {
+    let mut events: Vec<&Applied> = applied
+        .iter()
+        .filter(|a| {
+            matches!(
+                a.event.body,
+                EventBody::ReviewPosted { .. } | EventBody::ReviewDeleted { .. }
+            )
+        })
+        .collect();
+    events.sort_by_key(|a| (a.time, a.stream, a.offset));
+    let mut current: HashMap<u64, (u64, u64)> = HashMap::new();
+    for a in events {
+        match a.event.body {
+            EventBody::ReviewPosted {
+                review_id,
+                sku,
+                rating,
+                ..
+            } => {
+                current.insert(review_id, (sku, rating));
+            }
+            EventBody::ReviewDeleted { review_id } => {
+                current.remove(&review_id);
+            }
+            _ => {}
+        }
+    }
+    let mut out: BTreeMap<u64, RatingView> = BTreeMap::new();
+    for (sku, rating) in current.into_values() {
+        let v = out.entry(sku).or_insert(RatingView {
+            sku,
+            ..RatingView::default()
+        });
+        v.count += 1;
+        v.sum += rating;
+        v.histogram[(rating - 1) as usize] += 1;
+    }
+    out
+}
+
+/// Co-purchase straight from SPEC §5.4: baskets as of `t`, pair counts, top k per SKU.
+fn also_bought(
+    orders: &HashMap<u64, Order>,
+    t: Millis,
+    config: &Config,
+) -> BTreeMap<u64, AlsoBought> {
+    let mut weight: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+    for o in orders.values() {
+        let Some(p) = o.paid_at else { continue };
+        let paid_or_later = matches!(
+            o.stage,
+            Stage::Paid | Stage::Shipped | Stage::Delivered | Stage::Confirmed
+        );
+        if !paid_or_later || o.all_refunded() || !(p <= t && t < p + config.basket_window_ms) {
+            continue;
+        }
+        let skus: BTreeSet<u64> = o
+            .lines
+            .values()
+            .filter(|l| l.refunded < l.qty)
+            .map(|l| l.sku)
+            .collect();
+        if skus.len() > config.basket_max_skus {
+            continue;
+        }
+        for &a in &skus {
+            for &b in &skus {
+                if a != b {
+                    *weight.entry((a, b)).or_default() += 1;
+                }
+            }
+        }
+    }
+    let mut per_sku: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+    for ((a, b), w) in weight {
+        per_sku.entry(a).or_default().push((b, w));
+    }
+    per_sku
+        .into_iter()
+        .map(|(sku, mut items)| {
+            items.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+            items.truncate(config.also_bought_top);
+            (sku, AlsoBought { sku, items })
+        })
+        .collect()
 }
 
 /// Stock per SKU straight from SPEC §5.1.

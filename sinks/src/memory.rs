@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use shopflow_model::{Alert, DeadLetter, Millis, OrderView, Output, StockLevel, ViewBatch};
+use shopflow_model::{
+    Alert, AlsoBought, DeadLetter, Millis, OrderView, Output, RatingView, StockLevel, ViewBatch,
+};
 
 /// What the store holds.
 #[derive(Debug, Default)]
@@ -16,6 +18,10 @@ pub struct MemoryState {
     pub stock: HashMap<u64, (StockLevel, Millis)>,
     /// Order rows with the `as_of` they were written at.
     pub orders: HashMap<u64, (OrderView, Millis)>,
+    /// Rating rows.
+    pub ratings: HashMap<u64, RatingView>,
+    /// Recommendation rows.
+    pub also_bought: HashMap<u64, AlsoBought>,
     /// Alerts in the order written.
     pub alerts: Vec<Alert>,
     /// Dead letters in the order written.
@@ -80,6 +86,18 @@ fn apply_views(s: &mut MemoryState, batch: ViewBatch) {
     }
     for row in batch.orders {
         s.orders.insert(row.order_id, (row, batch.as_of));
+    }
+    for row in batch.ratings {
+        s.ratings.insert(row.sku, row);
+    }
+    for sku in batch.ratings_removed {
+        s.ratings.remove(&sku);
+    }
+    for row in batch.also_bought {
+        s.also_bought.insert(row.sku, row);
+    }
+    for sku in batch.also_bought_removed {
+        s.also_bought.remove(&sku);
     }
     s.alerts.extend(batch.alerts);
     s.as_of = Some(batch.as_of);

@@ -3,7 +3,9 @@
 //! Layout (all keys under a configurable prefix, default `shopflow:`):
 //! - `{prefix}stock:{sku}` → JSON `{sku, on_hand, reserved, available, as_of}`
 //! - `{prefix}order:{order_id}` → JSON `{order_id, member_id, status, location, history, as_of}`
-//! - `{prefix}meta` → hash with `as_of`, the time every row is at least as new as.
+//! - `{prefix}rating:{sku}` → JSON `{sku, count, sum, histogram, as_of}`
+//! - `{prefix}also:{sku}` → JSON `{sku, items: [[sku, weight], …], as_of}` (top 20)
+//! - `{prefix}meta:as_of` → the time every row is at least as new as.
 //!
 //! One read is one `MGET` of the row and `{prefix}meta:as_of` (one round trip). A batch
 //! is written by one Lua script: it is skipped if Redis already holds a newer `as_of` (a
@@ -14,7 +16,7 @@
 use ::redis::aio::ConnectionManager;
 use ::redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
-use shopflow_model::{Millis, OrderView, StockLevel, ViewBatch};
+use shopflow_model::{AlsoBought, Millis, OrderView, RatingView, StockLevel, ViewBatch};
 
 use crate::SinkError;
 
@@ -24,7 +26,9 @@ pub const MAX_ROWS_PER_SCRIPT: usize = 20_000;
 const WRITE_BATCH: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if cur and tonumber(cur) > tonumber(ARGV[1]) then return 0 end
-for i = 2, #KEYS do redis.call('SET', KEYS[i], ARGV[i]) end
+for i = 2, #KEYS do
+  if ARGV[i] == '' then redis.call('DEL', KEYS[i]) else redis.call('SET', KEYS[i], ARGV[i]) end
+end
 if ARGV[2 + (#KEYS - 1)] == '1' then redis.call('SET', KEYS[1], ARGV[1]) end
 return 1
 "#;
@@ -101,11 +105,53 @@ impl RedisViews {
         format!("{}order:{order_id}", self.prefix)
     }
 
+    /// The key of a rating row.
+    pub fn rating_key(&self, sku: u64) -> String {
+        format!("{}rating:{sku}", self.prefix)
+    }
+
+    /// The key of a recommendation row.
+    pub fn also_key(&self, sku: u64) -> String {
+        format!("{}also:{sku}", self.prefix)
+    }
+
     /// Writes a batch's rows and its `as_of`; returns false if Redis already held a newer
-    /// `as_of` (the batch is a replay and was skipped).
+    /// `as_of` (the batch is a replay and was skipped). An empty value deletes the key.
     pub async fn write(&self, batch: &ViewBatch) -> Result<bool, SinkError> {
         let mut rows: Vec<(String, String)> =
             Vec::with_capacity(batch.stock.len() + batch.orders.len());
+        for r in &batch.ratings {
+            let v = Stored {
+                row: *r,
+                as_of: batch.as_of,
+            };
+            rows.push((
+                self.rating_key(r.sku),
+                serde_json::to_string(&v).expect("json"),
+            ));
+        }
+        for r in &batch.also_bought {
+            let v = Stored {
+                row: r.clone(),
+                as_of: batch.as_of,
+            };
+            rows.push((
+                self.also_key(r.sku),
+                serde_json::to_string(&v).expect("json"),
+            ));
+        }
+        rows.extend(
+            batch
+                .ratings_removed
+                .iter()
+                .map(|&s| (self.rating_key(s), String::new())),
+        );
+        rows.extend(
+            batch
+                .also_bought_removed
+                .iter()
+                .map(|&s| (self.also_key(s), String::new())),
+        );
         for s in &batch.stock {
             let v = Stored {
                 row: *s,
@@ -179,6 +225,77 @@ impl RedisViews {
     /// An order row and the `as_of` of the answer.
     pub async fn order(&self, order_id: u64) -> Result<Option<(OrderView, Millis)>, SinkError> {
         self.get_row(self.order_key(order_id)).await
+    }
+
+    /// A SKU's row of some product view (rating or recommendations) with the `as_of` of the
+    /// answer, in one round trip. `Ok(None)` when the SKU is unknown; `Some((None, as_of))`
+    /// when it is known but has no such row.
+    async fn product_row<T: for<'de> Deserialize<'de>>(
+        &self,
+        key: String,
+        sku: u64,
+    ) -> Result<Option<(Option<T>, Millis)>, SinkError> {
+        let mut conn = self.conn.clone();
+        let (row, stock, as_of): (Option<String>, Option<String>, Option<Millis>) =
+            ::redis::cmd("MGET")
+                .arg(&key)
+                .arg(self.stock_key(sku))
+                .arg(self.meta_key())
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.err(e))?;
+        let as_of = as_of.unwrap_or(0);
+        match (row, stock) {
+            (Some(text), _) => {
+                let stored: Stored<T> = serde_json::from_str(&text)
+                    .map_err(|source| SinkError::Corrupt { key, source })?;
+                Ok(Some((Some(stored.row), stored.as_of.max(as_of))))
+            }
+            (None, Some(_)) => Ok(Some((None, as_of))),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// A SKU's ratings: `None` if the SKU is unknown, zeros if it has no review.
+    pub async fn rating(&self, sku: u64) -> Result<Option<(RatingView, Millis)>, SinkError> {
+        Ok(self
+            .product_row::<RatingView>(self.rating_key(sku), sku)
+            .await?
+            .map(|(r, a)| {
+                (
+                    r.unwrap_or(RatingView {
+                        sku,
+                        ..RatingView::default()
+                    }),
+                    a,
+                )
+            }))
+    }
+
+    /// A SKU's recommendations: `None` if the SKU is unknown, empty if it has none.
+    pub async fn also_bought(&self, sku: u64) -> Result<Option<(AlsoBought, Millis)>, SinkError> {
+        Ok(self
+            .product_row::<AlsoBought>(self.also_key(sku), sku)
+            .await?
+            .map(|(r, a)| {
+                (
+                    r.unwrap_or(AlsoBought {
+                        sku,
+                        items: Vec::new(),
+                    }),
+                    a,
+                )
+            }))
+    }
+
+    /// Every rating row (for tests and audits).
+    pub async fn all_ratings(&self) -> Result<Vec<RatingView>, SinkError> {
+        self.scan_rows(&format!("{}rating:*", self.prefix)).await
+    }
+
+    /// Every recommendation row (for tests and audits).
+    pub async fn all_also_bought(&self) -> Result<Vec<AlsoBought>, SinkError> {
+        self.scan_rows(&format!("{}also:*", self.prefix)).await
     }
 
     /// Every stock row (for tests and audits: a SCAN over the prefix).

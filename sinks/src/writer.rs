@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use shopflow_model::{Alert, DeadLetter, Millis, OrderView, Output, StockLevel, ViewBatch};
+use shopflow_model::{
+    Alert, AlsoBought, DeadLetter, Millis, OrderView, Output, RatingView, StockLevel, ViewBatch,
+};
 
 use crate::file::JsonLinesWriter;
 use crate::kafka::KafkaWriter;
@@ -100,6 +102,46 @@ impl ServingViews {
                     .map(|(row, _)| (row.clone(), s.as_of.unwrap_or(0)))
             })),
             ServingViews::Redis(r) => r.order(order_id).await,
+        }
+    }
+
+    /// A SKU's ratings: `None` if the SKU is unknown, zeros if it has no review.
+    pub async fn rating(&self, sku: u64) -> Result<Option<(RatingView, Millis)>, SinkError> {
+        match self {
+            ServingViews::Memory(m) => Ok(m.read(|s| {
+                let known = s.stock.contains_key(&sku);
+                let row = s.ratings.get(&sku).copied();
+                (known || row.is_some()).then(|| {
+                    (
+                        row.unwrap_or(RatingView {
+                            sku,
+                            ..RatingView::default()
+                        }),
+                        s.as_of.unwrap_or(0),
+                    )
+                })
+            })),
+            ServingViews::Redis(r) => r.rating(sku).await,
+        }
+    }
+
+    /// A SKU's recommendations: `None` if the SKU is unknown, empty if it has none.
+    pub async fn also_bought(&self, sku: u64) -> Result<Option<(AlsoBought, Millis)>, SinkError> {
+        match self {
+            ServingViews::Memory(m) => Ok(m.read(|s| {
+                let known = s.stock.contains_key(&sku);
+                let row = s.also_bought.get(&sku).cloned();
+                (known || row.is_some()).then(|| {
+                    (
+                        row.unwrap_or(AlsoBought {
+                            sku,
+                            items: Vec::new(),
+                        }),
+                        s.as_of.unwrap_or(0),
+                    )
+                })
+            })),
+            ServingViews::Redis(r) => r.also_bought(sku).await,
         }
     }
 

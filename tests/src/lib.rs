@@ -10,7 +10,7 @@ use std::sync::Arc;
 use shopflow_gen::GenMessage;
 use shopflow_ingest::source::MemorySource;
 use shopflow_ingest::{Source, StreamId, Topics};
-use shopflow_model::{Alert, DeadLetterReason, OrderView, StockLevel};
+use shopflow_model::{Alert, AlsoBought, DeadLetterReason, OrderView, RatingView, StockLevel};
 use shopflow_pipelines::{PipelineConfig, RunSummary, Stats};
 use shopflow_reference::Views;
 use shopflow_sinks::writer::SinkStats;
@@ -85,6 +85,10 @@ pub struct SinkContents {
     pub orders: BTreeMap<u64, OrderView>,
     /// Alerts, sorted by (ts, id).
     pub alerts: Vec<Alert>,
+    /// Rating rows.
+    pub ratings: BTreeMap<u64, RatingView>,
+    /// Recommendation rows.
+    pub also_bought: BTreeMap<u64, AlsoBought>,
     /// Dead letters as (stream index, offset, reason), sorted.
     pub dead_letters: Vec<(usize, i64, DeadLetterReason)>,
     /// The final `as_of`.
@@ -103,6 +107,8 @@ impl SinkContents {
                     .map(|(r, _)| (r.order_id, r.clone()))
                     .collect(),
                 alerts: s.alerts.clone(),
+                ratings: s.ratings.iter().map(|(k, v)| (*k, *v)).collect(),
+                also_bought: s.also_bought.iter().map(|(k, v)| (*k, v.clone())).collect(),
                 dead_letters: s
                     .dead_letters
                     .iter()
@@ -133,6 +139,13 @@ impl SinkContents {
         let mut errors = Vec::new();
         diff_maps("stock", &self.stock, &want.stock, &mut errors);
         diff_maps("orders", &self.orders, &want.orders, &mut errors);
+        diff_maps("ratings", &self.ratings, &want.ratings, &mut errors);
+        diff_maps(
+            "also_bought",
+            &self.also_bought,
+            &want.also_bought,
+            &mut errors,
+        );
         if self.alerts != want.alerts {
             let i = self
                 .alerts

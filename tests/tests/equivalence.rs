@@ -9,6 +9,10 @@ use shopflow_reference::{compute, Config};
 use shopflow_tests::{partition, payloads, run_in_memory, SinkContents};
 
 fn check(gen: &GenConfig, partitions: i32, workers: usize, threshold: i64) {
+    check_with(gen, partitions, workers, threshold, 50);
+}
+
+fn check_with(gen: &GenConfig, partitions: i32, workers: usize, threshold: i64, cap: usize) {
     let topics = Topics::default();
     let log = generate(gen);
     let streams = partition(&log, &topics, partitions);
@@ -17,6 +21,7 @@ fn check(gen: &GenConfig, partitions: i32, workers: usize, threshold: i64) {
         &payloads(&streams),
         Config {
             low_stock_threshold: threshold,
+            basket_max_skus: cap,
             ..Config::default()
         },
     );
@@ -24,6 +29,8 @@ fn check(gen: &GenConfig, partitions: i32, workers: usize, threshold: i64) {
         workers,
         views: ViewConfig {
             low_stock_threshold: threshold,
+            basket_max_skus: cap,
+            ..ViewConfig::default()
         },
         poll_batch: 257,
         ..PipelineConfig::default()
@@ -60,6 +67,43 @@ fn default_workload_single_stream_matches_reference() {
     );
 }
 
+/// Over a year of events: baskets expire 90 days after payment, in the middle of the run.
+#[test]
+fn baskets_expire_after_ninety_days() {
+    let gen = GenConfig {
+        events: 8_000,
+        seed: 5,
+        skus: 60,
+        members: 200,
+        concurrency: 50,
+        mean_gap_ms: 4_000_000, // ~46 min: ~1 year over the run
+        ..GenConfig::default()
+    };
+    let topics = Topics::default();
+    let streams = partition(&generate(&gen), &topics, 2);
+    let want = compute(&payloads(&streams), Config::default());
+    let all_time = compute(
+        &payloads(&streams),
+        Config {
+            basket_window_ms: u64::MAX / 4,
+            ..Config::default()
+        },
+    );
+    let weight = |v: &shopflow_reference::Views| -> u64 {
+        v.also_bought
+            .values()
+            .flat_map(|r| r.items.iter().map(|i| i.1))
+            .sum()
+    };
+    assert!(
+        weight(&want) > 0 && weight(&want) < weight(&all_time),
+        "the workload must have both current and expired baskets ({} vs {})",
+        weight(&want),
+        weight(&all_time)
+    );
+    check(&gen, 2, 2, 10);
+}
+
 #[test]
 fn every_dead_letter_reason_occurs_and_matches() {
     let gen = GenConfig {
@@ -93,6 +137,8 @@ proptest! {
         bad_rate in 0.0f64..0.08,
         late_rate in 0.0f64..0.2,
         skus in 20u64..400,
+        mean_gap_ms in prop_oneof![Just(200u64), 1_000u64..3_000_000],
+        cap in prop_oneof![Just(50usize), 2usize..8],
     ) {
         let gen = GenConfig {
             seed,
@@ -102,8 +148,9 @@ proptest! {
             skus,
             members: 300,
             concurrency: 100,
+            mean_gap_ms,
             ..GenConfig::default()
         };
-        check(&gen, partitions, workers, threshold);
+        check_with(&gen, partitions, workers, threshold, cap);
     }
 }

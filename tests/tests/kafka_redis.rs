@@ -145,6 +145,10 @@ fn read_sinks(
     let stock = rt.block_on(redis.all_stock()).expect("read stock");
     let orders = rt.block_on(redis.all_orders()).expect("read orders");
     let as_of = rt.block_on(redis.as_of()).expect("read as_of");
+    let ratings = rt.block_on(redis.all_ratings()).expect("read ratings");
+    let also_bought = rt
+        .block_on(redis.all_also_bought())
+        .expect("read also-bought");
     let alerts: Vec<Alert> = read_all(brokers, &topics.alerts)
         .expect("read alerts")
         .into_iter()
@@ -186,6 +190,8 @@ fn read_sinks(
             .collect::<BTreeMap<_, _>>(),
         orders: orders.into_iter().map(|r| (r.order_id, r)).collect(),
         alerts,
+        ratings: ratings.into_iter().map(|r| (r.sku, r)).collect(),
+        also_bought: also_bought.into_iter().map(|r| (r.sku, r)).collect(),
         dead_letters: dead,
         as_of,
     };
