@@ -102,6 +102,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         pipeline_rate / decode_rate
     );
 
+    basket_costs(args.workers)?;
+
     let Some(brokers) = args.kafka else {
         println!("(give --kafka BROKERS or SHOPFLOW_KAFKA_BROKERS for the Kafka figures)");
         return Ok(());
@@ -184,5 +186,62 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         kafka_pipeline_rate,
         kafka_pipeline_rate / consume_rate
     );
+    Ok(())
+}
+
+/// Cost of a basket by its size: the same number of paid orders, each with n distinct SKUs,
+/// through the whole pipeline; reported per basket and against baskets of one SKU (which
+/// make no pairs), measured in the same run.
+fn basket_costs(workers: usize) -> Result<()> {
+    const ORDERS: u64 = 20_000;
+    const SKUS: u64 = 5_000;
+    println!("co-purchase cost by basket size ({ORDERS} paid orders each, {workers} workers):");
+    let mut base: Option<f64> = None;
+    for n in [1u64, 2, 5, 10, 20, 50] {
+        let mut msgs: Vec<(Option<Vec<u8>>, Vec<u8>)> = Vec::new();
+        let mut ts = 1_793_577_600_000u64;
+        for o in 1..=ORDERS {
+            let lines: Vec<String> = (0..n)
+                .map(|i| {
+                    let sku = (o * 7919 + i * 104_729) % SKUS + 1;
+                    format!(
+                        r#"{{"line_no":{},"sku":{sku},"qty":1,"unit_price":1000}}"#,
+                        i + 1
+                    )
+                })
+                .collect();
+            ts += 10;
+            msgs.push((None, format!(
+                r#"{{"event_id":"p{o}","type":"order.placed","ts":{ts},"order_id":{o},"member_id":1,"shipping":"rocket","lines":[{}]}}"#,
+                lines.join(",")
+            ).into_bytes()));
+            msgs.push((None, format!(
+                r#"{{"event_id":"a{o}","type":"payment.approved","ts":{ts},"order_id":{o},"amount":{}}}"#,
+                1000 * n
+            ).into_bytes()));
+        }
+        let streams = vec![(
+            shopflow_ingest::StreamId {
+                topic: "bench.orders".into(),
+                partition: 0,
+            },
+            msgs,
+        )];
+        let started = Instant::now();
+        crate::wiring::run_quiet(
+            PipelineConfig {
+                workers,
+                ..PipelineConfig::default()
+            },
+            crate::wiring::memory_source(streams),
+            memory_sinks(),
+        )?;
+        let per_basket_us = started.elapsed().as_secs_f64() * 1e6 / ORDERS as f64;
+        let ratio = per_basket_us / *base.get_or_insert(per_basket_us);
+        println!(
+            "  {n:>2} SKUs ({:>4} pairs): {per_basket_us:>8.1} µs per basket  ({ratio:.2} × a 1-SKU basket)",
+            n * (n - 1)
+        );
+    }
     Ok(())
 }

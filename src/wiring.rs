@@ -319,6 +319,8 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let base = format!("http://{}", args.pipeline.listen);
     println!("curl {base}/v1/stock/{sample_sku}");
     println!("curl {base}/v1/orders/{sample_order}");
+    println!("curl {base}/v1/products/{sample_sku}/rating");
+    println!("curl '{base}/v1/products/{sample_sku}/also-bought?limit=5'");
     if args.exit_when_done {
         return Ok(());
     }
