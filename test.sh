@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 deploy/local/install.sh
-eval "$(deploy/local/up.sh)"
+env_lines=$(deploy/local/up.sh)  # fails the script (set -e) if a service cannot start
+eval "$env_lines"
 if [ -z "${SHOPFLOW_KEEP_SERVICES:-}" ]; then
     trap 'deploy/local/down.sh >/dev/null 2>&1 || true' EXIT
 fi
