@@ -136,6 +136,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         brokers: brokers.clone(),
         topics: topics.inputs().iter().map(|s| s.to_string()).collect(),
         bounded: true,
+        fetch_bytes_per_partition: 1 << 20,
     };
     // Baseline: raw consume of the same partitions, same split over workers, no decode.
     let started = Instant::now();

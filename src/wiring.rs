@@ -95,6 +95,10 @@ pub struct RunArgs {
     /// Redis for the serving views; without it they are kept in process.
     #[arg(long, env = "SHOPFLOW_REDIS_URL")]
     redis: Option<String>,
+    /// Most KiB fetched per partition per request: smaller reads partitions more evenly
+    /// (finer frontier steps), larger reads faster.
+    #[arg(long, default_value_t = 1024)]
+    kafka_fetch_kb: usize,
     /// Prefix of every Redis key.
     #[arg(long, default_value = "shopflow:")]
     redis_prefix: String,
@@ -351,6 +355,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                     brokers: brokers.clone(),
                     topics: topics.inputs().iter().map(|s| s.to_string()).collect(),
                     bounded: args.bounded,
+                    fetch_bytes_per_partition: args.kafka_fetch_kb * 1024,
                 };
                 (
                     EventLog::Kafka(KafkaWriter::open(brokers, &topics.alerts, alert_id)?),

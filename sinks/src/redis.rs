@@ -288,6 +288,29 @@ impl RedisViews {
             }))
     }
 
+    /// SKUs that have a rating row and SKUs that have a recommendation row (a SCAN).
+    pub async fn product_skus(&self) -> Result<(Vec<u64>, Vec<u64>), SinkError> {
+        let ratings = self.scan_ids(&format!("{}rating:", self.prefix)).await?;
+        let also = self.scan_ids(&format!("{}also:", self.prefix)).await?;
+        Ok((ratings, also))
+    }
+
+    async fn scan_ids(&self, key_prefix: &str) -> Result<Vec<u64>, SinkError> {
+        let mut conn = self.conn.clone();
+        let mut it: ::redis::AsyncIter<String> = conn
+            .scan_match(format!("{key_prefix}*"))
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(k) = it.next_item().await {
+            let k = k.map_err(|e| self.err(e))?;
+            if let Some(id) = k.strip_prefix(key_prefix).and_then(|s| s.parse().ok()) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
     /// Every rating row (for tests and audits).
     pub async fn all_ratings(&self) -> Result<Vec<RatingView>, SinkError> {
         self.scan_rows(&format!("{}rating:*", self.prefix)).await

@@ -6,7 +6,11 @@
 //! `as_of` is either skipped by id or rewritten identically on replay. A failing write is
 //! retried with backoff; while it fails the channel fills and the pipeline waits
 //! (backpressure) instead of buffering without bound.
+//!
+//! After a restart the run replays from the beginning: see `write_loop` for how it catches
+//! up with a store that is ahead of it.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -192,6 +196,12 @@ async fn write_loop(
         ViewStore::Memory(m) => m.read(|s| s.as_of),
         ViewStore::Redis(r) => retry(&stats, || r.as_of()).await?,
     };
+    // A replay after a restart: until the run reaches the `as_of` the store holds, its
+    // batches are folded into one image of the whole state instead of being written (the
+    // store is newer). The first write is then that image, deleting product rows the store
+    // holds and the image lacks, so changes that cancelled out within the skipped stretch
+    // (a row that came and went, a value that went and came back) leave nothing stale.
+    let mut catch_up: Option<ViewBatch> = resume_as_of.map(|_| ViewBatch::default());
     while let Ok(first) = rx.recv() {
         let mut views: Option<ViewBatch> = None;
         let mut dead: Vec<DeadLetter> = Vec::new();
@@ -224,17 +234,51 @@ async fn write_loop(
             if !alerts.is_empty() {
                 write_alerts(&mut sinks.alerts, &alerts, &stats).await?;
             }
+            let batch = match catch_up.take() {
+                None => batch,
+                Some(mut image) => {
+                    image.merge(batch);
+                    if resume_as_of.is_some_and(|r| image.as_of < r) && !image.complete {
+                        catch_up = Some(image);
+                        continue;
+                    }
+                    image.dedup_keys();
+                    image.alerts.clear();
+                    if let ViewStore::Redis(r) = &sinks.views {
+                        let (ratings, also) = retry(&stats, || r.product_skus()).await?;
+                        let has_rating: HashSet<u64> =
+                            image.ratings.iter().map(|x| x.sku).collect();
+                        let has_also: HashSet<u64> =
+                            image.also_bought.iter().map(|x| x.sku).collect();
+                        image.ratings_removed = ratings
+                            .into_iter()
+                            .filter(|s| !has_rating.contains(s))
+                            .collect();
+                        image.also_bought_removed =
+                            also.into_iter().filter(|s| !has_also.contains(s)).collect();
+                    }
+                    tracing::info!(
+                        as_of = image.as_of,
+                        rows = image.stock.len() + image.orders.len(),
+                        "caught up with the stored views: writing the full state once"
+                    );
+                    image
+                }
+            };
             match &sinks.views {
                 ViewStore::Memory(m) => m.write_views(&batch),
                 ViewStore::Redis(r) => {
                     retry(&stats, || r.write(&batch)).await?;
                 }
             }
+            let rows = batch.stock.len()
+                + batch.orders.len()
+                + batch.ratings.len()
+                + batch.also_bought.len()
+                + batch.ratings_removed.len()
+                + batch.also_bought_removed.len();
             stats.batches.fetch_add(1, Ordering::Relaxed);
-            stats.rows.fetch_add(
-                (batch.stock.len() + batch.orders.len()) as u64,
-                Ordering::Relaxed,
-            );
+            stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
             stats
                 .as_of_plus_one
                 .fetch_max(batch.as_of + 1, Ordering::Relaxed);

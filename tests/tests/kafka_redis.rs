@@ -48,6 +48,7 @@ fn run_once(brokers: &str, redis: &RedisViews, topics: &Topics, rt: &tokio::runt
         brokers: brokers.to_string(),
         topics: topics.inputs().iter().map(|s| s.to_string()).collect(),
         bounded: true,
+        fetch_bytes_per_partition: 1 << 20,
     };
     let summary = shopflow_pipelines::run(
         PipelineConfig {
