@@ -13,15 +13,9 @@ use std::time::{Duration, Instant};
 use shopflow_gen::{generate, GenConfig};
 use shopflow_ingest::Topics;
 use shopflow_reference::{compute, Config};
-use shopflow_sinks::kafka::{ensure_topics, produce, read_all, RawRecord};
+use shopflow_sinks::kafka::read_all;
 use shopflow_sinks::redis::RedisViews;
-use shopflow_tests::{partition, payloads, stream_index, SinkContents};
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: start the services with deploy/local/up.sh and source .shopflow/env (./test.sh does both)")
-    })
-}
+use shopflow_tests::{partition, payloads, publish, read_sinks, service_env, unique_name};
 
 fn shopflow(brokers: &str, redis: &str, unique: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_shopflow"));
@@ -40,16 +34,9 @@ fn shopflow(brokers: &str, redis: &str, unique: &str) -> Command {
 
 #[test]
 fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
-    let brokers = env("SHOPFLOW_KAFKA_BROKERS");
-    let redis_url = env("SHOPFLOW_REDIS_URL");
-    let unique = format!(
-        "crash{}x{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-    );
+    let brokers = service_env("SHOPFLOW_KAFKA_BROKERS");
+    let redis_url = service_env("SHOPFLOW_REDIS_URL");
+    let unique = unique_name("crash");
     let topics = Topics::with_prefix(&format!("{unique}."));
     let rt = shopflow_sinks::io_runtime();
     let log = generate(&GenConfig {
@@ -62,22 +49,7 @@ fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
         ..GenConfig::default()
     });
     let streams = partition(&log, &topics, 2);
-    let mut names: Vec<&str> = topics.inputs().to_vec();
-    names.extend([topics.alerts.as_str(), topics.dlq.as_str()]);
-    rt.block_on(ensure_topics(&brokers, &names, 2))
-        .expect("create topics");
-    let records: Vec<RawRecord> = streams
-        .iter()
-        .flat_map(|(id, msgs)| {
-            msgs.iter().map(|(key, payload)| RawRecord {
-                topic: id.topic.clone(),
-                partition: id.partition,
-                key: key.clone(),
-                payload: payload.clone(),
-            })
-        })
-        .collect();
-    rt.block_on(produce(&brokers, &records)).expect("produce");
+    publish(&rt, &brokers, &topics, &streams, 2);
     let want = compute(&payloads(&streams), Config::default());
     let final_as_of = want.as_of.expect("events");
     let redis = rt
@@ -120,53 +92,9 @@ fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
     assert!(status.success(), "restarted shopflow failed: {status}");
 
     let ids: Vec<_> = streams.iter().map(|(id, _)| id.clone()).collect();
-    let mut got = SinkContents {
-        stock: rt
-            .block_on(redis.all_stock())
-            .expect("stock")
-            .into_iter()
-            .map(|r| (r.sku, r))
-            .collect(),
-        orders: rt
-            .block_on(redis.all_orders())
-            .expect("orders")
-            .into_iter()
-            .map(|r| (r.order_id, r))
-            .collect(),
-        ratings: rt
-            .block_on(redis.all_ratings())
-            .expect("ratings")
-            .into_iter()
-            .map(|r| (r.sku, r))
-            .collect(),
-        also_bought: rt
-            .block_on(redis.all_also_bought())
-            .expect("also-bought")
-            .into_iter()
-            .map(|r| (r.sku, r))
-            .collect(),
-        alerts: read_all(&brokers, &topics.alerts)
-            .expect("alerts")
-            .into_iter()
-            .map(|(_, _, _, p)| serde_json::from_slice(&p).expect("alert json"))
-            .collect(),
-        dead_letters: read_all(&brokers, &topics.dlq)
-            .expect("dlq")
-            .into_iter()
-            .map(|(_, _, _, p)| {
-                let v: serde_json::Value = serde_json::from_slice(&p).expect("dlq json");
-                let s = stream_index(
-                    &ids,
-                    v["topic"].as_str().expect("topic"),
-                    v["partition"].as_i64().expect("partition") as i32,
-                );
-                let reason = serde_json::from_value(v["reason"].clone()).expect("reason");
-                (s, v["offset"].as_i64().expect("offset"), reason)
-            })
-            .collect(),
-        as_of: rt.block_on(redis.as_of()).expect("as_of"),
-    };
-    got.normalize();
+    // Also asserts that no alert or dead letter appears twice and that every dead letter
+    // holds the original bytes.
+    let got = read_sinks(&brokers, &redis, &topics, &ids, &streams, &rt);
     // Sorted lists equal to the reference's also means nothing was written twice.
     if let Err(e) = got.compare(&want) {
         panic!("after SIGKILL at as_of {killed_at} and a restart, the sinks differ from the reference:\n{e}");

@@ -10,9 +10,13 @@ use std::sync::Arc;
 use shopflow_gen::GenMessage;
 use shopflow_ingest::source::MemorySource;
 use shopflow_ingest::{Source, StreamId, Topics};
-use shopflow_model::{Alert, AlsoBought, DeadLetterReason, OrderView, RatingView, StockLevel};
+use shopflow_model::{
+    Alert, AlsoBought, DeadLetter, DeadLetterReason, OrderView, RatingView, StockLevel,
+};
 use shopflow_pipelines::{PipelineConfig, RunSummary, Stats};
 use shopflow_reference::Views;
+use shopflow_sinks::kafka::{ensure_topics, produce, read_all, RawRecord};
+use shopflow_sinks::redis::RedisViews;
 use shopflow_sinks::writer::SinkStats;
 use shopflow_sinks::{spawn_writer, EventLog, MemoryStore, SinkSet, ViewStore};
 
@@ -34,6 +38,49 @@ pub fn partition(messages: &[GenMessage], topics: &Topics, partitions: i32) -> V
             )
         })
         .collect()
+}
+
+/// An environment variable the service tests need; panics with what to do when unset.
+pub fn service_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: start the services with deploy/local/up.sh and source .shopflow/env (./test.sh does both)")
+    })
+}
+
+/// A name no earlier run used, for topics and key prefixes.
+pub fn unique_name(stem: &str) -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    format!("{stem}{}x{millis}", std::process::id())
+}
+
+/// Creates the topics (inputs, alerts, dead letters) and publishes `streams` to their
+/// partitions.
+pub fn publish(
+    rt: &tokio::runtime::Runtime,
+    brokers: &str,
+    topics: &Topics,
+    streams: &[Stream],
+    partitions: i32,
+) {
+    let mut names: Vec<&str> = topics.inputs().to_vec();
+    names.extend([topics.alerts.as_str(), topics.dlq.as_str()]);
+    rt.block_on(ensure_topics(brokers, &names, partitions))
+        .expect("create topics");
+    let records: Vec<RawRecord> = streams
+        .iter()
+        .flat_map(|(id, msgs)| {
+            msgs.iter().map(|(key, payload)| RawRecord {
+                topic: id.topic.clone(),
+                partition: id.partition,
+                key: key.clone(),
+                payload: payload.clone(),
+            })
+        })
+        .collect();
+    rt.block_on(produce(brokers, &records)).expect("produce");
 }
 
 /// The payloads of each stream, for the reference model.
@@ -232,4 +279,71 @@ fn diff_maps<V: PartialEq + std::fmt::Debug>(
             first.join("\n")
         ));
     }
+}
+
+/// Reads Redis, the alerts topic and the dead-letter topic; checks each dead letter keeps
+/// the original bytes, and that no record appears twice.
+pub fn read_sinks(
+    brokers: &str,
+    redis: &RedisViews,
+    topics: &Topics,
+    ids: &[StreamId],
+    streams: &[Stream],
+    rt: &tokio::runtime::Runtime,
+) -> SinkContents {
+    let stock = rt.block_on(redis.all_stock()).expect("read stock");
+    let orders = rt.block_on(redis.all_orders()).expect("read orders");
+    let as_of = rt.block_on(redis.as_of()).expect("read as_of");
+    let ratings = rt.block_on(redis.all_ratings()).expect("read ratings");
+    let also_bought = rt
+        .block_on(redis.all_also_bought())
+        .expect("read also-bought");
+    let alerts: Vec<Alert> = read_all(brokers, &topics.alerts)
+        .expect("read alerts")
+        .into_iter()
+        .map(|(_, _, _, payload)| serde_json::from_slice(&payload).expect("alert json"))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for a in &alerts {
+        assert!(
+            seen.insert(a.event_id.clone()),
+            "alert {} written twice",
+            a.event_id
+        );
+    }
+    let mut dead = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (_, _, _, payload) in read_all(brokers, &topics.dlq).expect("read dlq") {
+        let v: serde_json::Value = serde_json::from_slice(&payload).expect("dead letter json");
+        let topic = v["topic"].as_str().expect("topic");
+        let partition = v["partition"].as_i64().expect("partition") as i32;
+        let offset = v["offset"].as_i64().expect("offset");
+        assert!(
+            seen.insert((topic.to_string(), partition, offset)),
+            "dead letter {topic}/{partition}/{offset} written twice"
+        );
+        let reason: DeadLetterReason = serde_json::from_value(v["reason"].clone()).expect("reason");
+        let s = stream_index(ids, topic, partition);
+        let original = &streams[s].1[offset as usize].1;
+        assert_eq!(
+            DeadLetter::payload_from_json(&v).as_ref(),
+            Some(original),
+            "dead letter {topic}/{partition}/{offset} does not hold the original bytes"
+        );
+        dead.push((s, offset, reason));
+    }
+    let mut c = SinkContents {
+        stock: stock
+            .into_iter()
+            .map(|r| (r.sku, r))
+            .collect::<BTreeMap<_, _>>(),
+        orders: orders.into_iter().map(|r| (r.order_id, r)).collect(),
+        alerts,
+        ratings: ratings.into_iter().map(|r| (r.sku, r)).collect(),
+        also_bought: also_bought.into_iter().map(|r| (r.sku, r)).collect(),
+        dead_letters: dead,
+        as_of,
+    };
+    c.normalize();
+    c
 }

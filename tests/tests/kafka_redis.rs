@@ -3,29 +3,20 @@
 //! Kafka, and every sink is compared with the reference model. A second run over the same
 //! topics (a restart that replays everything) must leave every sink exactly as it was.
 
-use std::collections::BTreeMap;
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 
 use shopflow_gen::{generate, GenConfig};
 use shopflow_ingest::source::{KafkaConfig, KafkaSource};
 use shopflow_ingest::{Source, StreamId, Topics};
-use shopflow_model::{Alert, DeadLetter, DeadLetterReason};
+use shopflow_model::DeadLetterReason;
 use shopflow_pipelines::{PipelineConfig, Stats};
 use shopflow_reference::{compute, Config};
-use shopflow_sinks::kafka::{
-    alert_id, dead_letter_id, ensure_topics, produce, read_all, KafkaWriter, RawRecord,
-};
+use shopflow_sinks::kafka::{alert_id, dead_letter_id, KafkaWriter};
 use shopflow_sinks::redis::RedisViews;
 use shopflow_sinks::writer::SinkStats;
 use shopflow_sinks::{spawn_writer, EventLog, SinkSet, ViewStore};
-use shopflow_tests::{partition, payloads, stream_index, SinkContents};
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: start the services with deploy/local/up.sh and source .shopflow/env (./test.sh does both)")
-    })
-}
+use shopflow_tests::{partition, payloads, publish, read_sinks, service_env, unique_name};
 
 fn run_once(brokers: &str, redis: &RedisViews, topics: &Topics, rt: &tokio::runtime::Runtime) {
     let sinks = SinkSet {
@@ -66,16 +57,9 @@ fn run_once(brokers: &str, redis: &RedisViews, topics: &Topics, rt: &tokio::runt
 
 #[test]
 fn kafka_to_redis_matches_reference_and_replay_changes_nothing() {
-    let brokers = env("SHOPFLOW_KAFKA_BROKERS");
-    let redis_url = env("SHOPFLOW_REDIS_URL");
-    let unique = format!(
-        "t{}x{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-    );
+    let brokers = service_env("SHOPFLOW_KAFKA_BROKERS");
+    let redis_url = service_env("SHOPFLOW_REDIS_URL");
+    let unique = unique_name("t");
     let topics = Topics::with_prefix(&format!("{unique}."));
     let partitions = 3;
     let rt = shopflow_sinks::io_runtime();
@@ -91,22 +75,7 @@ fn kafka_to_redis_matches_reference_and_replay_changes_nothing() {
         ..GenConfig::default()
     });
     let streams = partition(&log, &topics, partitions);
-    let mut names: Vec<&str> = topics.inputs().to_vec();
-    names.extend([topics.alerts.as_str(), topics.dlq.as_str()]);
-    rt.block_on(ensure_topics(&brokers, &names, partitions))
-        .expect("create topics");
-    let records: Vec<RawRecord> = streams
-        .iter()
-        .flat_map(|(id, msgs)| {
-            msgs.iter().map(|(key, payload)| RawRecord {
-                topic: id.topic.clone(),
-                partition: id.partition,
-                key: key.clone(),
-                payload: payload.clone(),
-            })
-        })
-        .collect();
-    rt.block_on(produce(&brokers, &records)).expect("produce");
+    publish(&rt, &brokers, &topics, &streams, partitions);
     let want = compute(&payloads(&streams), Config::default());
     let ids: Vec<StreamId> = streams.iter().map(|(id, _)| id.clone()).collect();
 
@@ -131,71 +100,4 @@ fn kafka_to_redis_matches_reference_and_replay_changes_nothing() {
     if let Err(e) = second.compare(&want) {
         panic!("after a replay the sinks differ from the reference:\n{e}");
     }
-}
-
-/// Reads Redis, the alerts topic and the dead-letter topic; checks each dead letter keeps
-/// the original bytes, and that no record appears twice.
-fn read_sinks(
-    brokers: &str,
-    redis: &RedisViews,
-    topics: &Topics,
-    ids: &[StreamId],
-    streams: &[shopflow_tests::Stream],
-    rt: &tokio::runtime::Runtime,
-) -> SinkContents {
-    let stock = rt.block_on(redis.all_stock()).expect("read stock");
-    let orders = rt.block_on(redis.all_orders()).expect("read orders");
-    let as_of = rt.block_on(redis.as_of()).expect("read as_of");
-    let ratings = rt.block_on(redis.all_ratings()).expect("read ratings");
-    let also_bought = rt
-        .block_on(redis.all_also_bought())
-        .expect("read also-bought");
-    let alerts: Vec<Alert> = read_all(brokers, &topics.alerts)
-        .expect("read alerts")
-        .into_iter()
-        .map(|(_, _, _, payload)| serde_json::from_slice(&payload).expect("alert json"))
-        .collect();
-    let mut seen = std::collections::HashSet::new();
-    for a in &alerts {
-        assert!(
-            seen.insert(a.event_id.clone()),
-            "alert {} written twice",
-            a.event_id
-        );
-    }
-    let mut dead = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (_, _, _, payload) in read_all(brokers, &topics.dlq).expect("read dlq") {
-        let v: serde_json::Value = serde_json::from_slice(&payload).expect("dead letter json");
-        let topic = v["topic"].as_str().expect("topic");
-        let partition = v["partition"].as_i64().expect("partition") as i32;
-        let offset = v["offset"].as_i64().expect("offset");
-        assert!(
-            seen.insert((topic.to_string(), partition, offset)),
-            "dead letter {topic}/{partition}/{offset} written twice"
-        );
-        let reason: DeadLetterReason = serde_json::from_value(v["reason"].clone()).expect("reason");
-        let s = stream_index(ids, topic, partition);
-        let original = &streams[s].1[offset as usize].1;
-        assert_eq!(
-            DeadLetter::payload_from_json(&v).as_ref(),
-            Some(original),
-            "dead letter {topic}/{partition}/{offset} does not hold the original bytes"
-        );
-        dead.push((s, offset, reason));
-    }
-    let mut c = SinkContents {
-        stock: stock
-            .into_iter()
-            .map(|r| (r.sku, r))
-            .collect::<BTreeMap<_, _>>(),
-        orders: orders.into_iter().map(|r| (r.order_id, r)).collect(),
-        alerts,
-        ratings: ratings.into_iter().map(|r| (r.sku, r)).collect(),
-        also_bought: also_bought.into_iter().map(|r| (r.sku, r)).collect(),
-        dead_letters: dead,
-        as_of,
-    };
-    c.normalize();
-    c
 }
