@@ -5,11 +5,11 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use shopflow_gen::{generate, split, GenConfig};
+use shopflow_gen::{generate, GenConfig};
 use shopflow_ingest::source::{KafkaConfig, KafkaSource};
 use shopflow_ingest::{Source, Topics};
 use shopflow_pipelines::PipelineConfig;
-use shopflow_sinks::kafka::{ensure_topics, produce, RawRecord};
+use shopflow_sinks::kafka::{ensure_topics, produce};
 use shopflow_sinks::{EventLog, MemoryStore, SinkSet, ViewStore};
 
 /// `shopflow bench`
@@ -116,18 +116,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let mut names: Vec<&str> = topics.inputs().to_vec();
     names.extend([topics.alerts.as_str(), topics.dlq.as_str()]);
     rt.block_on(ensure_topics(&brokers, &names, args.partitions))?;
-    let records: Vec<RawRecord> = split(&log, topics.inputs(), args.partitions)
-        .into_iter()
-        .flat_map(|s| {
-            let (topic, partition) = (s.topic, s.partition);
-            s.messages.into_iter().map(move |(key, payload)| RawRecord {
-                topic: topic.clone(),
-                partition,
-                key,
-                payload,
-            })
-        })
-        .collect();
+    let records = crate::wiring::kafka_records(&log, &topics, args.partitions);
     let started = Instant::now();
     rt.block_on(produce(&brokers, &records))?;
     let produce_rate = rate(n, started);

@@ -225,6 +225,27 @@ pub fn memory_streams(
         .collect()
 }
 
+/// A generated log as records for Kafka, partitioned like [`memory_streams`].
+pub fn kafka_records(
+    log: &[shopflow_gen::GenMessage],
+    topics: &Topics,
+    partitions: i32,
+) -> Vec<shopflow_sinks::kafka::RawRecord> {
+    memory_streams(log, topics, partitions)
+        .into_iter()
+        .flat_map(|(id, messages)| {
+            messages
+                .into_iter()
+                .map(move |(key, payload)| shopflow_sinks::kafka::RawRecord {
+                    topic: id.topic.clone(),
+                    partition: id.partition,
+                    key,
+                    payload,
+                })
+        })
+        .collect()
+}
+
 /// A source factory giving each worker its share of in-memory streams.
 pub fn memory_source(streams: Vec<(StreamId, KeyedPayloads)>) -> Box<MakeSource> {
     let streams = Arc::new(streams);
@@ -443,20 +464,7 @@ pub fn gen(args: GenArgs) -> Result<()> {
                 &all,
                 args.partitions,
             ))?;
-            let records: Vec<_> = split(&log, topics.inputs(), args.partitions)
-                .into_iter()
-                .flat_map(|s| {
-                    let (topic, partition) = (s.topic, s.partition);
-                    s.messages.into_iter().map(move |(key, payload)| {
-                        shopflow_sinks::kafka::RawRecord {
-                            topic: topic.clone(),
-                            partition,
-                            key,
-                            payload,
-                        }
-                    })
-                })
-                .collect();
+            let records = kafka_records(&log, &topics, args.partitions);
             let started = Instant::now();
             rt.block_on(shopflow_sinks::kafka::produce(brokers, &records))?;
             eprintln!(
