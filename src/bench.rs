@@ -37,6 +37,7 @@ fn memory_sinks() -> SinkSet {
     let m = MemoryStore::new();
     SinkSet {
         views: ViewStore::Memory(m.clone()),
+        ledger: shopflow_sinks::LedgerStore::Memory(m.clone()),
         alerts: EventLog::Memory(m.clone()),
         dead_letters: EventLog::Memory(m),
     }

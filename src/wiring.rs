@@ -18,9 +18,12 @@ use shopflow_pipelines::dataflow::ViewConfig;
 use shopflow_pipelines::{PipelineConfig, Stats};
 use shopflow_sinks::file::JsonLinesWriter;
 use shopflow_sinks::kafka::{alert_id, dead_letter_id, KafkaWriter};
+use shopflow_sinks::mysql::MysqlLedger;
 use shopflow_sinks::redis::RedisViews;
 use shopflow_sinks::writer::SinkStats;
-use shopflow_sinks::{spawn_writer, EventLog, MemoryStore, ServingViews, SinkSet, ViewStore};
+use shopflow_sinks::{
+    spawn_writer, EventLog, LedgerStore, LedgerViews, MemoryStore, ServingViews, SinkSet, ViewStore,
+};
 
 /// Options shared by `demo` and `run`.
 #[derive(Args, Clone, Debug)]
@@ -99,6 +102,10 @@ pub struct RunArgs {
     /// (finer frontier steps), larger reads faster.
     #[arg(long, default_value_t = 1024)]
     kafka_fetch_kb: usize,
+    /// MySQL (or MariaDB) for the ledgers, e.g. `mysql://user:pass@host:3306/shopflow`;
+    /// without it they are kept in process (not durable).
+    #[arg(long, env = "SHOPFLOW_MYSQL_URL")]
+    mysql: Option<String>,
     /// Prefix of every Redis key.
     #[arg(long, default_value = "shopflow:")]
     redis_prefix: String,
@@ -154,13 +161,18 @@ fn gen_config(events: usize, seed: u64, bad_rate: f64) -> GenConfig {
 }
 
 /// Serves the API on `addr` from the I/O runtime.
-fn serve(rt: &tokio::runtime::Runtime, addr: SocketAddr, views: ServingViews) -> Result<()> {
+fn serve(
+    rt: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    views: ServingViews,
+    ledger: LedgerViews,
+) -> Result<()> {
     let listener = std::net::TcpListener::bind(addr)
         .with_context(|| format!("cannot listen on {addr} (port taken? use --listen)"))?;
     listener.set_nonblocking(true)?;
     rt.spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-        if let Err(e) = shopflow_api::serve(listener, ApiState { views }).await {
+        if let Err(e) = shopflow_api::serve(listener, ApiState { views, ledger }).await {
             tracing::error!(error = %e, "API server stopped");
         }
     });
@@ -309,10 +321,12 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         &rt,
         args.pipeline.listen,
         ServingViews::Memory(store.clone()),
+        LedgerViews::Memory(store.clone()),
     )?;
     eprintln!("API on http://{}", args.pipeline.listen);
     let sinks = SinkSet {
         views: ViewStore::Memory(store.clone()),
+        ledger: LedgerStore::Memory(store.clone()),
         alerts: EventLog::File(JsonLinesWriter::create(&format!(
             "{}/alerts.jsonl",
             args.out_dir
@@ -346,6 +360,12 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     println!("curl {base}/v1/orders/{sample_order}");
     println!("curl {base}/v1/products/{sample_sku}/rating");
     println!("curl '{base}/v1/products/{sample_sku}/also-bought?limit=5'");
+    println!("curl {base}/v1/members/1");
+    println!("curl {base}/v1/members/1/points");
+    println!("curl {base}/v1/members/1/orders");
+    println!("curl {base}/v1/sellers/1/payouts");
+    println!("curl {base}/v1/sellers/1/tax-invoices");
+    println!("curl '{base}/v1/sellers/1/settlements?from=0&to=9999999999999'");
     if args.exit_when_done {
         return Ok(());
     }
@@ -367,6 +387,20 @@ pub fn run(args: RunArgs) -> Result<()> {
         None => {
             let m = MemoryStore::new();
             (ViewStore::Memory(m.clone()), ServingViews::Memory(m))
+        }
+    };
+    let (ledger, ledger_views) = match &args.mysql {
+        Some(url) => {
+            let l = rt.block_on(MysqlLedger::connect(url))?;
+            (LedgerStore::Mysql(l.clone()), LedgerViews::Mysql(l))
+        }
+        None => {
+            tracing::warn!("no --mysql: the ledgers are kept in process and lost at exit");
+            let m = match &views {
+                ViewStore::Memory(m) => m.clone(),
+                ViewStore::Redis(_) => MemoryStore::new(),
+            };
+            (LedgerStore::Memory(m.clone()), LedgerViews::Memory(m))
         }
     };
     let (alerts, dead_letters, make): (EventLog, EventLog, Box<MakeSource>) =
@@ -409,11 +443,12 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
             _ => bail!("give --kafka BROKERS (or SHOPFLOW_KAFKA_BROKERS) or --file PATH"),
         };
-    serve(&rt, args.pipeline.listen, serving)?;
+    serve(&rt, args.pipeline.listen, serving, ledger_views)?;
     eprintln!("API on http://{}", args.pipeline.listen);
     let live = args.kafka.is_some() && !args.bounded;
     let sinks = SinkSet {
         views,
+        ledger,
         alerts,
         dead_letters,
     };

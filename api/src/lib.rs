@@ -13,14 +13,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use shopflow_model::{Millis, MAX_ID};
-use shopflow_sinks::ServingViews;
+use shopflow_model::time::{kst_date, kst_month};
+use shopflow_model::{Millis, OrderView, MAX_ID};
+use shopflow_sinks::{LedgerViews, ServingViews};
 
 /// Shared state of the API.
 #[derive(Clone, Debug)]
 pub struct ApiState {
-    /// Where the views are read.
+    /// Where the serving views are read.
     pub views: ServingViews,
+    /// Where the ledgers are read.
+    pub ledger: LedgerViews,
 }
 
 /// An API error, rendered as `{"error": "..."}` with its status.
@@ -70,6 +73,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/orders/{order_id}", get(order))
         .route("/v1/products/{sku}/rating", get(rating))
         .route("/v1/products/{sku}/also-bought", get(also_bought))
+        .route("/v1/members/{member_id}", get(member))
+        .route("/v1/members/{member_id}/points", get(points))
+        .route("/v1/members/{member_id}/orders", get(member_orders))
+        .route("/v1/sellers/{seller_id}/settlements", get(settlements))
+        .route("/v1/sellers/{seller_id}/payouts", get(payouts))
+        .route("/v1/sellers/{seller_id}/tax-invoices", get(tax_invoices))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .with_state(Arc::new(state))
@@ -103,15 +112,197 @@ async fn order(
         .await
         .map_err(unavailable)?
         .ok_or_else(|| ApiError::NotFound(format!("order {id} is not known")))?;
+    let mut body = order_json(&row);
+    body["as_of"] = as_of.into();
+    Ok(Json(body))
+}
+
+fn order_json(row: &OrderView) -> Value {
     let history: Vec<Value> = row
         .history
         .iter()
         .map(|h| json!({"status": h.status.as_str(), "ts": h.ts}))
         .collect();
-    Ok(Json(json!({
+    json!({
         "order_id": row.order_id, "member_id": row.member_id, "status": row.status.as_str(),
-        "location": row.location, "history": history, "as_of": as_of,
+        "location": row.location, "history": history,
+    })
+}
+
+/// A sum of money as JSON: a number, or a decimal string beyond ±(2^63 − 1), which no
+/// real workload reaches but a 128-bit sum can hold.
+pub fn money(v: i128) -> Value {
+    match i64::try_from(v) {
+        Ok(n) => n.into(),
+        Err(_) => v.to_string().into(),
+    }
+}
+
+async fn member(
+    State(st): State<Arc<ApiState>>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id("member_id", &raw)?;
+    let (row, as_of) = st
+        .views
+        .member(id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::NotFound(format!("member {id} is not known")))?;
+    Ok(Json(json!({
+        "member_id": id, "grade": row.grade.as_str(), "spend_6m": row.spend_6m,
+        "accrual_bp": row.accrual_bp, "wow": row.wow, "as_of": as_of,
     })))
+}
+
+async fn points(
+    State(st): State<Arc<ApiState>>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id("member_id", &raw)?;
+    let (entries, as_of) = st
+        .ledger
+        .points(id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::NotFound(format!("member {id} is not known")))?;
+    let balance: i128 = entries.iter().map(|e| e.points as i128).sum();
+    let entries: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            json!({"id": e.id, "order_id": e.order_id, "cause": e.cause.as_str(), "ts": e.ts,
+                   "rate_bp": e.rate_bp, "amount": e.amount, "points": e.points})
+        })
+        .collect();
+    Ok(Json(json!({
+        "member_id": id, "balance": money(balance), "entries": entries, "as_of": as_of,
+    })))
+}
+
+async fn member_orders(
+    State(st): State<Arc<ApiState>>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id("member_id", &raw)?;
+    let (orders, as_of) = st
+        .views
+        .member_orders(id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::NotFound(format!("member {id} is not known")))?;
+    let orders: Vec<Value> = orders.iter().map(order_json).collect();
+    Ok(Json(
+        json!({"member_id": id, "orders": orders, "as_of": as_of}),
+    ))
+}
+
+/// Query of `settlements` (and later `sales`): a time range [from, to) in epoch ms.
+#[derive(Debug, serde::Deserialize)]
+struct RangeQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+fn parse_millis(what: &str, raw: Option<&str>, default: Millis) -> Result<Millis, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(text) => match text.parse::<u64>() {
+            Ok(v) if v <= MAX_ID => Ok(v),
+            _ => Err(ApiError::BadRequest(format!(
+                "{what} must be epoch milliseconds in 0..=9007199254740991, got {text:?}"
+            ))),
+        },
+    }
+}
+
+async fn settlements(
+    State(st): State<Arc<ApiState>>,
+    Path(raw): Path<String>,
+    query: Result<Query<RangeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id("seller_id", &raw)?;
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let from = parse_millis("from", q.from.as_deref(), 0)?;
+    let to = parse_millis("to", q.to.as_deref(), MAX_ID + 1)?;
+    if from > to {
+        return Err(ApiError::BadRequest(format!(
+            "from ({from}) must not be after to ({to})"
+        )));
+    }
+    let (entries, as_of) = st
+        .ledger
+        .settlements(id, from, to)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::NotFound(format!("seller {id} is not known")))?;
+    let mut totals = [0i128; 4];
+    let rows: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            totals[0] += e.gross as i128;
+            totals[1] += e.commission as i128;
+            totals[2] += e.payment_fee as i128;
+            totals[3] += e.payout as i128;
+            json!({"id": e.id, "order_id": e.order_id, "line_no": e.line_no, "sku": e.sku,
+                   "cause": e.cause.as_str(), "ts": e.ts, "qty": e.qty,
+                   "unit_price": e.unit_price, "commission_bp": e.commission_bp,
+                   "gross": e.gross, "commission": e.commission,
+                   "payment_fee": e.payment_fee, "payout": e.payout})
+        })
+        .collect();
+    Ok(Json(json!({
+        "seller_id": id, "from": from, "to": to, "entries": rows,
+        "totals": {"gross": money(totals[0]), "commission": money(totals[1]),
+                   "payment_fee": money(totals[2]), "payout": money(totals[3])},
+        "as_of": as_of,
+    })))
+}
+
+async fn payouts(
+    State(st): State<Arc<ApiState>>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id("seller_id", &raw)?;
+    let (rows, as_of) = st
+        .ledger
+        .payouts(id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::NotFound(format!("seller {id} is not known")))?;
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|(p, fin)| {
+            json!({"week_start": kst_date(p.week_start), "amount": money(p.amount),
+                   "entries": p.entries, "final": fin})
+        })
+        .collect();
+    Ok(Json(
+        json!({"seller_id": id, "payouts": rows, "as_of": as_of}),
+    ))
+}
+
+async fn tax_invoices(
+    State(st): State<Arc<ApiState>>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id("seller_id", &raw)?;
+    let (rows, as_of) = st
+        .ledger
+        .invoices(id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::NotFound(format!("seller {id} is not known")))?;
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|(i, fin)| {
+            json!({"month": kst_month(i.month_start), "supply": money(i.supply),
+                   "vat": money(i.vat), "total": money(i.total), "entries": i.entries,
+                   "final": fin})
+        })
+        .collect();
+    Ok(Json(
+        json!({"seller_id": id, "tax_invoices": rows, "as_of": as_of}),
+    ))
 }
 
 async fn rating(
@@ -223,6 +414,7 @@ mod tests {
         let store = MemoryStore::new();
         let app = router(ApiState {
             views: ServingViews::Memory(store.clone()),
+            ledger: LedgerViews::Memory(store.clone()),
         });
         assert_eq!(
             call(&app, "/readyz").await.0,

@@ -66,6 +66,10 @@ pub struct GenConfig {
     pub late_rate: f64,
     /// Orders in flight at once.
     pub concurrency: usize,
+    /// Fraction of SKUs whose first `product.upserted` is withheld from the initial
+    /// catalog and sent later, after roughly 1–3 % of `events`: orders for them can be
+    /// confirmed before the SKU is known (SPEC §8, settlement entries wait for it).
+    pub late_catalog_rate: f64,
 }
 
 impl Default for GenConfig {
@@ -84,6 +88,7 @@ impl Default for GenConfig {
             duplicate_rate: 0.005,
             late_rate: 0.02,
             concurrency: 500,
+            late_catalog_rate: 0.0,
         }
     }
 }
@@ -130,6 +135,9 @@ struct Gen {
     active: Vec<Order>,
     reviews: Vec<u64>,
     wow: Vec<bool>,
+    /// (message count after which to send it, SKU) of withheld first product upserts,
+    /// latest first.
+    late_catalog: Vec<(usize, u64)>,
 }
 
 /// Generates a workload.
@@ -169,6 +177,7 @@ impl Gen {
             prices,
             active: Vec::new(),
             reviews: Vec::new(),
+            late_catalog: Vec::new(),
         }
     }
 
@@ -218,8 +227,15 @@ impl Gen {
                 json!({"category_id": c, "name": format!("category {c}"), "commission_bp": bp}),
             );
         }
+        let mut late = Vec::new();
         for sku in 1..=self.cfg.skus {
-            self.upsert_product(sku);
+            // No draw at rate 0, so existing seeds keep their logs.
+            if self.cfg.late_catalog_rate > 0.0 && self.rng.random_bool(self.cfg.late_catalog_rate)
+            {
+                late.push(sku);
+            } else {
+                self.upsert_product(sku);
+            }
             let qty = self.rng.random_range(5..200u64);
             self.emit(
                 TopicKind::Inventory,
@@ -228,7 +244,20 @@ impl Gen {
                 json!({"sku": sku, "qty": qty}),
             );
         }
+        let events = self.cfg.events as f64;
+        for sku in late {
+            let after = self.out.len() + (events * self.rng.random_range(0.01..0.03)) as usize;
+            self.late_catalog.push((after, sku));
+        }
+        self.late_catalog.sort_by(|a, b| b.cmp(a));
         while self.out.len() < self.cfg.events {
+            if let Some(&(after, sku)) = self.late_catalog.last() {
+                if self.out.len() >= after {
+                    self.late_catalog.pop();
+                    self.upsert_product(sku);
+                    continue;
+                }
+            }
             let r: f64 = self.rng.random();
             if r < self.cfg.bad_rate {
                 self.bad();
@@ -237,6 +266,10 @@ impl Gen {
             } else {
                 self.good();
             }
+        }
+        // Withheld SKUs not sent yet (a short log) are sent at the end.
+        while let Some((_, sku)) = self.late_catalog.pop() {
+            self.upsert_product(sku);
         }
     }
 
@@ -302,6 +335,17 @@ impl Gen {
             8 => {
                 let sku = self.sku();
                 self.upsert_product(sku);
+            }
+            9 => {
+                // A category's commission changes.
+                let c = self.rng.random_range(1..=self.cfg.categories);
+                let bp = self.rng.random_range(500..=1500u64);
+                self.emit(
+                    TopicKind::Catalog,
+                    c,
+                    "category.upserted",
+                    json!({"category_id": c, "name": format!("category {c}"), "commission_bp": bp}),
+                );
             }
             _ => {
                 if self.active.len() < self.cfg.concurrency && (r < 40 || self.active.is_empty()) {
@@ -590,6 +634,80 @@ mod tests {
         assert!(a.len() >= 5_000 && a.len() < 5_100, "{}", a.len());
         let other = generate(&GenConfig { seed: 7, ..cfg });
         assert_ne!(a, other);
+    }
+
+    fn json(m: &GenMessage) -> Option<Value> {
+        serde_json::from_slice(&m.payload).ok()
+    }
+
+    #[test]
+    fn late_catalog_confirms_orders_before_their_skus_are_known() {
+        let cfg = GenConfig {
+            events: 20_000,
+            skus: 200,
+            late_catalog_rate: 0.2,
+            ..GenConfig::default()
+        };
+        let log = generate(&cfg);
+        assert_eq!(log, generate(&cfg));
+        let mut known = std::collections::HashSet::new();
+        let mut first_upsert_at = std::collections::HashMap::new();
+        let mut lines: std::collections::HashMap<u64, Vec<u64>> = Default::default();
+        let mut confirmed_unknown = 0;
+        for (i, m) in log.iter().enumerate() {
+            let Some(v) = json(m) else { continue };
+            match v["type"].as_str() {
+                Some("product.upserted") => {
+                    let sku = v["sku"].as_u64().unwrap();
+                    known.insert(sku);
+                    first_upsert_at.entry(sku).or_insert(i);
+                }
+                Some("order.placed") => {
+                    let skus = v["lines"].as_array().unwrap().iter();
+                    let skus = skus.map(|l| l["sku"].as_u64().unwrap()).collect();
+                    lines.insert(v["order_id"].as_u64().unwrap(), skus);
+                }
+                Some("order.confirmed") => {
+                    let id = v["order_id"].as_u64().unwrap();
+                    if lines
+                        .get(&id)
+                        .is_some_and(|s| s.iter().any(|s| !known.contains(s)))
+                    {
+                        confirmed_unknown += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Every SKU becomes known; about a fifth of them late, within ~3 % of the log.
+        assert_eq!(known.len(), 200);
+        let catalog_end = cfg.categories as usize + 2 * 200;
+        let late: Vec<usize> = first_upsert_at
+            .values()
+            .copied()
+            .filter(|&i| i > catalog_end)
+            .collect();
+        assert!((20..=60).contains(&late.len()), "{} late SKUs", late.len());
+        assert!(late.iter().all(|&i| i < catalog_end + 700), "{late:?}");
+        assert!(
+            confirmed_unknown > 0,
+            "no order confirmed before its SKU was known"
+        );
+    }
+
+    #[test]
+    fn categories_change_commission() {
+        let log = generate(&GenConfig {
+            events: 5_000,
+            skus: 200,
+            ..GenConfig::default()
+        });
+        let upserts = log
+            .iter()
+            .filter_map(json)
+            .filter(|v| v["type"] == "category.upserted")
+            .count();
+        assert!(upserts > 30 + 10, "{upserts} category upserts");
     }
 }
 

@@ -12,7 +12,9 @@ use shopflow_model::{
 use crate::decode::Rejection;
 
 /// Where an order is in its life, apart from returns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Stage {
     /// Placed, not paid.
     Placed,
@@ -55,7 +57,9 @@ impl Stage {
 }
 
 /// One order line and how much of it was refunded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct LineState {
     /// The line as placed.
     pub line: OrderLine,
@@ -66,7 +70,9 @@ pub struct LineState {
 }
 
 /// Everything the life cycle rules need to know about one order, plus the tracking view.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct OrderState {
     /// Order.
     pub order_id: u64,
@@ -84,12 +90,35 @@ pub struct OrderState {
     pub paid_at: Option<Millis>,
     /// Money refunded so far.
     pub refunded_amount: u64,
+    /// Every accepted refund, in log order.
+    pub refunds: Vec<Refund>,
+    /// Effective time of `order.confirmed`.
+    pub confirmed_at: Option<Millis>,
+    /// Dataflow (applied) time of `order.confirmed`: the time ledger entries are dated.
+    pub confirmed_applied: Option<Millis>,
+    /// How many of `refunds` came before the confirmation.
+    pub confirmed_refunds: usize,
     /// Effective time of the latest accepted event.
     pub last_time: Millis,
     /// Last delivery location.
     pub location: Option<String>,
     /// Changes of the shown status.
     pub history: Vec<StatusChange>,
+}
+
+/// One accepted `refund.completed` of an order.
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct Refund {
+    /// Effective time.
+    pub time: Millis,
+    /// Dataflow (applied) time: the time ledger entries are dated.
+    pub applied: Millis,
+    /// Money refunded.
+    pub amount: u64,
+    /// (index into the order's lines, units refunded).
+    pub lines: Vec<(usize, u64)>,
 }
 
 fn lifecycle(detail: impl Into<String>) -> Rejection {
@@ -126,6 +155,10 @@ impl OrderState {
             paid: 0,
             paid_at: None,
             refunded_amount: 0,
+            refunds: Vec::new(),
+            confirmed_at: None,
+            confirmed_applied: None,
+            confirmed_refunds: 0,
             last_time: time,
             location: None,
             history: vec![StatusChange {
@@ -160,6 +193,17 @@ impl OrderState {
     /// Checks `body` (an event of this order, not `order.placed`) at effective time `time`
     /// and applies it when allowed. On error the state is unchanged.
     pub fn apply(&mut self, body: &EventBody, time: Millis) -> Result<(), Rejection> {
+        self.apply_at(body, time, time)
+    }
+
+    /// [`OrderState::apply`] for an event whose dataflow time `applied` may be later than
+    /// its effective `time` (a late event applied at the frontier).
+    pub fn apply_at(
+        &mut self,
+        body: &EventBody,
+        time: Millis,
+        applied: Millis,
+    ) -> Result<(), Rejection> {
         let before = self.status();
         match body {
             EventBody::OrderPlaced { .. } => {
@@ -200,6 +244,9 @@ impl OrderState {
                     return Err(lifecycle("order.confirmed but everything was refunded"));
                 }
                 self.stage = Stage::Confirmed;
+                self.confirmed_at = Some(time);
+                self.confirmed_applied = Some(applied);
+                self.confirmed_refunds = self.refunds.len();
             }
             EventBody::ReturnRequested { .. } => {
                 self.expect_stage(&[Stage::Delivered, Stage::Confirmed], "return.requested")?;
@@ -263,6 +310,12 @@ impl OrderState {
                     }
                 }
                 self.refunded_amount += amount;
+                self.refunds.push(Refund {
+                    time,
+                    applied,
+                    amount: *amount,
+                    lines: lines.iter().zip(&idx).map(|(rl, &i)| (i, rl.qty)).collect(),
+                });
                 self.return_open = false;
             }
             other => {
@@ -318,6 +371,28 @@ impl OrderState {
             return None;
         }
         Some((paid_at, skus))
+    }
+
+    /// Units of line `i` not refunded when the order was confirmed (its settled quantity).
+    pub fn settled_qty(&self, i: usize) -> u64 {
+        let before: u64 = self.refunds[..self.confirmed_refunds]
+            .iter()
+            .flat_map(|r| r.lines.iter())
+            .filter(|(l, _)| *l == i)
+            .map(|(_, q)| q)
+            .sum();
+        self.lines[i].line.qty - before
+    }
+
+    /// The order's contribution to its member's 6-month spend (SPEC §5.2) while its
+    /// payment is in the window: paid − refunded, or 0 once cancelled after payment.
+    /// `None` before payment.
+    pub fn spend(&self) -> Option<(Millis, i128)> {
+        let p = self.paid_at?;
+        if self.stage == Stage::Cancelled {
+            return Some((p, 0));
+        }
+        Some((p, self.paid as i128 - self.refunded_amount as i128))
     }
 
     /// The tracking view of the order.

@@ -7,10 +7,14 @@
 #![forbid(missing_docs)]
 
 pub mod event;
+pub mod ledger;
 pub mod time;
 pub mod views;
 
 pub use event::{Event, EventBody, OrderLine, RefundLine, Shipping};
+pub use ledger::{
+    EntryCause, Grade, MemberOrders, MemberView, Payout, PointsEntry, SettlementEntry, TaxInvoice,
+};
 pub use views::{
     Alert, AlertBody, AlsoBought, DeadLetter, DeadLetterReason, OrderStatus, OrderView, Output,
     RatingView, StatusChange, StockLevel, ViewBatch,

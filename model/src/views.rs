@@ -3,6 +3,9 @@
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::ledger::{
+    Grade, MemberOrders, MemberView, Payout, PointsEntry, SettlementEntry, TaxInvoice,
+};
 use crate::Millis;
 
 /// Stock of one SKU (SPEC §5.1).
@@ -151,6 +154,16 @@ pub enum AlertBody {
         /// The configured threshold.
         threshold: i64,
     },
+    /// A member's grade changed (SPEC §5.2).
+    #[serde(rename = "member.grade_changed")]
+    GradeChanged {
+        /// Member.
+        member_id: u64,
+        /// Grade before.
+        from: Grade,
+        /// Grade after.
+        to: Grade,
+    },
 }
 
 impl Alert {
@@ -160,6 +173,20 @@ impl Alert {
             AlertBody::StockLow { sku, .. } | AlertBody::StockRestored { sku, .. } => {
                 sku.to_string()
             }
+            AlertBody::GradeChanged { member_id, .. } => member_id.to_string(),
+        }
+    }
+
+    /// A grade change with its deterministic id `member.grade_changed:{member}:{ts}`.
+    pub fn grade(member_id: u64, ts: Millis, from: Grade, to: Grade) -> Self {
+        Alert {
+            event_id: format!("member.grade_changed:{member_id}:{ts}"),
+            ts,
+            body: AlertBody::GradeChanged {
+                member_id,
+                from,
+                to,
+            },
         }
     }
 
@@ -355,6 +382,20 @@ pub struct ViewBatch {
     pub also_bought: Vec<AlsoBought>,
     /// SKUs whose recommendation row is gone (no current basket pairs them).
     pub also_bought_removed: Vec<u64>,
+    /// Member rows that changed.
+    pub members: Vec<MemberView>,
+    /// Recent-order lists that changed.
+    pub member_orders: Vec<MemberOrders>,
+    /// New points ledger entries.
+    pub points: Vec<PointsEntry>,
+    /// New settlement entries.
+    pub settlements: Vec<SettlementEntry>,
+    /// Weekly payout rows that changed (`final` follows from `as_of`).
+    pub payouts: Vec<Payout>,
+    /// Monthly tax invoice rows that changed (`final` follows from `as_of`).
+    pub invoices: Vec<TaxInvoice>,
+    /// Sellers that became known.
+    pub sellers: Vec<u64>,
 }
 
 impl ViewBatch {
@@ -379,6 +420,13 @@ impl ViewBatch {
         self.also_bought.retain(|r| !gone.contains(&r.sku));
         self.also_bought.extend(later.also_bought);
         self.also_bought_removed.extend(later.also_bought_removed);
+        self.members.extend(later.members);
+        self.member_orders.extend(later.member_orders);
+        self.points.extend(later.points);
+        self.settlements.extend(later.settlements);
+        self.payouts.extend(later.payouts);
+        self.invoices.extend(later.invoices);
+        self.sellers.extend(later.sellers);
     }
 
     /// Keeps only the last row per key (rows later in the vectors win).
@@ -398,6 +446,14 @@ impl ViewBatch {
         keep_last(&mut self.orders, |o| o.order_id);
         keep_last(&mut self.ratings, |r| r.sku);
         keep_last(&mut self.also_bought, |r| r.sku);
+        keep_last(&mut self.members, |m| m.member_id);
+        keep_last(&mut self.member_orders, |m| m.member_id);
+        keep_last(&mut self.points, |e| e.id.clone());
+        keep_last(&mut self.settlements, |e| e.id.clone());
+        keep_last(&mut self.payouts, |p| (p.seller_id, p.week_start));
+        keep_last(&mut self.invoices, |i| (i.seller_id, i.month_start));
+        self.sellers.sort_unstable();
+        self.sellers.dedup();
         self.ratings_removed.sort_unstable();
         self.ratings_removed.dedup();
         self.also_bought_removed.sort_unstable();
@@ -406,6 +462,9 @@ impl ViewBatch {
 }
 
 /// What the pipeline hands to the sink writer.
+// One value per batch moves through a channel: the size difference costs nothing, a box
+// would cost an allocation per batch.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     /// View changes as of a frontier.

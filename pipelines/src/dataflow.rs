@@ -11,9 +11,11 @@ use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::{Concat, Probe};
 use timely::dataflow::Scope;
 
+use crate::members::{members, MemberEvent};
 use crate::orders::{order_states, stock_effects, OrderEvent, StockDelta};
 use crate::output::{send_batches, Row};
 use crate::products::{also_bought, baskets, ratings, ReviewEvent};
+use crate::settlements::{settlements, CategoryEvent, ProductEvent};
 use crate::stock::{low_stock_alerts, stock_levels};
 
 /// Settings of the views.
@@ -27,6 +29,8 @@ pub struct ViewConfig {
     pub basket_window_ms: Millis,
     /// Recommendations kept per SKU (default 20).
     pub also_bought_top: usize,
+    /// How long a payment counts toward the member's spend (default 183 days).
+    pub spend_window_ms: Millis,
 }
 
 impl Default for ViewConfig {
@@ -36,6 +40,7 @@ impl Default for ViewConfig {
             basket_max_skus: 50,
             basket_window_ms: 90 * 24 * 3600 * 1000,
             also_bought_top: 20,
+            spend_window_ms: 183 * 24 * 3600 * 1000,
         }
     }
 }
@@ -49,6 +54,12 @@ pub struct Inputs {
     pub stock: InputSession<Millis, u64, StockDelta>,
     /// Accepted review events keyed by review.
     pub reviews: InputSession<Millis, (u64, ReviewEvent), isize>,
+    /// Accepted member events keyed by member.
+    pub members: InputSession<Millis, (u64, MemberEvent), isize>,
+    /// Accepted `product.upserted` events keyed by SKU.
+    pub products: InputSession<Millis, (u64, ProductEvent), isize>,
+    /// Accepted `category.upserted` events keyed by category.
+    pub categories: InputSession<Millis, (u64, CategoryEvent), isize>,
     /// Time markers (see [`Row::Tick`]).
     pub ticks: InputSession<Millis, (), isize>,
 }
@@ -59,6 +70,9 @@ impl Inputs {
         self.orders.advance_to(time);
         self.stock.advance_to(time);
         self.reviews.advance_to(time);
+        self.members.advance_to(time);
+        self.products.advance_to(time);
+        self.categories.advance_to(time);
         self.ticks.advance_to(time);
     }
 
@@ -67,6 +81,9 @@ impl Inputs {
         self.orders.flush();
         self.stock.flush();
         self.reviews.flush();
+        self.members.flush();
+        self.products.flush();
+        self.categories.flush();
         self.ticks.flush();
     }
 
@@ -87,7 +104,19 @@ pub fn build<'s>(
     let (orders_in, orders) = scope.new_collection::<(u64, OrderEvent), isize>();
     let (stock_in, direct_stock) = scope.new_collection::<u64, StockDelta>();
     let (reviews_in, reviews) = scope.new_collection::<(u64, ReviewEvent), isize>();
+    let (members_in, member_events) = scope.new_collection::<(u64, MemberEvent), isize>();
+    let (products_in, products) = scope.new_collection::<(u64, ProductEvent), isize>();
+    let (categories_in, categories) = scope.new_collection::<(u64, CategoryEvent), isize>();
     let (ticks_in, ticks) = scope.new_collection::<(), isize>();
+
+    let placements = orders
+        .clone()
+        .flat_map(|(order_id, (effective, _, _, body))| match body {
+            shopflow_model::EventBody::OrderPlaced { member_id, .. } => {
+                Some((member_id, (effective, order_id)))
+            }
+            _ => None,
+        });
 
     let states = order_states(orders);
     let order_rows = states.clone().map(|(_, state)| Row::Order(state.view()));
@@ -101,11 +130,21 @@ pub fn build<'s>(
     )
     .map(|(_, row)| Row::AlsoBought(row));
     let rating_rows = ratings(reviews).map(|(_, row)| Row::Rating(row));
-    let order_stock = states.explode(|(_, state)| stock_effects(&state).collect::<Vec<_>>());
+    let order_stock = states
+        .clone()
+        .explode(|(_, state)| stock_effects(&state).collect::<Vec<_>>());
     let levels = stock_levels(direct_stock.concat(order_stock));
     let alerts = low_stock_alerts(levels.clone(), config.low_stock_threshold)
         .as_collection()
         .map(Row::Alert);
+
+    let member_views = members(
+        states.clone(),
+        member_events,
+        placements,
+        config.spend_window_ms,
+    );
+    let settled = settlements(states.clone(), products, categories);
 
     let rows = levels
         .map(Row::Stock)
@@ -114,6 +153,14 @@ pub fn build<'s>(
         .concat(alerts.inner)
         .concat(recommendations.inner)
         .concat(rating_rows.inner)
+        .concat(member_views.views.map(Row::Member).inner)
+        .concat(member_views.recent_orders.map(Row::MemberOrders).inner)
+        .concat(member_views.points.map(Row::Points).inner)
+        .concat(member_views.alerts.as_collection().map(Row::Alert).inner)
+        .concat(settled.entries.map(Row::Settlement).inner)
+        .concat(settled.payouts.map(Row::Payout).inner)
+        .concat(settled.invoices.map(Row::Invoice).inner)
+        .concat(settled.sellers.map(Row::Seller).inner)
         .concat(ticks.map(|()| Row::Tick).inner);
     let probe = ProbeHandle::new();
     let rows = rows.probe_with(&probe);
@@ -123,6 +170,9 @@ pub fn build<'s>(
             orders: orders_in,
             stock: stock_in,
             reviews: reviews_in,
+            members: members_in,
+            products: products_in,
+            categories: categories_in,
             ticks: ticks_in,
         },
         probe,

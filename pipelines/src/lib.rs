@@ -3,7 +3,10 @@
 //!
 //! - [`dataflow`] builds the views from the validated input collections: order life cycle
 //!   and tracking ([`orders`]), stock levels and low-stock alerts ([`stock`]), the
-//!   co-purchase graph and ratings ([`products`]).
+//!   co-purchase graph and ratings ([`products`]), member grades, WOW and the points
+//!   ledger ([`members`]), seller settlements, payouts and tax invoices ([`settlements`]).
+//!   Ledger entries read the grade or catalog *at* a time with [`lookup`], which freezes
+//!   the answer.
 //! - [`output`] turns the views' changes into consistent [`ViewBatch`]es as the frontier
 //!   advances: each batch is the state of every changed row *as of* a time T.
 //! - [`runtime`] runs timely workers: it polls the sources, validates each message
@@ -12,10 +15,13 @@
 #![forbid(missing_docs)]
 
 pub mod dataflow;
+pub mod lookup;
+pub mod members;
 pub mod orders;
 pub mod output;
 pub mod products;
 pub mod runtime;
+pub mod settlements;
 pub mod stock;
 
 pub use runtime::{run, PipelineConfig, PipelineError, RunSummary, Stats};

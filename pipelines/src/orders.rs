@@ -5,9 +5,10 @@ use differential_dataflow::VecCollection;
 use shopflow_ingest::lifecycle::OrderState;
 use shopflow_model::{EventBody, Millis};
 
-/// One accepted order event: (effective time, offset in its stream, body). Ordering by
-/// this tuple is the order's log order.
-pub type OrderEvent = (Millis, i64, EventBody);
+/// One accepted order event: (effective time, offset in its stream, dataflow time, body).
+/// Ordering by this tuple is the order's log order (the dataflow time never decreases
+/// within an order either).
+pub type OrderEvent = (Millis, i64, Millis, EventBody);
 
 /// Stock effect of one SKU: (on_hand, reserved, mentions). `mentions` counts accepted
 /// events naming the SKU, so a known SKU never sums to nothing.
@@ -19,13 +20,13 @@ pub fn order_states<'s>(
 ) -> VecCollection<'s, Millis, (u64, OrderState), isize> {
     events.reduce_named("OrderLifecycle", |_order_id, input, output| {
         let mut state: Option<OrderState> = None;
-        for ((time, _offset, body), mult) in input {
+        for ((time, _offset, applied, body), mult) in input {
             debug_assert!(*mult > 0, "order events only accumulate");
             match state.as_mut() {
                 None => state = OrderState::placed(body, *time),
                 // Every event here passed the same checks in the validator, in this order.
                 Some(s) => {
-                    let _ = s.apply(body, *time);
+                    let _ = s.apply_at(body, *time, *applied);
                 }
             }
         }

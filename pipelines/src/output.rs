@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
-use shopflow_model::{Alert, AlsoBought, Millis, OrderView, RatingView, StockLevel};
+use shopflow_model::{
+    Alert, AlsoBought, MemberOrders, MemberView, Millis, OrderView, Payout, PointsEntry,
+    RatingView, SettlementEntry, StockLevel, TaxInvoice,
+};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
@@ -31,6 +34,20 @@ pub enum Row {
     Rating(RatingView),
     /// A recommendation row.
     AlsoBought(AlsoBought),
+    /// A member row.
+    Member(MemberView),
+    /// A member's recent orders.
+    MemberOrders(MemberOrders),
+    /// A points ledger entry (only ever added).
+    Points(PointsEntry),
+    /// A settlement entry (only ever added).
+    Settlement(SettlementEntry),
+    /// A weekly payout row.
+    Payout(Payout),
+    /// A monthly tax invoice row.
+    Invoice(TaxInvoice),
+    /// A known seller (only ever added).
+    Seller(u64),
     /// A time marker: the latest event time a worker accepted, so the final `as_of` of a
     /// bounded run is the largest event time seen even if that event changed no row.
     Tick,
@@ -110,6 +127,13 @@ fn consolidate(updates: Vec<(Row, Millis, isize)>, as_of: Millis, complete: bool
                 Row::Alert(a) => batch.alerts.push(a),
                 Row::Rating(r) => batch.ratings.push(r),
                 Row::AlsoBought(r) => batch.also_bought.push(r),
+                Row::Member(m) => batch.members.push(m),
+                Row::MemberOrders(m) => batch.member_orders.push(m),
+                Row::Points(e) => batch.points.push(e),
+                Row::Settlement(e) => batch.settlements.push(e),
+                Row::Payout(p) => batch.payouts.push(p),
+                Row::Invoice(i) => batch.invoices.push(i),
+                Row::Seller(s) => batch.sellers.push(s),
                 Row::Tick => {}
             }
         } else if d < 0 {
@@ -131,6 +155,21 @@ fn consolidate(updates: Vec<(Row, Millis, isize)>, as_of: Millis, complete: bool
     batch.also_bought_removed.sort_unstable();
     batch.stock.sort_unstable_by_key(|s| s.sku);
     batch.orders.sort_unstable_by_key(|o| o.order_id);
+    batch.members.sort_unstable_by_key(|m| m.member_id);
+    batch.member_orders.sort_unstable_by_key(|m| m.member_id);
+    batch
+        .points
+        .sort_unstable_by(|a, b| (a.ts, &a.id).cmp(&(b.ts, &b.id)));
+    batch
+        .settlements
+        .sort_unstable_by(|a, b| (a.ts, &a.id).cmp(&(b.ts, &b.id)));
+    batch
+        .payouts
+        .sort_unstable_by_key(|p| (p.seller_id, p.week_start));
+    batch
+        .invoices
+        .sort_unstable_by_key(|i| (i.seller_id, i.month_start));
+    batch.sellers.sort_unstable();
     batch
         .alerts
         .sort_unstable_by(|a, b| (a.ts, &a.event_id).cmp(&(b.ts, &b.event_id)));

@@ -337,14 +337,41 @@ fn feed(
         EventBody::StockAdjusted { sku, delta } => {
             inputs.stock.update_at(sku, time, (delta as isize, 0, 1));
         }
-        EventBody::ProductUpserted { sku, .. } => {
+        EventBody::ProductUpserted {
+            sku,
+            seller_id,
+            category_id,
+            ..
+        } => {
             inputs.stock.update_at(sku, time, (0, 0, 1));
+            let ev = (time, partition, offset, (seller_id, category_id));
+            inputs.products.update_at((sku, ev), time, 1);
+        }
+        EventBody::CategoryUpserted {
+            category_id,
+            commission_bp,
+            ..
+        } => {
+            let ev = (time, partition, offset, commission_bp as u32);
+            inputs.categories.update_at((category_id, ev), time, 1);
+        }
+        EventBody::MemberJoined { member_id } => {
+            let ev = (time, partition, offset, None);
+            inputs.members.update_at((member_id, ev), time, 1);
+        }
+        EventBody::WowSubscribed { member_id } => {
+            let ev = (time, partition, offset, Some(true));
+            inputs.members.update_at((member_id, ev), time, 1);
+        }
+        EventBody::WowCancelled { member_id } => {
+            let ev = (time, partition, offset, Some(false));
+            inputs.members.update_at((member_id, ev), time, 1);
         }
         body => {
             if let Some(order_id) = body.order_id() {
                 inputs
                     .orders
-                    .update_at((order_id, (effective, offset, body)), time, 1);
+                    .update_at((order_id, (effective, offset, time, body)), time, 1);
             }
         }
     }

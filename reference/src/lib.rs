@@ -11,9 +11,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use shopflow_ingest::decode;
 use shopflow_model::{
-    Alert, AlsoBought, DeadLetterReason, Event, EventBody, Millis, OrderStatus, OrderView,
-    RatingView, StatusChange, StockLevel,
+    Alert, AlsoBought, DeadLetterReason, Event, EventBody, MemberOrders, MemberView, Millis,
+    OrderStatus, OrderView, Payout, PointsEntry, RatingView, SettlementEntry, StatusChange,
+    StockLevel, TaxInvoice,
 };
+
+#[cfg(test)]
+mod ledger_tests;
+mod ledgers;
 
 /// Settings that change the views.
 #[derive(Clone, Copy, Debug)]
@@ -55,12 +60,26 @@ pub struct Views {
     pub stock: BTreeMap<u64, StockLevel>,
     /// Orders.
     pub orders: BTreeMap<u64, OrderView>,
-    /// Alerts in (time, id) order.
+    /// Alerts (stock and grade changes) in (time, id) order.
     pub alerts: Vec<Alert>,
     /// Ratings of SKUs with at least one current review.
     pub ratings: BTreeMap<u64, RatingView>,
     /// Recommendations of SKUs bought together with at least one other.
     pub also_bought: BTreeMap<u64, AlsoBought>,
+    /// Every known member as of the final `as_of`.
+    pub members: BTreeMap<u64, MemberView>,
+    /// The 20 most recent orders (by placement) of every member with orders.
+    pub member_orders: BTreeMap<u64, MemberOrders>,
+    /// The points ledger, by entry id.
+    pub points: BTreeMap<String, PointsEntry>,
+    /// Settlement entries, by entry id.
+    pub settlements: BTreeMap<String, SettlementEntry>,
+    /// Weekly payouts, by (seller, week start).
+    pub payouts: BTreeMap<(u64, Millis), Payout>,
+    /// Monthly tax invoices, by (seller, month start).
+    pub invoices: BTreeMap<(u64, Millis), TaxInvoice>,
+    /// Known sellers: every seller an accepted `product.upserted` names.
+    pub sellers: BTreeSet<u64>,
     /// Dead letters in (stream, offset) order.
     pub dead_letters: Vec<DeadLetterKey>,
     /// Duplicates dropped.
@@ -399,6 +418,15 @@ pub fn compute(streams: &[Vec<Vec<u8>>], config: Config) -> Views {
     views.ratings = ratings(&applied);
     if let Some(t) = views.as_of {
         views.also_bought = also_bought(&replay, t, &config);
+        let l = ledgers::ledgers(&applied, t);
+        views.members = l.members;
+        views.member_orders = l.member_orders;
+        views.points = l.points;
+        views.settlements = l.settlements;
+        views.payouts = l.payouts;
+        views.invoices = l.invoices;
+        views.sellers = l.sellers;
+        views.alerts.extend(l.grade_alerts);
     }
     views
         .alerts

@@ -3,6 +3,8 @@
 //! - [`memory`]: the embedded default, an in-process store behind the same interfaces.
 //! - [`redis`]: serving views in Redis, written atomically per batch with their `as_of`,
 //!   and idempotent under replay (a batch older than what Redis holds is skipped).
+//! - [`mysql`]: the exact ledgers (points, settlements, payouts, tax invoices) in MySQL or
+//!   MariaDB, one transaction per batch, each entry exactly once under replay.
 //! - [`kafka`]: derived events (`shop.alerts`) and dead letters (`shop.dlq`) written with
 //!   the idempotent producer; on start the writer reads back what its topic already holds
 //!   so a replay does not write anything twice.
@@ -13,11 +15,14 @@
 pub mod file;
 pub mod kafka;
 pub mod memory;
+pub mod mysql;
 pub mod redis;
 pub mod writer;
 
 pub use memory::MemoryStore;
-pub use writer::{io_runtime, spawn_writer, EventLog, ServingViews, SinkSet, ViewStore};
+pub use writer::{
+    io_runtime, spawn_writer, EventLog, LedgerStore, LedgerViews, ServingViews, SinkSet, ViewStore,
+};
 
 /// A sink could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +35,20 @@ pub enum SinkError {
         /// The client's error.
         #[source]
         source: Box<::redis::RedisError>,
+    },
+    /// MySQL (or MariaDB) refused, could not be reached, or held a row that does not decode.
+    #[error("MySQL at {url}: {what}: {source}{hint}")]
+    Mysql {
+        /// Where (the URL without its password).
+        url: String,
+        /// What was being done.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: Box<sqlx::Error>,
+        /// Advice appended to the message: how to start the database when it could not be
+        /// reached, else empty.
+        hint: &'static str,
     },
     /// Kafka refused or could not be reached.
     #[error("Kafka at {brokers}, topic {topic}: {what}: {source}")]

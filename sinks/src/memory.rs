@@ -1,10 +1,11 @@
 //! The embedded default store: every view, alert and dead letter in process memory.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use shopflow_model::{
-    Alert, AlsoBought, DeadLetter, Millis, OrderView, Output, RatingView, StockLevel, ViewBatch,
+    Alert, AlsoBought, DeadLetter, MemberOrders, MemberView, Millis, OrderView, Output, Payout,
+    PointsEntry, RatingView, SettlementEntry, StockLevel, TaxInvoice, ViewBatch,
 };
 
 /// What the store holds.
@@ -22,6 +23,20 @@ pub struct MemoryState {
     pub ratings: HashMap<u64, RatingView>,
     /// Recommendation rows.
     pub also_bought: HashMap<u64, AlsoBought>,
+    /// Member rows.
+    pub members: HashMap<u64, MemberView>,
+    /// Recent orders per member.
+    pub member_orders: HashMap<u64, MemberOrders>,
+    /// The points ledger by entry id.
+    pub points: BTreeMap<String, PointsEntry>,
+    /// The settlement ledger by entry id.
+    pub settlements: BTreeMap<String, SettlementEntry>,
+    /// Weekly payouts by (seller, week start).
+    pub payouts: BTreeMap<(u64, Millis), Payout>,
+    /// Monthly tax invoices by (seller, month start).
+    pub invoices: BTreeMap<(u64, Millis), TaxInvoice>,
+    /// Known sellers.
+    pub sellers: BTreeSet<u64>,
     /// Alerts in the order written.
     pub alerts: Vec<Alert>,
     /// Dead letters in the order written.
@@ -99,6 +114,25 @@ fn apply_views(s: &mut MemoryState, batch: ViewBatch) {
     for sku in batch.also_bought_removed {
         s.also_bought.remove(&sku);
     }
+    for row in batch.members {
+        s.members.insert(row.member_id, row);
+    }
+    for row in batch.member_orders {
+        s.member_orders.insert(row.member_id, row);
+    }
+    for e in batch.points {
+        s.points.insert(e.id.clone(), e);
+    }
+    for e in batch.settlements {
+        s.settlements.insert(e.id.clone(), e);
+    }
+    for p in batch.payouts {
+        s.payouts.insert((p.seller_id, p.week_start), p);
+    }
+    for i in batch.invoices {
+        s.invoices.insert((i.seller_id, i.month_start), i);
+    }
+    s.sellers.extend(batch.sellers);
     s.alerts.extend(batch.alerts);
     s.as_of = Some(batch.as_of);
     s.complete |= batch.complete;

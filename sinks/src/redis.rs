@@ -5,6 +5,8 @@
 //! - `{prefix}order:{order_id}` → JSON `{order_id, member_id, status, location, history, as_of}`
 //! - `{prefix}rating:{sku}` → JSON `{sku, count, sum, histogram, as_of}`
 //! - `{prefix}also:{sku}` → JSON `{sku, items: [[sku, weight], …], as_of}` (top 20)
+//! - `{prefix}member:{member_id}` → JSON `{member_id, grade, spend_6m, accrual_bp, wow, as_of}`
+//! - `{prefix}morders:{member_id}` → JSON `{member_id, order_ids: [newest, …], as_of}` (20)
 //! - `{prefix}meta:as_of` → the time every row is at least as new as.
 //!
 //! One read is one `MGET` of the row and `{prefix}meta:as_of` (one round trip). A batch
@@ -16,7 +18,9 @@
 use ::redis::aio::ConnectionManager;
 use ::redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
-use shopflow_model::{AlsoBought, Millis, OrderView, RatingView, StockLevel, ViewBatch};
+use shopflow_model::{
+    AlsoBought, MemberOrders, MemberView, Millis, OrderView, RatingView, StockLevel, ViewBatch,
+};
 
 use crate::SinkError;
 
@@ -115,6 +119,16 @@ impl RedisViews {
         format!("{}also:{sku}", self.prefix)
     }
 
+    /// The key of a member row.
+    pub fn member_key(&self, member_id: u64) -> String {
+        format!("{}member:{member_id}", self.prefix)
+    }
+
+    /// The key of a member's recent-order list.
+    pub fn member_orders_key(&self, member_id: u64) -> String {
+        format!("{}morders:{member_id}", self.prefix)
+    }
+
     /// Writes a batch's rows and its `as_of`; returns false if Redis already held a newer
     /// `as_of` (the batch is a replay and was skipped). An empty value deletes the key.
     pub async fn write(&self, batch: &ViewBatch) -> Result<bool, SinkError> {
@@ -172,6 +186,26 @@ impl RedisViews {
                 serde_json::to_string(&v).expect("json"),
             ));
         }
+        for m in &batch.members {
+            let v = Stored {
+                row: *m,
+                as_of: batch.as_of,
+            };
+            rows.push((
+                self.member_key(m.member_id),
+                serde_json::to_string(&v).expect("json"),
+            ));
+        }
+        for m in &batch.member_orders {
+            let v = Stored {
+                row: m.clone(),
+                as_of: batch.as_of,
+            };
+            rows.push((
+                self.member_orders_key(m.member_id),
+                serde_json::to_string(&v).expect("json"),
+            ));
+        }
         let chunks: Vec<&[(String, String)]> = if rows.is_empty() {
             vec![&[]]
         } else {
@@ -225,6 +259,57 @@ impl RedisViews {
     /// An order row and the `as_of` of the answer.
     pub async fn order(&self, order_id: u64) -> Result<Option<(OrderView, Millis)>, SinkError> {
         self.get_row(self.order_key(order_id)).await
+    }
+
+    /// A member row and the `as_of` of the answer.
+    pub async fn member(&self, member_id: u64) -> Result<Option<(MemberView, Millis)>, SinkError> {
+        self.get_row(self.member_key(member_id)).await
+    }
+
+    /// A member's most recent orders, newest first, and the `as_of` of the answer:
+    /// `None` if the member is unknown. Two round trips (the list, then the orders).
+    pub async fn member_orders(
+        &self,
+        member_id: u64,
+    ) -> Result<Option<(Vec<OrderView>, Millis)>, SinkError> {
+        let mut conn = self.conn.clone();
+        let key = self.member_orders_key(member_id);
+        let (list, member, as_of): (Option<String>, Option<String>, Option<Millis>) =
+            ::redis::cmd("MGET")
+                .arg(&key)
+                .arg(self.member_key(member_id))
+                .arg(self.meta_key())
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.err(e))?;
+        let as_of = as_of.unwrap_or(0);
+        let ids = match (list, member) {
+            (Some(text), _) => {
+                let stored: Stored<MemberOrders> = serde_json::from_str(&text)
+                    .map_err(|source| SinkError::Corrupt { key, source })?;
+                stored.row.order_ids
+            }
+            (None, Some(_)) => return Ok(Some((Vec::new(), as_of))),
+            (None, None) => return Ok(None),
+        };
+        if ids.is_empty() {
+            return Ok(Some((Vec::new(), as_of)));
+        }
+        let keys: Vec<String> = ids.iter().map(|&id| self.order_key(id)).collect();
+        let vals: Vec<Option<String>> = ::redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut orders = Vec::with_capacity(ids.len());
+        for (k, v) in keys.into_iter().zip(vals) {
+            if let Some(text) = v {
+                let s: Stored<OrderView> = serde_json::from_str(&text)
+                    .map_err(|source| SinkError::Corrupt { key: k, source })?;
+                orders.push(s.row);
+            }
+        }
+        Ok(Some((orders, as_of)))
     }
 
     /// A SKU's row of some product view (rating or recommendations) with the `as_of` of the
@@ -324,6 +409,16 @@ impl RedisViews {
     /// Every stock row (for tests and audits: a SCAN over the prefix).
     pub async fn all_stock(&self) -> Result<Vec<StockLevel>, SinkError> {
         self.scan_rows(&format!("{}stock:*", self.prefix)).await
+    }
+
+    /// Every member row (for tests and audits).
+    pub async fn all_members(&self) -> Result<Vec<MemberView>, SinkError> {
+        self.scan_rows(&format!("{}member:*", self.prefix)).await
+    }
+
+    /// Every recent-order list (for tests and audits).
+    pub async fn all_member_orders(&self) -> Result<Vec<MemberOrders>, SinkError> {
+        self.scan_rows(&format!("{}morders:*", self.prefix)).await
     }
 
     /// Every order row (for tests and audits).

@@ -18,12 +18,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use shopflow_model::{
-    Alert, AlsoBought, DeadLetter, Millis, OrderView, Output, RatingView, StockLevel, ViewBatch,
+    Alert, AlsoBought, DeadLetter, MemberView, Millis, OrderView, Output, Payout, PointsEntry,
+    RatingView, SettlementEntry, StockLevel, TaxInvoice, ViewBatch,
 };
 
 use crate::file::JsonLinesWriter;
 use crate::kafka::KafkaWriter;
 use crate::memory::MemoryStore;
+use crate::mysql::MysqlLedger;
 use crate::redis::RedisViews;
 use crate::SinkError;
 
@@ -34,6 +36,15 @@ pub enum ViewStore {
     Memory(MemoryStore),
     /// Redis.
     Redis(RedisViews),
+}
+
+/// Where the ledgers (points, settlements, payouts, tax invoices) go.
+#[derive(Debug)]
+pub enum LedgerStore {
+    /// The in-process store (embedded mode, or a run without MySQL: not durable).
+    Memory(MemoryStore),
+    /// MySQL or MariaDB.
+    Mysql(MysqlLedger),
 }
 
 /// Where a stream of records (alerts, dead letters) goes.
@@ -52,6 +63,8 @@ pub enum EventLog {
 pub struct SinkSet {
     /// Serving views.
     pub views: ViewStore,
+    /// Ledgers.
+    pub ledger: LedgerStore,
     /// `shop.alerts`.
     pub alerts: EventLog,
     /// `shop.dlq`.
@@ -149,11 +162,183 @@ impl ServingViews {
         }
     }
 
+    /// A member row and the `as_of` of the answer.
+    pub async fn member(&self, member_id: u64) -> Result<Option<(MemberView, Millis)>, SinkError> {
+        match self {
+            ServingViews::Memory(m) => Ok(m.read(|s| {
+                s.members
+                    .get(&member_id)
+                    .map(|row| (*row, s.as_of.unwrap_or(0)))
+            })),
+            ServingViews::Redis(r) => r.member(member_id).await,
+        }
+    }
+
+    /// A member's most recent orders, newest first: `None` if the member is unknown.
+    pub async fn member_orders(
+        &self,
+        member_id: u64,
+    ) -> Result<Option<(Vec<OrderView>, Millis)>, SinkError> {
+        match self {
+            ServingViews::Memory(m) => Ok(m.read(|s| {
+                s.members.get(&member_id)?;
+                let ids = s
+                    .member_orders
+                    .get(&member_id)
+                    .map(|m| m.order_ids.clone())
+                    .unwrap_or_default();
+                let orders = ids
+                    .iter()
+                    .filter_map(|id| s.orders.get(id).map(|(o, _)| o.clone()))
+                    .collect();
+                Some((orders, s.as_of.unwrap_or(0)))
+            })),
+            ServingViews::Redis(r) => r.member_orders(member_id).await,
+        }
+    }
+
     /// The `as_of` of the views, if any batch was written.
     pub async fn as_of(&self) -> Result<Option<Millis>, SinkError> {
         match self {
             ServingViews::Memory(m) => Ok(m.read(|s| s.as_of)),
             ServingViews::Redis(r) => r.as_of().await,
+        }
+    }
+}
+
+/// The ledgers as the query API reads them. Every answer comes with the ledger's `as_of`.
+#[derive(Clone, Debug)]
+pub enum LedgerViews {
+    /// The in-process store.
+    Memory(MemoryStore),
+    /// MySQL or MariaDB.
+    Mysql(MysqlLedger),
+}
+
+/// A seller's payouts or tax invoices with their `final` flags.
+pub type Periods<T> = Vec<(T, bool)>;
+
+impl LedgerViews {
+    /// The ledger's `as_of` (0 before the first batch).
+    pub async fn as_of(&self) -> Result<Millis, SinkError> {
+        match self {
+            LedgerViews::Memory(m) => Ok(m.read(|s| s.as_of.unwrap_or(0))),
+            LedgerViews::Mysql(l) => Ok(l.as_of().await?.unwrap_or(0)),
+        }
+    }
+
+    /// A member's points entries by time: `None` if the member is unknown.
+    pub async fn points(
+        &self,
+        member_id: u64,
+    ) -> Result<Option<(Vec<PointsEntry>, Millis)>, SinkError> {
+        match self {
+            LedgerViews::Memory(m) => Ok(m.read(|s| {
+                s.members.get(&member_id)?;
+                let mut entries: Vec<PointsEntry> = s
+                    .points
+                    .values()
+                    .filter(|e| e.member_id == member_id)
+                    .cloned()
+                    .collect();
+                entries.sort_by(|a, b| (a.ts, &a.id).cmp(&(b.ts, &b.id)));
+                Some((entries, s.as_of.unwrap_or(0)))
+            })),
+            LedgerViews::Mysql(l) => {
+                let as_of = self.as_of().await?;
+                if !l.member_known(member_id).await? {
+                    return Ok(None);
+                }
+                Ok(Some((l.points(member_id).await?, as_of)))
+            }
+        }
+    }
+
+    /// A seller's settlement entries dated in [from, to): `None` if the seller is unknown.
+    pub async fn settlements(
+        &self,
+        seller_id: u64,
+        from: Millis,
+        to: Millis,
+    ) -> Result<Option<(Vec<SettlementEntry>, Millis)>, SinkError> {
+        match self {
+            LedgerViews::Memory(m) => Ok(m.read(|s| {
+                s.sellers.get(&seller_id)?;
+                let mut entries: Vec<SettlementEntry> = s
+                    .settlements
+                    .values()
+                    .filter(|e| e.seller_id == seller_id && e.ts >= from && e.ts < to)
+                    .cloned()
+                    .collect();
+                entries.sort_by(|a, b| (a.ts, &a.id).cmp(&(b.ts, &b.id)));
+                Some((entries, s.as_of.unwrap_or(0)))
+            })),
+            LedgerViews::Mysql(l) => {
+                let as_of = self.as_of().await?;
+                if !l.seller_known(seller_id).await? {
+                    return Ok(None);
+                }
+                Ok(Some((l.settlements(seller_id, from, to).await?, as_of)))
+            }
+        }
+    }
+
+    /// A seller's weekly payouts with `final` flags: `None` if the seller is unknown.
+    pub async fn payouts(
+        &self,
+        seller_id: u64,
+    ) -> Result<Option<(Periods<Payout>, Millis)>, SinkError> {
+        match self {
+            LedgerViews::Memory(m) => Ok(m.read(|s| {
+                s.sellers.get(&seller_id)?;
+                let as_of = s.as_of.unwrap_or(0);
+                let rows = s
+                    .payouts
+                    .range((seller_id, 0)..=(seller_id, Millis::MAX))
+                    .map(|(_, p)| {
+                        let fin = as_of >= shopflow_model::time::kst_next_week_start(p.week_start);
+                        (*p, fin)
+                    })
+                    .collect();
+                Some((rows, as_of))
+            })),
+            LedgerViews::Mysql(l) => {
+                let as_of = self.as_of().await?;
+                if !l.seller_known(seller_id).await? {
+                    return Ok(None);
+                }
+                Ok(Some((l.payouts(seller_id).await?, as_of)))
+            }
+        }
+    }
+
+    /// A seller's monthly tax invoices with `final` flags: `None` if the seller is unknown.
+    pub async fn invoices(
+        &self,
+        seller_id: u64,
+    ) -> Result<Option<(Periods<TaxInvoice>, Millis)>, SinkError> {
+        match self {
+            LedgerViews::Memory(m) => Ok(m.read(|s| {
+                s.sellers.get(&seller_id)?;
+                let as_of = s.as_of.unwrap_or(0);
+                let rows = s
+                    .invoices
+                    .range((seller_id, 0)..=(seller_id, Millis::MAX))
+                    .map(|(_, i)| {
+                        let fin =
+                            as_of >= shopflow_model::time::kst_next_month_start(i.month_start);
+                        (*i, fin)
+                    })
+                    .collect();
+                Some((rows, as_of))
+            })),
+            LedgerViews::Mysql(l) => {
+                let as_of = self.as_of().await?;
+                if !l.seller_known(seller_id).await? {
+                    return Ok(None);
+                }
+                Ok(Some((l.invoices(seller_id).await?, as_of)))
+            }
         }
     }
 }
@@ -265,6 +450,14 @@ async fn write_loop(
                     image
                 }
             };
+            // Ledgers before serving views: after a crash between the two, the ledger is
+            // ahead, and its own `as_of` guard skips what it already holds.
+            match &sinks.ledger {
+                LedgerStore::Memory(m) => m.write_views(&batch),
+                LedgerStore::Mysql(l) => {
+                    retry(&stats, || l.write(&batch)).await?;
+                }
+            }
             match &sinks.views {
                 ViewStore::Memory(m) => m.write_views(&batch),
                 ViewStore::Redis(r) => {
@@ -276,7 +469,13 @@ async fn write_loop(
                 + batch.ratings.len()
                 + batch.also_bought.len()
                 + batch.ratings_removed.len()
-                + batch.also_bought_removed.len();
+                + batch.also_bought_removed.len()
+                + batch.members.len()
+                + batch.member_orders.len()
+                + batch.points.len()
+                + batch.settlements.len()
+                + batch.payouts.len()
+                + batch.invoices.len();
             stats.batches.fetch_add(1, Ordering::Relaxed);
             stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
             stats

@@ -10,12 +10,15 @@ use std::sync::Arc;
 use shopflow_gen::GenMessage;
 use shopflow_ingest::source::MemorySource;
 use shopflow_ingest::{Source, StreamId, Topics};
+use shopflow_model::time::{kst_next_month_start, kst_next_week_start};
 use shopflow_model::{
-    Alert, AlsoBought, DeadLetter, DeadLetterReason, OrderView, RatingView, StockLevel,
+    Alert, AlsoBought, DeadLetter, DeadLetterReason, MemberOrders, MemberView, Millis, OrderView,
+    Payout, PointsEntry, RatingView, SettlementEntry, StockLevel, TaxInvoice,
 };
 use shopflow_pipelines::{PipelineConfig, RunSummary, Stats};
 use shopflow_reference::Views;
 use shopflow_sinks::kafka::{ensure_topics, produce, read_all, RawRecord};
+use shopflow_sinks::mysql::MysqlLedger;
 use shopflow_sinks::redis::RedisViews;
 use shopflow_sinks::writer::SinkStats;
 use shopflow_sinks::{spawn_writer, EventLog, MemoryStore, SinkSet, ViewStore};
@@ -45,6 +48,24 @@ pub fn service_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: start the services with deploy/local/up.sh and source .shopflow/env (./test.sh does both)")
     })
+}
+
+/// A fresh MySQL database for one test, named after `unique`, with the ledger schema:
+/// returns the ledger and the admin URL to drop it with
+/// [`MysqlLedger::drop_database`].
+pub fn fresh_ledger(rt: &tokio::runtime::Runtime, unique: &str) -> (MysqlLedger, String, String) {
+    let admin = service_env("SHOPFLOW_MYSQL_URL");
+    let name = format!(
+        "shopflow_{}",
+        unique.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    );
+    let url = rt
+        .block_on(MysqlLedger::create_database(&admin, &name))
+        .expect("create test database");
+    let ledger = rt
+        .block_on(MysqlLedger::connect(&url))
+        .expect("connect ledger");
+    (ledger, admin, name)
 }
 
 /// A name no earlier run used, for topics and key prefixes.
@@ -97,6 +118,7 @@ pub fn run_in_memory(streams: Vec<Stream>, config: PipelineConfig) -> (MemorySto
     let (tx, rx) = sync_channel(64);
     let sinks = SinkSet {
         views: ViewStore::Memory(store.clone()),
+        ledger: shopflow_sinks::LedgerStore::Memory(store.clone()),
         alerts: EventLog::Memory(store.clone()),
         dead_letters: EventLog::Memory(store.clone()),
     };
@@ -140,6 +162,22 @@ pub struct SinkContents {
     pub dead_letters: Vec<(usize, i64, DeadLetterReason)>,
     /// The final `as_of`.
     pub as_of: Option<u64>,
+    /// Member rows.
+    pub members: BTreeMap<u64, MemberView>,
+    /// Recent orders per member.
+    pub member_orders: BTreeMap<u64, MemberOrders>,
+    /// Points ledger by id.
+    pub points: BTreeMap<String, PointsEntry>,
+    /// Settlement ledger by id.
+    pub settlements: BTreeMap<String, SettlementEntry>,
+    /// Payouts by (seller, week start).
+    pub payouts: BTreeMap<(u64, Millis), Payout>,
+    /// Tax invoices by (seller, month start).
+    pub invoices: BTreeMap<(u64, Millis), TaxInvoice>,
+    /// Known sellers.
+    pub sellers: std::collections::BTreeSet<u64>,
+    /// The ledger's own `as_of` (MySQL progress), when read from MySQL.
+    pub ledger_as_of: Option<u64>,
 }
 
 impl SinkContents {
@@ -168,10 +206,123 @@ impl SinkContents {
                     })
                     .collect(),
                 as_of: s.as_of,
+                members: s.members.iter().map(|(k, v)| (*k, *v)).collect(),
+                member_orders: s
+                    .member_orders
+                    .iter()
+                    .map(|(k, v)| (*k, v.clone()))
+                    .collect(),
+                points: s.points.clone(),
+                settlements: s.settlements.clone(),
+                payouts: s.payouts.clone(),
+                invoices: s.invoices.clone(),
+                sellers: s.sellers.clone(),
+                ledger_as_of: s.as_of,
             };
             c.normalize();
             c
         })
+    }
+
+    /// Fills the ledger views from MySQL, checking on the way that every `final` flag
+    /// agrees with the stored `as_of` and that no entry is stored twice.
+    pub fn read_ledger(&mut self, ledger: &MysqlLedger, rt: &tokio::runtime::Runtime) {
+        let as_of = rt.block_on(ledger.as_of()).expect("read ledger as_of");
+        let t = as_of.unwrap_or(0);
+        let points = rt.block_on(ledger.all_points()).expect("read points");
+        let settlements = rt
+            .block_on(ledger.all_settlements())
+            .expect("read settlements");
+        let n_points = points.len();
+        let n_settlements = settlements.len();
+        self.points = points.into_iter().map(|e| (e.id.clone(), e)).collect();
+        self.settlements = settlements.into_iter().map(|e| (e.id.clone(), e)).collect();
+        assert_eq!(
+            self.points.len(),
+            n_points,
+            "a points entry id is stored twice"
+        );
+        assert_eq!(
+            self.settlements.len(),
+            n_settlements,
+            "a settlement entry id is stored twice"
+        );
+        for (p, fin) in rt.block_on(ledger.all_payouts()).expect("read payouts") {
+            assert_eq!(
+                fin,
+                t >= kst_next_week_start(p.week_start),
+                "payout {p:?}: final flag disagrees with as_of {t}"
+            );
+            self.payouts.insert((p.seller_id, p.week_start), p);
+        }
+        for (i, fin) in rt.block_on(ledger.all_invoices()).expect("read invoices") {
+            assert_eq!(
+                fin,
+                t >= kst_next_month_start(i.month_start),
+                "invoice {i:?}: final flag disagrees with as_of {t}"
+            );
+            self.invoices.insert((i.seller_id, i.month_start), i);
+        }
+        self.sellers = rt
+            .block_on(ledger.all_sellers())
+            .expect("read sellers")
+            .into_iter()
+            .collect();
+        self.ledger_as_of = as_of;
+    }
+
+    /// Reads the member rows and recent-order lists from Redis.
+    pub fn read_members(&mut self, redis: &RedisViews, rt: &tokio::runtime::Runtime) {
+        self.members = rt
+            .block_on(redis.all_members())
+            .expect("read members")
+            .into_iter()
+            .map(|m| (m.member_id, m))
+            .collect();
+        self.member_orders = rt
+            .block_on(redis.all_member_orders())
+            .expect("read member orders")
+            .into_iter()
+            .map(|m| (m.member_id, m))
+            .collect();
+    }
+
+    /// Checks the ledgers reconcile with themselves: Σ payouts = Σ entry payouts and
+    /// Σ invoice supply = Σ entry fees, per seller.
+    pub fn reconcile(&self) -> Result<(), String> {
+        let mut entry_payout: BTreeMap<u64, i128> = BTreeMap::new();
+        let mut entry_fees: BTreeMap<u64, i128> = BTreeMap::new();
+        for e in self.settlements.values() {
+            *entry_payout.entry(e.seller_id).or_default() += e.payout as i128;
+            *entry_fees.entry(e.seller_id).or_default() +=
+                e.commission as i128 + e.payment_fee as i128;
+        }
+        let mut payouts: BTreeMap<u64, i128> = BTreeMap::new();
+        for p in self.payouts.values() {
+            *payouts.entry(p.seller_id).or_default() += p.amount;
+        }
+        let mut supply: BTreeMap<u64, i128> = BTreeMap::new();
+        for i in self.invoices.values() {
+            *supply.entry(i.seller_id).or_default() += i.supply;
+            if i.vat != i.supply / 10 || i.total != i.supply + i.vat {
+                return Err(format!("invoice {i:?}: vat or total is not from supply"));
+            }
+        }
+        entry_payout.retain(|_, v| *v != 0);
+        payouts.retain(|_, v| *v != 0);
+        entry_fees.retain(|_, v| *v != 0);
+        supply.retain(|_, v| *v != 0);
+        if entry_payout != payouts {
+            return Err(format!(
+                "Σ payouts per seller {payouts:?} != Σ entry payouts {entry_payout:?}"
+            ));
+        }
+        if entry_fees != supply {
+            return Err(format!(
+                "Σ invoice supply per seller {supply:?} != Σ entry fees {entry_fees:?}"
+            ));
+        }
+        Ok(())
     }
 
     /// Sorts the lists so runs can be compared.
@@ -223,6 +374,38 @@ impl SinkContents {
                 want.dead_letters.get(i)
             ));
         }
+        diff_maps("members", &self.members, &want.members, &mut errors);
+        diff_maps(
+            "member_orders",
+            &self.member_orders,
+            &want.member_orders,
+            &mut errors,
+        );
+        diff_maps("points", &self.points, &want.points, &mut errors);
+        diff_maps(
+            "settlements",
+            &self.settlements,
+            &want.settlements,
+            &mut errors,
+        );
+        diff_maps("payouts", &self.payouts, &want.payouts, &mut errors);
+        diff_maps("invoices", &self.invoices, &want.invoices, &mut errors);
+        if self.sellers != want.sellers {
+            errors.push(format!(
+                "sellers: {} known, {} expected",
+                self.sellers.len(),
+                want.sellers.len()
+            ));
+        }
+        if let Err(e) = self.reconcile() {
+            errors.push(e);
+        }
+        if self.ledger_as_of.is_some() && self.ledger_as_of != want.as_of {
+            errors.push(format!(
+                "ledger as_of: got {:?}, want {:?}",
+                self.ledger_as_of, want.as_of
+            ));
+        }
         if self.as_of != want.as_of {
             errors.push(format!(
                 "as_of: got {:?}, want {:?}",
@@ -245,10 +428,10 @@ pub fn stream_index(streams: &[StreamId], topic: &str, partition: i32) -> usize 
         .unwrap_or_else(|| panic!("dead letter from unknown stream {topic}/{partition}"))
 }
 
-fn diff_maps<V: PartialEq + std::fmt::Debug>(
+fn diff_maps<K: Ord + std::fmt::Debug, V: PartialEq + std::fmt::Debug>(
     what: &str,
-    got: &BTreeMap<u64, V>,
-    want: &BTreeMap<u64, V>,
+    got: &BTreeMap<K, V>,
+    want: &BTreeMap<K, V>,
     errors: &mut Vec<String>,
 ) {
     let mut n = 0;
@@ -259,7 +442,7 @@ fn diff_maps<V: PartialEq + std::fmt::Debug>(
             g => {
                 n += 1;
                 if first.len() < 3 {
-                    first.push(format!("  {what}[{k}]: got {g:?}, want {w:?}"));
+                    first.push(format!("  {what}[{k:?}]: got {g:?}, want {w:?}"));
                 }
             }
         }
@@ -268,7 +451,7 @@ fn diff_maps<V: PartialEq + std::fmt::Debug>(
         if !want.contains_key(k) {
             n += 1;
             if first.len() < 3 {
-                first.push(format!("  {what}[{k}]: got {g:?}, want nothing"));
+                first.push(format!("  {what}[{k:?}]: got {g:?}, want nothing"));
             }
         }
     }
@@ -343,6 +526,7 @@ pub fn read_sinks(
         also_bought: also_bought.into_iter().map(|r| (r.sku, r)).collect(),
         dead_letters: dead,
         as_of,
+        ..SinkContents::default()
     };
     c.normalize();
     c

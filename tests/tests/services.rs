@@ -1,7 +1,8 @@
 //! End to end against the real services started by `deploy/local/up.sh`: a generated log
-//! with bad events is published to Kafka, the pipeline runs to its end into Redis and
-//! Kafka, and every sink is compared with the reference model. A second run over the same
-//! topics (a restart that replays everything) must leave every sink exactly as it was.
+//! with bad events is published to Kafka, the pipeline runs to its end into Redis,
+//! MariaDB and Kafka, and every sink is compared with the reference model. A second run
+//! over the same topics (a restart that replays everything) must leave every sink exactly
+//! as it was.
 
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
@@ -13,14 +14,24 @@ use shopflow_model::DeadLetterReason;
 use shopflow_pipelines::{PipelineConfig, Stats};
 use shopflow_reference::{compute, Config};
 use shopflow_sinks::kafka::{alert_id, dead_letter_id, KafkaWriter};
+use shopflow_sinks::mysql::MysqlLedger;
 use shopflow_sinks::redis::RedisViews;
 use shopflow_sinks::writer::SinkStats;
-use shopflow_sinks::{spawn_writer, EventLog, SinkSet, ViewStore};
-use shopflow_tests::{partition, payloads, publish, read_sinks, service_env, unique_name};
+use shopflow_sinks::{spawn_writer, EventLog, LedgerStore, SinkSet, ViewStore};
+use shopflow_tests::{
+    fresh_ledger, partition, payloads, publish, read_sinks, service_env, unique_name, SinkContents,
+};
 
-fn run_once(brokers: &str, redis: &RedisViews, topics: &Topics, rt: &tokio::runtime::Runtime) {
+fn run_once(
+    brokers: &str,
+    redis: &RedisViews,
+    ledger: &MysqlLedger,
+    topics: &Topics,
+    rt: &tokio::runtime::Runtime,
+) {
     let sinks = SinkSet {
         views: ViewStore::Redis(redis.clone()),
+        ledger: LedgerStore::Mysql(ledger.clone()),
         alerts: EventLog::Kafka(
             KafkaWriter::open(brokers, &topics.alerts, alert_id).expect("alerts writer"),
         ),
@@ -55,8 +66,23 @@ fn run_once(brokers: &str, redis: &RedisViews, topics: &Topics, rt: &tokio::runt
     assert!(summary.messages > 0, "the pipeline read nothing from Kafka");
 }
 
+fn read_all_sinks(
+    brokers: &str,
+    redis: &RedisViews,
+    ledger: &MysqlLedger,
+    topics: &Topics,
+    ids: &[StreamId],
+    streams: &[shopflow_tests::Stream],
+    rt: &tokio::runtime::Runtime,
+) -> SinkContents {
+    let mut c = read_sinks(brokers, redis, topics, ids, streams, rt);
+    c.read_members(redis, rt);
+    c.read_ledger(ledger, rt);
+    c
+}
+
 #[test]
-fn kafka_to_redis_matches_reference_and_replay_changes_nothing() {
+fn kafka_to_redis_mysql_matches_reference_and_replay_changes_nothing() {
     let brokers = service_env("SHOPFLOW_KAFKA_BROKERS");
     let redis_url = service_env("SHOPFLOW_REDIS_URL");
     let unique = unique_name("t");
@@ -72,6 +98,9 @@ fn kafka_to_redis_matches_reference_and_replay_changes_nothing() {
         skus: 300,
         members: 500,
         concurrency: 200,
+        late_catalog_rate: 0.1,
+        // About 80 days: payouts and invoices span weeks and months, and some become final.
+        mean_gap_ms: 230_000,
         ..GenConfig::default()
     });
     let streams = partition(&log, &topics, partitions);
@@ -82,11 +111,31 @@ fn kafka_to_redis_matches_reference_and_replay_changes_nothing() {
     let redis = rt
         .block_on(RedisViews::connect(&redis_url, &format!("{unique}:")))
         .expect("redis");
-    run_once(&brokers, &redis, &topics, &rt);
-    let first = read_sinks(&brokers, &redis, &topics, &ids, &streams, &rt);
+    let (ledger, admin, db) = fresh_ledger(&rt, &unique);
+    run_once(&brokers, &redis, &ledger, &topics, &rt);
+    let first = read_all_sinks(&brokers, &redis, &ledger, &topics, &ids, &streams, &rt);
     if let Err(e) = first.compare(&want) {
-        panic!("Kafka → Redis differs from the reference:\n{e}");
+        panic!("Kafka → Redis, MariaDB differs from the reference:\n{e}");
     }
+    // The workload must exercise the ledgers, or the comparison proves little.
+    assert!(
+        want.points.len() > 100,
+        "only {} points entries",
+        want.points.len()
+    );
+    assert!(
+        want.settlements
+            .values()
+            .any(|e| e.cause == shopflow_model::EntryCause::Refund),
+        "no settlement refund entry"
+    );
+    assert!(
+        want.alerts
+            .iter()
+            .any(|a| matches!(a.body, shopflow_model::AlertBody::GradeChanged { .. })),
+        "no grade change"
+    );
+    assert!(want.payouts.len() > 10 && want.invoices.len() > 5);
     for reason in DeadLetterReason::ALL {
         assert!(
             first.dead_letters.iter().any(|d| d.2 == reason),
@@ -95,9 +144,12 @@ fn kafka_to_redis_matches_reference_and_replay_changes_nothing() {
     }
 
     // A restart replays the topics from the beginning: nothing may change or repeat.
-    run_once(&brokers, &redis, &topics, &rt);
-    let second = read_sinks(&brokers, &redis, &topics, &ids, &streams, &rt);
+    run_once(&brokers, &redis, &ledger, &topics, &rt);
+    let second = read_all_sinks(&brokers, &redis, &ledger, &topics, &ids, &streams, &rt);
     if let Err(e) = second.compare(&want) {
         panic!("after a replay the sinks differ from the reference:\n{e}");
     }
+    rt.block_on(ledger.close());
+    rt.block_on(MysqlLedger::drop_database(&admin, &db))
+        .expect("drop test database");
 }
