@@ -2,10 +2,11 @@
 //! lives beside the `shopflow-tests` crate rather than in it).
 //!
 //! A generated log with bad events is published to Kafka; `shopflow run --bounded` is
-//! started as a child process writing to Redis and Kafka, SIGKILLed as soon as it has
-//! written some but not all of its view batches, then started again. Afterwards Redis, the
-//! alerts topic and the dead-letter topic must equal the reference model, with no alert and
-//! no dead letter written twice.
+//! started as a child process writing to Redis, MariaDB and Kafka, SIGKILLed once its
+//! ledger is a third of the way through the log's time, then started again. Afterwards
+//! Redis, the MySQL ledgers (points, settlements, payouts, tax invoices), the alerts topic
+//! and the dead-letter topic must equal the reference model, with no ledger entry, alert
+//! or dead letter written twice.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,13 +15,16 @@ use shopflow_gen::{generate, GenConfig};
 use shopflow_ingest::Topics;
 use shopflow_reference::{compute, Config};
 use shopflow_sinks::kafka::read_all;
+use shopflow_sinks::mysql::MysqlLedger;
 use shopflow_sinks::redis::RedisViews;
-use shopflow_tests::{partition, payloads, publish, read_sinks, service_env, unique_name};
+use shopflow_tests::{
+    fresh_ledger, partition, payloads, publish, read_sinks, service_env, unique_name,
+};
 
-fn shopflow(brokers: &str, redis: &str, unique: &str) -> Command {
+fn shopflow(brokers: &str, redis: &str, mysql: &str, unique: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_shopflow"));
     c.args(["run", "--bounded", "--exit-when-done", "--workers", "2"])
-        .args(["--kafka", brokers, "--redis", redis])
+        .args(["--kafka", brokers, "--redis", redis, "--mysql", mysql])
         .args(["--topic-prefix", &format!("{unique}.")])
         .args(["--redis-prefix", &format!("{unique}:")])
         .args(["--listen", "127.0.0.1:0"])
@@ -46,6 +50,9 @@ fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
         skus: 300,
         members: 500,
         concurrency: 200,
+        late_catalog_rate: 0.1,
+        // About 100 days of events: the ledgers span many weeks and months.
+        mean_gap_ms: 220_000,
         ..GenConfig::default()
     });
     let streams = partition(&log, &topics, 2);
@@ -55,15 +62,24 @@ fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
     let redis = rt
         .block_on(RedisViews::connect(&redis_url, &format!("{unique}:")))
         .expect("redis");
+    let (ledger, admin, db) = fresh_ledger(&rt, &unique);
+    let mysql_url = shopflow_sinks::mysql::url_with_database(&admin, &db);
+    let first_ts = log
+        .iter()
+        .filter_map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
+        .filter_map(|v| v["ts"].as_u64())
+        .min()
+        .expect("timestamps");
+    let kill_from = first_ts + (final_as_of - first_ts) / 3;
 
-    // First run: kill it once some, but not all, batches are in Redis.
-    let mut child = shopflow(&brokers, &redis_url, &unique)
+    // First run: kill it once the ledger is a third of the way through the log's time.
+    let mut child = shopflow(&brokers, &redis_url, &mysql_url, &unique)
         .spawn()
         .expect("start shopflow");
     let deadline = Instant::now() + Duration::from_secs(300);
     let killed_at = loop {
-        let as_of = rt.block_on(redis.as_of()).expect("read as_of");
-        if let Some(t) = as_of {
+        let as_of = rt.block_on(ledger.as_of()).expect("read ledger as_of");
+        if let Some(t) = as_of.filter(|t| *t >= kill_from) {
             child.kill().expect("SIGKILL");
             break t;
         }
@@ -84,9 +100,24 @@ fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
         alerts_before < want.alerts.len(),
         "all alerts were written before the kill"
     );
+    let points_before = rt.block_on(ledger.all_points()).expect("points").len();
+    let entries_before = rt
+        .block_on(ledger.all_settlements())
+        .expect("entries")
+        .len();
+    assert!(
+        points_before > 0 && points_before < want.points.len(),
+        "the kill should leave the points ledger part-written: {points_before} of {}",
+        want.points.len()
+    );
+    assert!(
+        entries_before > 0 && entries_before < want.settlements.len(),
+        "the kill should leave the settlement ledger part-written: {entries_before} of {}",
+        want.settlements.len()
+    );
 
     // Second run: from the start of the topics into the same sinks.
-    let status = shopflow(&brokers, &redis_url, &unique)
+    let status = shopflow(&brokers, &redis_url, &mysql_url, &unique)
         .status()
         .expect("restart shopflow");
     assert!(status.success(), "restarted shopflow failed: {status}");
@@ -94,9 +125,15 @@ fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
     let ids: Vec<_> = streams.iter().map(|(id, _)| id.clone()).collect();
     // Also asserts that no alert or dead letter appears twice and that every dead letter
     // holds the original bytes.
-    let got = read_sinks(&brokers, &redis, &topics, &ids, &streams, &rt);
+    let mut got = read_sinks(&brokers, &redis, &topics, &ids, &streams, &rt);
+    got.read_members(&redis, &rt);
+    // Also asserts that no entry id is stored twice and every `final` flag matches as_of.
+    got.read_ledger(&ledger, &rt);
     // Sorted lists equal to the reference's also means nothing was written twice.
     if let Err(e) = got.compare(&want) {
         panic!("after SIGKILL at as_of {killed_at} and a restart, the sinks differ from the reference:\n{e}");
     }
+    rt.block_on(ledger.close());
+    rt.block_on(MysqlLedger::drop_database(&admin, &db))
+        .expect("drop test database");
 }

@@ -27,7 +27,7 @@ fn get(port: u16, path: &str) -> (u16, serde_json::Value) {
 }
 
 #[test]
-fn demo_serves_every_product_endpoint() {
+fn demo_serves_every_view_endpoint() {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -75,6 +75,50 @@ fn demo_serves_every_product_endpoint() {
         assert_eq!(s, 200, "{also}");
         let items = also["items"].as_array().unwrap();
         assert!(!items.is_empty() && items.len() <= 5, "{also}");
+        // Member 1 exists in the demo workload; its orders are its own, newest first.
+        let (s, member) = get(port, "/v1/members/1");
+        assert_eq!(s, 200, "{member}");
+        assert!(["BRONZE", "SILVER", "GOLD", "VIP"].contains(&member["grade"].as_str().unwrap()));
+        let (s, orders) = get(port, "/v1/members/1/orders");
+        assert_eq!(s, 200, "{orders}");
+        let orders = orders["orders"].as_array().unwrap();
+        assert!(orders.len() <= 20);
+        assert!(orders.iter().all(|o| o["member_id"] == 1), "{orders:?}");
+        let placed: Vec<u64> = orders
+            .iter()
+            .map(|o| o["history"][0]["ts"].as_u64().unwrap())
+            .collect();
+        assert!(
+            placed.windows(2).all(|w| w[0] >= w[1]),
+            "not newest first: {placed:?}"
+        );
+        let (s, points) = get(port, "/v1/members/1/points");
+        assert_eq!(s, 200, "{points}");
+        let sum: i64 = points["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["points"].as_i64().unwrap())
+            .sum();
+        assert_eq!(points["balance"].as_i64().unwrap(), sum, "{points}");
+        // Seller 1 sells something in a 20k-event workload with 100 sellers.
+        let (s, st) = get(port, "/v1/sellers/1/settlements");
+        assert_eq!(s, 200, "{st}");
+        let entries = st["entries"].as_array().unwrap();
+        assert!(!entries.is_empty(), "{st}");
+        let payout: i64 = entries.iter().map(|e| e["payout"].as_i64().unwrap()).sum();
+        assert_eq!(st["totals"]["payout"].as_i64().unwrap(), payout);
+        let (s, payouts) = get(port, "/v1/sellers/1/payouts");
+        assert_eq!(s, 200, "{payouts}");
+        let weekly: i64 = payouts["payouts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["amount"].as_i64().unwrap())
+            .sum();
+        assert_eq!(weekly, payout, "Σ payouts = Σ entry payouts");
+        assert_eq!(get(port, "/v1/sellers/1/tax-invoices").0, 200);
+        assert_eq!(get(port, "/v1/members/999999999").0, 404);
         assert_eq!(get(port, "/v1/stock/999999").0, 404);
         assert_eq!(get(port, "/v1/orders/x").0, 400);
         assert_eq!(get(port, "/readyz").0, 200);

@@ -543,4 +543,140 @@ mod tests {
         let (s, b) = call(&app, "/readyz").await;
         assert_eq!((s, b["as_of"].clone()), (StatusCode::OK, json!(1234)));
     }
+
+    #[tokio::test]
+    async fn member_and_seller_answers_and_errors() {
+        use shopflow_model::{
+            EntryCause, Grade, MemberOrders, MemberView, Payout, PointsEntry, SettlementEntry,
+            TaxInvoice,
+        };
+        let store = MemoryStore::new();
+        let app = router(ApiState {
+            views: ServingViews::Memory(store.clone()),
+            ledger: LedgerViews::Memory(store.clone()),
+        });
+        // 2026-11-09 00:00 KST (a Monday) = 2026-11-08T15:00:00Z.
+        let monday = 1_794_150_000_000;
+        let entry = |id: &str, ts, sign: i64| SettlementEntry {
+            id: id.into(),
+            seller_id: 4,
+            order_id: 9,
+            line_no: 1,
+            sku: 7,
+            cause: if sign > 0 {
+                EntryCause::Confirmed
+            } else {
+                EntryCause::Refund
+            },
+            ts,
+            qty: sign * 2,
+            unit_price: 10_000,
+            commission_bp: 1000,
+            gross: sign * 20_000,
+            commission: sign * 2_000,
+            payment_fee: sign * 500,
+            payout: sign * 17_500,
+        };
+        store.apply(Output::Views(ViewBatch {
+            as_of: monday + 7 * 86_400_000,
+            orders: vec![OrderView {
+                order_id: 9,
+                member_id: 2,
+                status: OrderStatus::Confirmed,
+                location: Some("Seoul".into()),
+                history: vec![StatusChange {
+                    status: OrderStatus::Placed,
+                    ts: 1000,
+                }],
+            }],
+            members: vec![MemberView::new(2, 120_000, true)],
+            member_orders: vec![MemberOrders {
+                member_id: 2,
+                order_ids: vec![9, 404],
+            }],
+            points: vec![PointsEntry {
+                id: "9:confirmed".into(),
+                member_id: 2,
+                order_id: 9,
+                cause: EntryCause::Confirmed,
+                ts: monday,
+                rate_bp: 200,
+                amount: 120_000,
+                points: 2_400,
+            }],
+            settlements: vec![
+                entry("9:1:confirmed", monday - 1, 1),
+                entry("9:1:refund:1", monday, -1),
+            ],
+            payouts: vec![
+                Payout {
+                    seller_id: 4,
+                    week_start: monday - 7 * 86_400_000,
+                    amount: 17_500,
+                    entries: 1,
+                },
+                Payout {
+                    seller_id: 4,
+                    week_start: monday,
+                    amount: -17_500,
+                    entries: 1,
+                },
+            ],
+            invoices: vec![TaxInvoice::new(4, 1_793_545_200_000, 0, 2)],
+            sellers: vec![4],
+            ..ViewBatch::default()
+        }));
+        let (s, b) = call(&app, "/v1/members/2").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(
+            b,
+            json!({"member_id": 2, "grade": Grade::Silver.as_str(), "spend_6m": 120_000,
+                   "accrual_bp": 200, "wow": true, "as_of": monday + 7 * 86_400_000})
+        );
+        let (_, b) = call(&app, "/v1/members/2/points").await;
+        assert_eq!(b["balance"], 2_400);
+        assert_eq!(b["entries"][0]["cause"], "confirmed");
+        let (_, b) = call(&app, "/v1/members/2/orders").await;
+        // Order 404 is in the list but has no row: it is skipped, not an error.
+        assert_eq!(b["orders"].as_array().map(Vec::len), Some(1));
+        assert_eq!(b["orders"][0]["location"], "Seoul");
+        let (_, b) = call(&app, &format!("/v1/sellers/4/settlements?from={monday}")).await;
+        assert_eq!(b["entries"].as_array().map(Vec::len), Some(1));
+        assert_eq!(b["totals"]["payout"], -17_500);
+        let (_, b) = call(&app, "/v1/sellers/4/settlements").await;
+        assert_eq!(b["totals"]["gross"], 0);
+        let (_, b) = call(&app, "/v1/sellers/4/payouts").await;
+        assert_eq!(
+            b["payouts"],
+            json!([
+                {"week_start": "2026-11-02", "amount": 17_500, "entries": 1, "final": true},
+                {"week_start": "2026-11-09", "amount": -17_500, "entries": 1, "final": true}
+            ])
+        );
+        let (_, b) = call(&app, "/v1/sellers/4/tax-invoices").await;
+        assert_eq!(
+            b["tax_invoices"],
+            json!([{"month": "2026-11", "supply": 0, "vat": 0, "total": 0, "entries": 2,
+                    "final": false}])
+        );
+        for (uri, want) in [
+            ("/v1/members/3", StatusCode::NOT_FOUND),
+            ("/v1/members/3/points", StatusCode::NOT_FOUND),
+            ("/v1/members/3/orders", StatusCode::NOT_FOUND),
+            ("/v1/members/0", StatusCode::BAD_REQUEST),
+            ("/v1/sellers/5/payouts", StatusCode::NOT_FOUND),
+            ("/v1/sellers/5/tax-invoices", StatusCode::NOT_FOUND),
+            ("/v1/sellers/5/settlements", StatusCode::NOT_FOUND),
+            ("/v1/sellers/4/settlements?from=x", StatusCode::BAD_REQUEST),
+            (
+                "/v1/sellers/4/settlements?from=5&to=4",
+                StatusCode::BAD_REQUEST,
+            ),
+            ("/v1/sellers/4/settlements?to=-1", StatusCode::BAD_REQUEST),
+        ] {
+            let (s, b) = call(&app, uri).await;
+            assert_eq!(s, want, "{uri}");
+            assert!(b["error"].is_string(), "{uri}: {b}");
+        }
+    }
 }
