@@ -38,6 +38,7 @@ fn memory_sinks() -> SinkSet {
     SinkSet {
         views: ViewStore::Memory(m.clone()),
         ledger: shopflow_sinks::LedgerStore::Memory(m.clone()),
+        sales: shopflow_sinks::SalesStore::Memory(m.clone()),
         alerts: EventLog::Memory(m.clone()),
         dead_letters: EventLog::Memory(m),
     }

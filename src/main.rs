@@ -1,7 +1,9 @@
 //! `shopflow`: the one binary. `demo` runs everything in process; `run` runs against
-//! Kafka and Redis; `gen` writes a workload; `bench` measures throughput.
+//! Kafka and Redis; `gen` writes a workload; `bench` measures throughput; `token` mints an
+//! API token.
 
 mod bench;
+mod token;
 mod wiring;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +29,8 @@ enum Command {
     Gen(wiring::GenArgs),
     /// Measure decode + pipeline throughput against the raw read rate of the same input.
     Bench(bench::BenchArgs),
+    /// Print a signed API token (HS256 JWT) for a role, e.g. `--role seller --seller-id 7`.
+    Token(token::TokenArgs),
 }
 
 fn main() {
@@ -43,6 +47,7 @@ fn main() {
         Command::Run(a) => wiring::run(a),
         Command::Gen(a) => wiring::gen(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Token(a) => token::token(a),
     };
     if let Err(e) = result {
         eprintln!("shopflow: {e:#}");

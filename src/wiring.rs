@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use shopflow_api::auth::Role;
 use shopflow_api::ApiState;
 use shopflow_gen::{generate, split, GenConfig};
 use shopflow_ingest::source::KeyedPayloads;
@@ -16,13 +17,15 @@ use shopflow_ingest::{Source, SourceError, StreamId, Topics};
 use shopflow_model::time::rfc3339_utc;
 use shopflow_pipelines::dataflow::ViewConfig;
 use shopflow_pipelines::{PipelineConfig, Stats};
+use shopflow_sinks::clickhouse::ClickHouseSales;
 use shopflow_sinks::file::JsonLinesWriter;
 use shopflow_sinks::kafka::{alert_id, dead_letter_id, KafkaWriter};
 use shopflow_sinks::mysql::MysqlLedger;
 use shopflow_sinks::redis::RedisViews;
 use shopflow_sinks::writer::SinkStats;
 use shopflow_sinks::{
-    spawn_writer, EventLog, LedgerStore, LedgerViews, MemoryStore, ServingViews, SinkSet, ViewStore,
+    spawn_writer, EventLog, LedgerStore, LedgerViews, MemoryStore, SalesStore, ServingViews,
+    SinkSet, ViewStore,
 };
 
 /// Options shared by `demo` and `run`.
@@ -43,6 +46,10 @@ pub struct PipelineArgs {
     /// Where the API listens.
     #[arg(long, default_value = "127.0.0.1:8080", env = "SHOPFLOW_LISTEN")]
     listen: SocketAddr,
+    /// HS256 secret of the API's bearer tokens (at least 32 bytes). `run` refuses to start
+    /// without one; `demo` generates one for the session.
+    #[arg(long, env = shopflow_api::auth::SECRET_ENV, hide_env_values = true)]
+    jwt_secret: Option<String>,
 }
 
 impl PipelineArgs {
@@ -106,6 +113,16 @@ pub struct RunArgs {
     /// without it they are kept in process (not durable).
     #[arg(long, env = "SHOPFLOW_MYSQL_URL")]
     mysql: Option<String>,
+    /// ClickHouse HTTP endpoint for the sales analytics, e.g. `http://127.0.0.1:8123`;
+    /// without it they are kept in process.
+    #[arg(long, env = "SHOPFLOW_CLICKHOUSE_URL")]
+    clickhouse: Option<String>,
+    /// ClickHouse database of the sales tables (created if missing).
+    #[arg(long, env = "SHOPFLOW_CLICKHOUSE_DB", default_value = "shopflow")]
+    clickhouse_db: String,
+    /// Turn on the ClickHouse client's row validation (servers newer than 18.16).
+    #[arg(long)]
+    clickhouse_validation: bool,
     /// Prefix of every Redis key.
     #[arg(long, default_value = "shopflow:")]
     redis_prefix: String,
@@ -166,13 +183,25 @@ fn serve(
     addr: SocketAddr,
     views: ServingViews,
     ledger: LedgerViews,
+    sales: SalesStore,
+    auth: shopflow_api::AuthMode,
 ) -> Result<()> {
     let listener = std::net::TcpListener::bind(addr)
         .with_context(|| format!("cannot listen on {addr} (port taken? use --listen)"))?;
     listener.set_nonblocking(true)?;
     rt.spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-        if let Err(e) = shopflow_api::serve(listener, ApiState { views, ledger }).await {
+        if let Err(e) = shopflow_api::serve(
+            listener,
+            ApiState {
+                views,
+                ledger,
+                sales,
+                auth,
+            },
+        )
+        .await
+        {
             tracing::error!(error = %e, "API server stopped");
         }
     });
@@ -310,6 +339,7 @@ fn ctrlc_stop(stats: Arc<Stats>) {
 /// `shopflow demo`
 pub fn demo(args: DemoArgs) -> Result<()> {
     let topics = Topics::default();
+    let auth = crate::token::demo_auth(args.pipeline.jwt_secret.as_deref())?;
     eprintln!("generating {} events (seed {})…", args.events, args.seed);
     let log = generate(&gen_config(args.events, args.seed, args.bad_rate));
     let streams = memory_streams(&log, &topics, 1);
@@ -322,11 +352,14 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         args.pipeline.listen,
         ServingViews::Memory(store.clone()),
         LedgerViews::Memory(store.clone()),
+        SalesStore::Memory(store.clone()),
+        auth.mode.clone(),
     )?;
     eprintln!("API on http://{}", args.pipeline.listen);
     let sinks = SinkSet {
         views: ViewStore::Memory(store.clone()),
         ledger: LedgerStore::Memory(store.clone()),
+        sales: SalesStore::Memory(store.clone()),
         alerts: EventLog::File(JsonLinesWriter::create(&format!(
             "{}/alerts.jsonl",
             args.out_dir
@@ -356,16 +389,34 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         args.out_dir
     );
     let base = format!("http://{}", args.pipeline.listen);
-    println!("curl {base}/v1/stock/{sample_sku}");
-    println!("curl {base}/v1/orders/{sample_order}");
-    println!("curl {base}/v1/products/{sample_sku}/rating");
-    println!("curl '{base}/v1/products/{sample_sku}/also-bought?limit=5'");
-    println!("curl {base}/v1/members/1");
-    println!("curl {base}/v1/members/1/points");
-    println!("curl {base}/v1/members/1/orders");
-    println!("curl {base}/v1/sellers/1/payouts");
-    println!("curl {base}/v1/sellers/1/tax-invoices");
-    println!("curl '{base}/v1/sellers/1/settlements?from=0&to=9999999999999'");
+    // Tokens for the session: admin reads everything, seller 1 only /v1/sellers/1/….
+    let ttl = 24 * 3600;
+    let admin_token = auth.keys.mint("demo-admin", Role::Admin, None, ttl)?;
+    let seller_token = auth
+        .keys
+        .mint("demo-seller-1", Role::Seller, Some(1), ttl)?;
+    let admin = format!("-H \"Authorization: Bearer {admin_token}\"");
+    let seller = format!("-H \"Authorization: Bearer {seller_token}\"");
+    println!("curl {admin} {base}/v1/stock/{sample_sku}");
+    println!("curl {admin} {base}/v1/orders/{sample_order}");
+    println!("curl {admin} {base}/v1/products/{sample_sku}/rating");
+    println!("curl {admin} '{base}/v1/products/{sample_sku}/also-bought?limit=5'");
+    println!("curl {admin} {base}/v1/members/1");
+    println!("curl {admin} {base}/v1/members/1/points");
+    println!("curl {admin} {base}/v1/members/1/orders");
+    println!("curl {seller} {base}/v1/sellers/1/payouts");
+    println!("curl {seller} {base}/v1/sellers/1/tax-invoices");
+    println!("curl {seller} '{base}/v1/sellers/1/settlements?from=0&to=9999999999999'");
+    println!("export SHOPFLOW_TOKEN={admin_token}");
+    println!("export SHOPFLOW_SELLER_TOKEN={seller_token}");
+    if let Some(secret) = &auth.generated {
+        // Lets `shopflow token` mint more tokens for this session.
+        println!("export {}={secret}", shopflow_api::auth::SECRET_ENV);
+    }
+    eprintln!(
+        "tokens above are valid for 24 h; more: shopflow token --role storefront|seller|analyst|admin [--seller-id N] (with {} set)",
+        shopflow_api::auth::SECRET_ENV
+    );
     if args.exit_when_done {
         return Ok(());
     }
@@ -376,6 +427,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
 
 /// `shopflow run`
 pub fn run(args: RunArgs) -> Result<()> {
+    let auth = crate::token::run_auth(args.pipeline.jwt_secret.as_deref())?;
     let topics = Topics::with_prefix(&args.topic_prefix);
     let rt = shopflow_sinks::io_runtime();
     let (views, serving) = match &args.redis {
@@ -443,12 +495,30 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
             _ => bail!("give --kafka BROKERS (or SHOPFLOW_KAFKA_BROKERS) or --file PATH"),
         };
-    serve(&rt, args.pipeline.listen, serving, ledger_views)?;
+    let sales =
+        match &args.clickhouse {
+            Some(url) => SalesStore::ClickHouse(Box::new(rt.block_on(
+                ClickHouseSales::connect(url, &args.clickhouse_db, args.clickhouse_validation),
+            )?)),
+            None => SalesStore::Memory(match &views {
+                ViewStore::Memory(m) => m.clone(),
+                ViewStore::Redis(_) => MemoryStore::new(),
+            }),
+        };
+    serve(
+        &rt,
+        args.pipeline.listen,
+        serving,
+        ledger_views,
+        sales.clone(),
+        auth,
+    )?;
     eprintln!("API on http://{}", args.pipeline.listen);
     let live = args.kafka.is_some() && !args.bounded;
     let sinks = SinkSet {
         views,
         ledger,
+        sales,
         alerts,
         dead_letters,
     };

@@ -28,6 +28,10 @@ fn shopflow(brokers: &str, redis: &str, mysql: &str, unique: &str) -> Command {
         .args(["--topic-prefix", &format!("{unique}.")])
         .args(["--redis-prefix", &format!("{unique}:")])
         .args(["--listen", "127.0.0.1:0"])
+        .env(
+            "SHOPFLOW_JWT_SECRET",
+            "crash-restart-test-secret-0123456789abcdef",
+        )
         // Small fetches: the partitions are read evenly, so the run writes many batches
         // and the kill lands between them.
         .args(["--kafka-fetch-kb", "4"])

@@ -1,17 +1,31 @@
 //! The README's first command, end to end: `shopflow demo` generates a workload, runs the
 //! pipeline into the in-process stores and serves the API; the answers are checked over
-//! real HTTP on loopback.
+//! real HTTP on loopback, with the bearer tokens the demo prints (and one minted by
+//! `shopflow token`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 
-/// A plain HTTP/1.1 GET: (status, body as JSON).
+/// A plain HTTP/1.1 GET with the admin token the demo printed: (status, body as JSON).
 fn get(port: u16, path: &str) -> (u16, serde_json::Value) {
+    let token = ADMIN_TOKEN
+        .get()
+        .expect("admin token read from the demo output");
+    get_as(port, path, Some(token)).0
+}
+
+static ADMIN_TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// A plain HTTP/1.1 GET with an optional bearer token: ((status, body as JSON), head).
+fn get_as(port: u16, path: &str, token: Option<&str>) -> ((u16, serde_json::Value), String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the demo API");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut text = String::new();
@@ -21,9 +35,58 @@ fn get(port: u16, path: &str) -> (u16, serde_json::Value) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let json = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
-    (status, json)
+    ((status, json), head.to_ascii_lowercase())
+}
+
+/// `shopflow token ARGS` with the secret in the environment: the token it prints.
+fn mint(secret: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_shopflow"))
+        .arg("token")
+        .args(args)
+        .env("SHOPFLOW_JWT_SECRET", secret)
+        .output()
+        .expect("run shopflow token");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text:?}");
+    text.trim().to_string()
+}
+
+#[test]
+fn run_refuses_to_start_without_a_jwt_secret() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shopflow"))
+        .args([
+            "run",
+            "--file",
+            "/nonexistent.jsonl",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("SHOPFLOW_JWT_SECRET")
+        .output()
+        .expect("run shopflow run");
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("SHOPFLOW_JWT_SECRET") && err.contains("--jwt-secret"),
+        "{err}"
+    );
+    // A secret that is too short is refused too.
+    let out = Command::new(env!("CARGO_BIN_EXE_shopflow"))
+        .args([
+            "run",
+            "--file",
+            "/nonexistent.jsonl",
+            "--jwt-secret",
+            "short",
+        ])
+        .output()
+        .expect("run shopflow run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 32 bytes"));
 }
 
 #[test]
@@ -53,6 +116,28 @@ fn demo_serves_every_view_endpoint() {
         first.starts_with("curl "),
         "unexpected demo output {first:?}"
     );
+    assert!(first.contains("-H \"Authorization: Bearer "), "{first}");
+    // After the curl lines: the admin and seller-1 tokens and the session's secret.
+    let mut seller_token = None;
+    let mut secret = None;
+    for line in lines.by_ref().take(40) {
+        let line = line.expect("read demo output");
+        if let Some(t) = line.strip_prefix("export SHOPFLOW_TOKEN=") {
+            ADMIN_TOKEN.set(t.to_string()).unwrap();
+        } else if let Some(t) = line.strip_prefix("export SHOPFLOW_SELLER_TOKEN=") {
+            seller_token = Some(t.to_string());
+        } else if let Some(s) = line.strip_prefix("export SHOPFLOW_JWT_SECRET=") {
+            secret = Some(s.to_string());
+            break;
+        } else {
+            assert!(
+                line.starts_with("curl -H "),
+                "unexpected demo output {line:?}"
+            );
+        }
+    }
+    let seller_token = seller_token.expect("seller token in the demo output");
+    let secret = secret.expect("generated secret in the demo output");
 
     let result = std::panic::catch_unwind(|| {
         let (s, stock) = get(port, "/v1/stock/1");
@@ -122,6 +207,45 @@ fn demo_serves_every_view_endpoint() {
         assert_eq!(get(port, "/v1/stock/999999").0, 404);
         assert_eq!(get(port, "/v1/orders/x").0, 400);
         assert_eq!(get(port, "/readyz").0, 200);
+        // Auth: no token → 401 with a challenge; public paths need none.
+        let ((s, body), head) = get_as(port, "/v1/stock/1", None);
+        assert_eq!(s, 401, "{body}");
+        assert!(body["error"].is_string(), "{body}");
+        assert!(head.contains("\r\nwww-authenticate: bearer"), "{head}");
+        assert_eq!(get_as(port, "/v1/stock/1", Some("not.a.token")).0 .0, 401);
+        assert_eq!(get_as(port, "/healthz", None).0 .0, 200);
+        assert_eq!(get_as(port, "/readyz", None).0 .0, 200);
+        let ((s, doc), _) = get_as(port, "/openapi.json", None);
+        assert_eq!(s, 200);
+        assert!(doc["paths"]["/v1/stock/{sku}"].is_object(), "{doc}");
+        // The seller-1 token reads seller 1 only.
+        let seller = Some(seller_token.as_str());
+        assert_eq!(get_as(port, "/v1/sellers/1/payouts", seller).0 .0, 200);
+        assert_eq!(get_as(port, "/v1/sellers/2/payouts", seller).0 .0, 403);
+        assert_eq!(get_as(port, "/v1/stock/1", seller).0 .0, 403);
+        // `shopflow token` mints with the session's secret; a storefront token reads stock,
+        // not sellers; a token of another secret is refused.
+        let storefront = mint(&secret, &["--role", "storefront"]);
+        assert_eq!(get_as(port, "/v1/stock/1", Some(&storefront)).0 .0, 200);
+        assert_eq!(
+            get_as(port, "/v1/sellers/1/payouts", Some(&storefront))
+                .0
+                 .0,
+            403
+        );
+        let seller2 = mint(
+            &secret,
+            &["--role", "seller", "--seller-id", "2", "--ttl-secs", "60"],
+        );
+        assert_eq!(
+            get_as(port, "/v1/sellers/2/payouts", Some(&seller2)).0 .0,
+            200
+        );
+        let forged = mint(
+            "another-secret-of-at-least-32-bytes!!",
+            &["--role", "admin"],
+        );
+        assert_eq!(get_as(port, "/v1/stock/1", Some(&forged)).0 .0, 401);
         let dlq = std::fs::read_to_string(out_dir.join("dlq.jsonl")).expect("dead-letter file");
         assert!(dlq.lines().count() > 0, "the demo workload has bad events");
     });

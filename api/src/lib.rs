@@ -3,7 +3,15 @@
 //! Every answer carries `as_of`, the time its data is complete up to. Errors are JSON
 //! `{"error": "..."}`: 400 for a malformed id, 404 for an id no accepted event named.
 //! The same routes serve the embedded store and Redis ([`ServingViews`]).
+//!
+//! Everything under `/v1/` needs a bearer JWT whose role may read it ([`auth`]); the OpenAPI
+//! description is at `/openapi.json` ([`openapi`]).
 #![forbid(missing_docs)]
+
+pub mod auth;
+pub mod openapi;
+
+pub use auth::AuthMode;
 
 use std::sync::Arc;
 
@@ -15,7 +23,8 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use shopflow_model::time::{kst_date, kst_month};
 use shopflow_model::{Millis, OrderView, MAX_ID};
-use shopflow_sinks::{LedgerViews, ServingViews};
+use shopflow_sinks::clickhouse::Bucket;
+use shopflow_sinks::{LedgerViews, SalesStore, ServingViews};
 
 /// Shared state of the API.
 #[derive(Clone, Debug)]
@@ -24,6 +33,10 @@ pub struct ApiState {
     pub views: ServingViews,
     /// Where the ledgers are read.
     pub ledger: LedgerViews,
+    /// Where the sales analytics are read.
+    pub sales: SalesStore,
+    /// How callers are authenticated (HS256 JWTs; `Disabled` only in unit tests).
+    pub auth: AuthMode,
 }
 
 /// An API error, rendered as `{"error": "..."}` with its status.
@@ -68,7 +81,8 @@ fn unavailable(e: shopflow_sinks::SinkError) -> ApiError {
 
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let auth = state.auth.clone();
+    let routes = Router::new()
         .route("/v1/stock/{sku}", get(stock))
         .route("/v1/orders/{order_id}", get(order))
         .route("/v1/products/{sku}/rating", get(rating))
@@ -79,9 +93,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/sellers/{seller_id}/settlements", get(settlements))
         .route("/v1/sellers/{seller_id}/payouts", get(payouts))
         .route("/v1/sellers/{seller_id}/tax-invoices", get(tax_invoices))
+        .route("/v1/sellers/{seller_id}/sales", get(sales))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .with_state(Arc::new(state))
+        .route("/openapi.json", get(openapi::serve))
+        .with_state(Arc::new(state));
+    // Wraps every route above, so a route added there is protected too.
+    auth::protect(routes, auth)
 }
 
 async fn stock(
@@ -196,11 +214,61 @@ async fn member_orders(
     ))
 }
 
-/// Query of `settlements` (and later `sales`): a time range [from, to) in epoch ms.
+/// Query of `settlements` and `sales`: a time range [from, to) in epoch ms (and a bucket).
 #[derive(Debug, serde::Deserialize)]
 struct RangeQuery {
     from: Option<String>,
     to: Option<String>,
+    bucket: Option<String>,
+}
+
+fn parse_range(q: &RangeQuery) -> Result<(Millis, Millis), ApiError> {
+    let from = parse_millis("from", q.from.as_deref(), 0)?;
+    let to = parse_millis("to", q.to.as_deref(), MAX_ID + 1)?;
+    if from > to {
+        return Err(ApiError::BadRequest(format!(
+            "from ({from}) must not be after to ({to})"
+        )));
+    }
+    Ok((from, to))
+}
+
+async fn sales(
+    State(st): State<Arc<ApiState>>,
+    Path(raw): Path<String>,
+    query: Result<Query<RangeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id("seller_id", &raw)?;
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let (from, to) = parse_range(&q)?;
+    let bucket = match q.bucket.as_deref() {
+        None => Bucket::Hour,
+        Some(text) => Bucket::parse(text).ok_or_else(|| {
+            ApiError::BadRequest(format!("bucket must be minute, hour or day, got {text:?}"))
+        })?,
+    };
+    // A seller is known from the catalog, which the ledger store keeps.
+    st.ledger
+        .payouts(id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::NotFound(format!("seller {id} is not known")))?;
+    let (points, as_of) = st
+        .sales
+        .sales(id, from, to, bucket)
+        .await
+        .map_err(unavailable)?;
+    let series: Vec<Value> = points
+        .iter()
+        .map(|p| {
+            json!({"start": p.start, "orders": p.orders, "units": p.units, "gross": p.gross,
+                   "refunds": p.refunds, "net": p.net})
+        })
+        .collect();
+    Ok(Json(json!({
+        "seller_id": id, "bucket": bucket.as_str(), "from": from, "to": to,
+        "series": series, "as_of": as_of,
+    })))
 }
 
 fn parse_millis(what: &str, raw: Option<&str>, default: Millis) -> Result<Millis, ApiError> {
@@ -222,13 +290,7 @@ async fn settlements(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id("seller_id", &raw)?;
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let from = parse_millis("from", q.from.as_deref(), 0)?;
-    let to = parse_millis("to", q.to.as_deref(), MAX_ID + 1)?;
-    if from > to {
-        return Err(ApiError::BadRequest(format!(
-            "from ({from}) must not be after to ({to})"
-        )));
-    }
+    let (from, to) = parse_range(&q)?;
     let (entries, as_of) = st
         .ledger
         .settlements(id, from, to)
@@ -415,6 +477,8 @@ mod tests {
         let app = router(ApiState {
             views: ServingViews::Memory(store.clone()),
             ledger: LedgerViews::Memory(store.clone()),
+            sales: SalesStore::Memory(store.clone()),
+            auth: AuthMode::Disabled,
         });
         assert_eq!(
             call(&app, "/readyz").await.0,
@@ -554,6 +618,8 @@ mod tests {
         let app = router(ApiState {
             views: ServingViews::Memory(store.clone()),
             ledger: LedgerViews::Memory(store.clone()),
+            sales: SalesStore::Memory(store.clone()),
+            auth: AuthMode::Disabled,
         });
         // 2026-11-09 00:00 KST (a Monday) = 2026-11-08T15:00:00Z.
         let monday = 1_794_150_000_000;

@@ -98,12 +98,41 @@ pub struct OrderState {
     pub confirmed_applied: Option<Millis>,
     /// How many of `refunds` came before the confirmation.
     pub confirmed_refunds: usize,
+    /// Dataflow (applied) times of the order's steps.
+    pub steps: Steps,
     /// Effective time of the latest accepted event.
     pub last_time: Millis,
     /// Last delivery location.
     pub location: Option<String>,
     /// Changes of the shown status.
     pub history: Vec<StatusChange>,
+}
+
+/// Dataflow (applied) times of an order's steps; `None` for a step not taken.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct Steps {
+    /// `order.placed`.
+    pub placed: Millis,
+    /// `payment.approved`.
+    pub paid: Option<Millis>,
+    /// `order.cancelled`.
+    pub cancelled: Option<Millis>,
+    /// `order.shipped`.
+    pub shipped: Option<Millis>,
+    /// `order.delivered`.
+    pub delivered: Option<Millis>,
 }
 
 /// One accepted `refund.completed` of an order.
@@ -159,6 +188,10 @@ impl OrderState {
             confirmed_at: None,
             confirmed_applied: None,
             confirmed_refunds: 0,
+            steps: Steps {
+                placed: time,
+                ..Steps::default()
+            },
             last_time: time,
             location: None,
             history: vec![StatusChange {
@@ -214,6 +247,7 @@ impl OrderState {
                 self.stage = Stage::Paid;
                 self.paid = *amount;
                 self.paid_at = Some(time);
+                self.steps.paid = Some(applied);
             }
             EventBody::PaymentFailed { .. } => {
                 self.expect_stage(&[Stage::Placed], "payment.failed")?;
@@ -222,10 +256,12 @@ impl OrderState {
             EventBody::OrderCancelled { .. } => {
                 self.expect_stage(&[Stage::Placed, Stage::Paid], "order.cancelled")?;
                 self.stage = Stage::Cancelled;
+                self.steps.cancelled = Some(applied);
             }
             EventBody::OrderShipped { .. } => {
                 self.expect_stage(&[Stage::Paid], "order.shipped")?;
                 self.stage = Stage::Shipped;
+                self.steps.shipped = Some(applied);
             }
             EventBody::DeliveryUpdated { location, .. } => {
                 self.expect_stage(&[Stage::Shipped], "delivery.updated")?;
@@ -234,6 +270,7 @@ impl OrderState {
             EventBody::OrderDelivered { .. } => {
                 self.expect_stage(&[Stage::Shipped], "order.delivered")?;
                 self.stage = Stage::Delivered;
+                self.steps.delivered = Some(applied);
             }
             EventBody::OrderConfirmed { .. } => {
                 self.expect_stage(&[Stage::Delivered], "order.confirmed")?;

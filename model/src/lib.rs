@@ -8,6 +8,7 @@
 
 pub mod event;
 pub mod ledger;
+pub mod sales;
 pub mod time;
 pub mod views;
 
@@ -15,6 +16,7 @@ pub use event::{Event, EventBody, OrderLine, RefundLine, Shipping};
 pub use ledger::{
     EntryCause, Grade, MemberOrders, MemberView, Payout, PointsEntry, SettlementEntry, TaxInvoice,
 };
+pub use sales::{SalesEffect, SalesFact, SalesMinute};
 pub use views::{
     Alert, AlertBody, AlsoBought, DeadLetter, DeadLetterReason, OrderStatus, OrderView, Output,
     RatingView, StatusChange, StockLevel, ViewBatch,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::ledger::{
     Grade, MemberOrders, MemberView, Payout, PointsEntry, SettlementEntry, TaxInvoice,
 };
+use crate::sales::{SalesFact, SalesMinute};
 use crate::Millis;
 
 /// Stock of one SKU (SPEC §5.1).
@@ -396,6 +397,10 @@ pub struct ViewBatch {
     pub invoices: Vec<TaxInvoice>,
     /// Sellers that became known.
     pub sellers: Vec<u64>,
+    /// New sales facts.
+    pub sales_facts: Vec<SalesFact>,
+    /// Per-seller minute rollups that changed.
+    pub sales_minutes: Vec<SalesMinute>,
 }
 
 impl ViewBatch {
@@ -427,6 +432,8 @@ impl ViewBatch {
         self.payouts.extend(later.payouts);
         self.invoices.extend(later.invoices);
         self.sellers.extend(later.sellers);
+        self.sales_facts.extend(later.sales_facts);
+        self.sales_minutes.extend(later.sales_minutes);
     }
 
     /// Keeps only the last row per key (rows later in the vectors win).
@@ -454,6 +461,8 @@ impl ViewBatch {
         keep_last(&mut self.invoices, |i| (i.seller_id, i.month_start));
         self.sellers.sort_unstable();
         self.sellers.dedup();
+        keep_last(&mut self.sales_facts, |f| f.id.clone());
+        keep_last(&mut self.sales_minutes, |m| (m.seller_id, m.minute));
         self.ratings_removed.sort_unstable();
         self.ratings_removed.dedup();
         self.also_bought_removed.sort_unstable();

@@ -15,7 +15,8 @@ use crate::members::{members, MemberEvent};
 use crate::orders::{order_states, stock_effects, OrderEvent, StockDelta};
 use crate::output::{send_batches, Row};
 use crate::products::{also_bought, baskets, ratings, ReviewEvent};
-use crate::settlements::{settlements, CategoryEvent, ProductEvent};
+use crate::sales::sales;
+use crate::settlements::{listings, settlements, CategoryEvent, ProductEvent};
 use crate::stock::{low_stock_alerts, stock_levels};
 
 /// Settings of the views.
@@ -118,6 +119,7 @@ pub fn build<'s>(
             _ => None,
         });
 
+    let orders_for_sales = orders.clone();
     let states = order_states(orders);
     let order_rows = states.clone().map(|(_, state)| Row::Order(state.view()));
     let recommendations = also_bought(
@@ -144,7 +146,9 @@ pub fn build<'s>(
         placements,
         config.spend_window_ms,
     );
-    let settled = settlements(states.clone(), products, categories);
+    let listing = listings(products.clone());
+    let settled = settlements(states.clone(), products, listing.clone(), categories);
+    let sold = sales(orders_for_sales, states.clone(), listing);
 
     let rows = levels
         .map(Row::Stock)
@@ -161,6 +165,8 @@ pub fn build<'s>(
         .concat(settled.payouts.map(Row::Payout).inner)
         .concat(settled.invoices.map(Row::Invoice).inner)
         .concat(settled.sellers.map(Row::Seller).inner)
+        .concat(sold.facts.map(Row::SalesFact).inner)
+        .concat(sold.minutes.map(Row::SalesMinute).inner)
         .concat(ticks.map(|()| Row::Tick).inner);
     let probe = ProbeHandle::new();
     let rows = rows.probe_with(&probe);

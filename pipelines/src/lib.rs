@@ -4,7 +4,8 @@
 //! - [`dataflow`] builds the views from the validated input collections: order life cycle
 //!   and tracking ([`orders`]), stock levels and low-stock alerts ([`stock`]), the
 //!   co-purchase graph and ratings ([`products`]), member grades, WOW and the points
-//!   ledger ([`members`]), seller settlements, payouts and tax invoices ([`settlements`]).
+//!   ledger ([`members`]), seller settlements, payouts and tax invoices ([`settlements`]),
+//!   sales facts and per-minute rollups ([`sales`]).
 //!   Ledger entries read the grade or catalog *at* a time with [`lookup`], which freezes
 //!   the answer.
 //! - [`output`] turns the views' changes into consistent [`ViewBatch`]es as the frontier
@@ -21,6 +22,7 @@ pub mod orders;
 pub mod output;
 pub mod products;
 pub mod runtime;
+pub mod sales;
 pub mod settlements;
 pub mod stock;
 

@@ -23,7 +23,12 @@ pub fn order_states<'s>(
         for ((time, _offset, applied, body), mult) in input {
             debug_assert!(*mult > 0, "order events only accumulate");
             match state.as_mut() {
-                None => state = OrderState::placed(body, *time),
+                None => {
+                    state = OrderState::placed(body, *time);
+                    if let Some(s) = state.as_mut() {
+                        s.steps.placed = *applied;
+                    }
+                }
                 // Every event here passed the same checks in the validator, in this order.
                 Some(s) => {
                     let _ = s.apply_at(body, *time, *applied);

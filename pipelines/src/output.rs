@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use shopflow_model::{
     Alert, AlsoBought, MemberOrders, MemberView, Millis, OrderView, Payout, PointsEntry,
-    RatingView, SettlementEntry, StockLevel, TaxInvoice,
+    RatingView, SalesFact, SalesMinute, SettlementEntry, StockLevel, TaxInvoice,
 };
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -48,6 +48,10 @@ pub enum Row {
     Invoice(TaxInvoice),
     /// A known seller (only ever added).
     Seller(u64),
+    /// A sales fact (only ever added).
+    SalesFact(SalesFact),
+    /// A per-seller minute rollup.
+    SalesMinute(SalesMinute),
     /// A time marker: the latest event time a worker accepted, so the final `as_of` of a
     /// bounded run is the largest event time seen even if that event changed no row.
     Tick,
@@ -134,6 +138,8 @@ fn consolidate(updates: Vec<(Row, Millis, isize)>, as_of: Millis, complete: bool
                 Row::Payout(p) => batch.payouts.push(p),
                 Row::Invoice(i) => batch.invoices.push(i),
                 Row::Seller(s) => batch.sellers.push(s),
+                Row::SalesFact(f) => batch.sales_facts.push(f),
+                Row::SalesMinute(m) => batch.sales_minutes.push(m),
                 Row::Tick => {}
             }
         } else if d < 0 {
@@ -170,6 +176,12 @@ fn consolidate(updates: Vec<(Row, Millis, isize)>, as_of: Millis, complete: bool
         .invoices
         .sort_unstable_by_key(|i| (i.seller_id, i.month_start));
     batch.sellers.sort_unstable();
+    batch
+        .sales_facts
+        .sort_unstable_by(|a, b| (a.ts, &a.id).cmp(&(b.ts, &b.id)));
+    batch
+        .sales_minutes
+        .sort_unstable_by_key(|m| (m.seller_id, m.minute));
     batch
         .alerts
         .sort_unstable_by(|a, b| (a.ts, &a.event_id).cmp(&(b.ts, &b.event_id)));

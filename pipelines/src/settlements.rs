@@ -32,21 +32,28 @@ pub struct SettlementOutputs<'s> {
     pub sellers: VecCollection<'s, Millis, u64, isize>,
 }
 
-/// Builds the settlement views from order states and the catalog.
-pub fn settlements<'s>(
-    states: VecCollection<'s, Millis, (u64, OrderState), isize>,
+/// Each SKU's current listing (seller, category): its latest `product.upserted`.
+pub fn listings<'s>(
     products: VecCollection<'s, Millis, (u64, ProductEvent), isize>,
-    categories: VecCollection<'s, Millis, (u64, CategoryEvent), isize>,
-) -> SettlementOutputs<'s> {
-    let sellers = products
-        .clone()
-        .map(|(_, (_, _, _, (seller, _)))| seller)
-        .distinct();
-    let listing = products.reduce_named("CurrentListing", |_sku, input, output| {
+) -> VecCollection<'s, Millis, (u64, (u64, u64)), isize> {
+    products.reduce_named("CurrentListing", |_sku, input, output| {
         // Sorted by (time, partition, offset): the last is the latest.
         let ((_, _, _, listing), _) = input[input.len() - 1];
         output.push((*listing, 1isize));
-    });
+    })
+}
+
+/// Builds the settlement views from order states, the products' upserts and current
+/// listings (see [`listings`]), and the categories' upserts.
+pub fn settlements<'s>(
+    states: VecCollection<'s, Millis, (u64, OrderState), isize>,
+    products: VecCollection<'s, Millis, (u64, ProductEvent), isize>,
+    listing: VecCollection<'s, Millis, (u64, (u64, u64)), isize>,
+    categories: VecCollection<'s, Millis, (u64, CategoryEvent), isize>,
+) -> SettlementOutputs<'s> {
+    let sellers = products
+        .map(|(_, (_, _, _, (seller, _)))| seller)
+        .distinct();
     let rates = categories.reduce_named("CurrentRate", |_category, input, output| {
         let ((_, _, _, bp), _) = input[input.len() - 1];
         output.push((*bp, 1isize));

@@ -20,14 +20,14 @@ const FEB: u64 = 1_706_713_200_000;
 /// 2024-03-01 00:00 KST.
 const MARCH: u64 = 1_709_218_800_000;
 
-/// A single-stream log built event by event.
+/// A single-stream log built event by event (shared with the sales tests).
 #[derive(Default)]
-struct Log {
+pub(crate) struct Log {
     msgs: Vec<Vec<u8>>,
 }
 
 impl Log {
-    fn push(&mut self, ty: &str, ts: u64, fields: Value) -> &mut Self {
+    pub(crate) fn push(&mut self, ty: &str, ts: u64, fields: Value) -> &mut Self {
         let mut obj =
             json!({"event_id": format!("e{}", self.msgs.len() + 1), "type": ty, "ts": ts});
         if let (Value::Object(o), Value::Object(f)) = (&mut obj, fields) {
@@ -37,7 +37,7 @@ impl Log {
         self
     }
 
-    fn category(&mut self, ts: u64, id: u64, bp: u64) -> &mut Self {
+    pub(crate) fn category(&mut self, ts: u64, id: u64, bp: u64) -> &mut Self {
         self.push(
             "category.upserted",
             ts,
@@ -45,7 +45,7 @@ impl Log {
         )
     }
 
-    fn product(&mut self, ts: u64, sku: u64, seller: u64, category: u64) -> &mut Self {
+    pub(crate) fn product(&mut self, ts: u64, sku: u64, seller: u64, category: u64) -> &mut Self {
         self.push(
             "product.upserted",
             ts,
@@ -53,12 +53,12 @@ impl Log {
         )
     }
 
-    fn member(&mut self, ty: &str, ts: u64, member: u64) -> &mut Self {
+    pub(crate) fn member(&mut self, ty: &str, ts: u64, member: u64) -> &mut Self {
         self.push(ty, ts, json!({ "member_id": member }))
     }
 
     /// `order.placed` with lines (line_no, sku, qty, unit_price).
-    fn place(
+    pub(crate) fn place(
         &mut self,
         ts: u64,
         order: u64,
@@ -76,11 +76,11 @@ impl Log {
         )
     }
 
-    fn step(&mut self, ty: &str, ts: u64, order: u64) -> &mut Self {
+    pub(crate) fn step(&mut self, ty: &str, ts: u64, order: u64) -> &mut Self {
         self.push(ty, ts, json!({ "order_id": order }))
     }
 
-    fn pay(&mut self, ts: u64, order: u64, amount: u64) -> &mut Self {
+    pub(crate) fn pay(&mut self, ts: u64, order: u64, amount: u64) -> &mut Self {
         self.push(
             "payment.approved",
             ts,
@@ -89,7 +89,7 @@ impl Log {
     }
 
     /// Placed, paid, shipped and delivered at `ts`, `ts + 1`, `ts + 2`, `ts + 3`.
-    fn delivered(
+    pub(crate) fn delivered(
         &mut self,
         ts: u64,
         order: u64,
@@ -103,12 +103,18 @@ impl Log {
             .step("order.delivered", ts + 3, order)
     }
 
-    fn confirm(&mut self, ts: u64, order: u64) -> &mut Self {
+    pub(crate) fn confirm(&mut self, ts: u64, order: u64) -> &mut Self {
         self.step("order.confirmed", ts, order)
     }
 
     /// `return.requested` at `ts − 1`, then `refund.completed` at `ts` of (line_no, qty).
-    fn refund(&mut self, ts: u64, order: u64, amount: u64, lines: &[(u64, u64)]) -> &mut Self {
+    pub(crate) fn refund(
+        &mut self,
+        ts: u64,
+        order: u64,
+        amount: u64,
+        lines: &[(u64, u64)],
+    ) -> &mut Self {
         let lines: Vec<Value> = lines
             .iter()
             .map(|&(no, qty)| json!({"line_no": no, "qty": qty}))
@@ -125,7 +131,7 @@ impl Log {
         )
     }
 
-    fn run(&self) -> Views {
+    pub(crate) fn run(&self) -> Views {
         let v = compute(std::slice::from_ref(&self.msgs), Config::default());
         assert!(v.dead_letters.is_empty(), "{:?}", v.dead_letters);
         v

@@ -133,7 +133,7 @@ struct Catalog {
 }
 
 /// The value of the last record with time ≤ `t`.
-fn last_at<T: Copy>(records: &[(Millis, T)], t: Millis) -> Option<T> {
+pub(crate) fn last_at<T: Copy>(records: &[(Millis, T)], t: Millis) -> Option<T> {
     let i = records.partition_point(|r| r.0 <= t);
     (i > 0).then(|| records[i - 1].1)
 }

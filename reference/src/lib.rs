@@ -12,13 +12,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use shopflow_ingest::decode;
 use shopflow_model::{
     Alert, AlsoBought, DeadLetterReason, Event, EventBody, MemberOrders, MemberView, Millis,
-    OrderStatus, OrderView, Payout, PointsEntry, RatingView, SettlementEntry, StatusChange,
-    StockLevel, TaxInvoice,
+    OrderStatus, OrderView, Payout, PointsEntry, RatingView, SalesFact, SalesMinute,
+    SettlementEntry, StatusChange, StockLevel, TaxInvoice,
 };
 
 #[cfg(test)]
 mod ledger_tests;
 mod ledgers;
+mod sales;
+#[cfg(test)]
+mod sales_tests;
 
 /// Settings that change the views.
 #[derive(Clone, Copy, Debug)]
@@ -78,6 +81,12 @@ pub struct Views {
     pub payouts: BTreeMap<(u64, Millis), Payout>,
     /// Monthly tax invoices, by (seller, month start).
     pub invoices: BTreeMap<(u64, Millis), TaxInvoice>,
+    /// Sales facts (SPEC §5.5), by id: one per order line and effect, dated by the applied
+    /// time of the effect's event, for lines whose SKU is known by the final `as_of`.
+    pub sales_facts: BTreeMap<String, SalesFact>,
+    /// Sales rollups, by (seller, minute start): only minutes with a paid, refunded or
+    /// cancelled-after-payment fact of the seller.
+    pub sales_minutes: BTreeMap<(u64, Millis), SalesMinute>,
     /// Known sellers: every seller an accepted `product.upserted` names.
     pub sellers: BTreeSet<u64>,
     /// Dead letters in (stream, offset) order.
@@ -427,6 +436,9 @@ pub fn compute(streams: &[Vec<Vec<u8>>], config: Config) -> Views {
         views.invoices = l.invoices;
         views.sellers = l.sellers;
         views.alerts.extend(l.grade_alerts);
+        let s = sales::sales(&applied, t);
+        views.sales_facts = s.facts;
+        views.sales_minutes = s.minutes;
     }
     views
         .alerts

@@ -5,6 +5,8 @@
 //!   and idempotent under replay (a batch older than what Redis holds is skipped).
 //! - [`mysql`]: the exact ledgers (points, settlements, payouts, tax invoices) in MySQL or
 //!   MariaDB, one transaction per batch, each entry exactly once under replay.
+//! - [`clickhouse`]: sales facts and per-minute rollups for the seller dashboards and
+//!   analysts, exactly once by fact id and versioned rollups.
 //! - [`kafka`]: derived events (`shop.alerts`) and dead letters (`shop.dlq`) written with
 //!   the idempotent producer; on start the writer reads back what its topic already holds
 //!   so a replay does not write anything twice.
@@ -12,6 +14,7 @@
 //! - [`writer`]: the sink writer thread that drains the pipeline's output channel.
 #![forbid(missing_docs)]
 
+pub mod clickhouse;
 pub mod file;
 pub mod kafka;
 pub mod memory;
@@ -21,7 +24,8 @@ pub mod writer;
 
 pub use memory::MemoryStore;
 pub use writer::{
-    io_runtime, spawn_writer, EventLog, LedgerStore, LedgerViews, ServingViews, SinkSet, ViewStore,
+    io_runtime, spawn_writer, EventLog, LedgerStore, LedgerViews, SalesStore, ServingViews,
+    SinkSet, ViewStore,
 };
 
 /// A sink could not be written or read.
@@ -50,6 +54,20 @@ pub enum SinkError {
         /// reached, else empty.
         hint: &'static str,
     },
+    /// ClickHouse refused or could not be reached.
+    #[error("ClickHouse at {url}: {what}: {source} (is it running? deploy/local/up.sh starts one; SHOPFLOW_CLICKHOUSE_URL sets the address)")]
+    ClickHouse {
+        /// Where.
+        url: String,
+        /// What was being done.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: Box<::clickhouse::error::Error>,
+    },
+    /// A sink setting is invalid.
+    #[error("{0}")]
+    Config(String),
     /// Kafka refused or could not be reached.
     #[error("Kafka at {brokers}, topic {topic}: {what}: {source}")]
     Kafka {

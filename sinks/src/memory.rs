@@ -5,7 +5,8 @@ use std::sync::{Arc, RwLock};
 
 use shopflow_model::{
     Alert, AlsoBought, DeadLetter, MemberOrders, MemberView, Millis, OrderView, Output, Payout,
-    PointsEntry, RatingView, SettlementEntry, StockLevel, TaxInvoice, ViewBatch,
+    PointsEntry, RatingView, SalesFact, SalesMinute, SettlementEntry, StockLevel, TaxInvoice,
+    ViewBatch,
 };
 
 /// What the store holds.
@@ -37,6 +38,10 @@ pub struct MemoryState {
     pub invoices: BTreeMap<(u64, Millis), TaxInvoice>,
     /// Known sellers.
     pub sellers: BTreeSet<u64>,
+    /// Sales facts by id.
+    pub sales_facts: BTreeMap<String, SalesFact>,
+    /// Minute rollups by (seller, minute).
+    pub sales_minutes: BTreeMap<(u64, Millis), SalesMinute>,
     /// Alerts in the order written.
     pub alerts: Vec<Alert>,
     /// Dead letters in the order written.
@@ -133,6 +138,12 @@ fn apply_views(s: &mut MemoryState, batch: ViewBatch) {
         s.invoices.insert((i.seller_id, i.month_start), i);
     }
     s.sellers.extend(batch.sellers);
+    for f in batch.sales_facts {
+        s.sales_facts.insert(f.id.clone(), f);
+    }
+    for m in batch.sales_minutes {
+        s.sales_minutes.insert((m.seller_id, m.minute), m);
+    }
     s.alerts.extend(batch.alerts);
     s.as_of = Some(batch.as_of);
     s.complete |= batch.complete;

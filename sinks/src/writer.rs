@@ -22,6 +22,7 @@ use shopflow_model::{
     RatingView, SettlementEntry, StockLevel, TaxInvoice, ViewBatch,
 };
 
+use crate::clickhouse::{series, Bucket, ClickHouseSales, SalesPoint};
 use crate::file::JsonLinesWriter;
 use crate::kafka::KafkaWriter;
 use crate::memory::MemoryStore;
@@ -47,6 +48,40 @@ pub enum LedgerStore {
     Mysql(MysqlLedger),
 }
 
+/// Where the sales analytics go.
+#[derive(Clone, Debug)]
+pub enum SalesStore {
+    /// The in-process store (embedded mode, or a run without ClickHouse).
+    Memory(MemoryStore),
+    /// ClickHouse (boxed: its client is large).
+    ClickHouse(Box<ClickHouseSales>),
+}
+
+impl SalesStore {
+    /// A seller's sales series in [from, to) and the `as_of` of the answer.
+    pub async fn sales(
+        &self,
+        seller_id: u64,
+        from: Millis,
+        to: Millis,
+        bucket: Bucket,
+    ) -> Result<(Vec<SalesPoint>, Millis), SinkError> {
+        match self {
+            SalesStore::Memory(m) => Ok(m.read(|s| {
+                let minutes = s
+                    .sales_minutes
+                    .range((seller_id, from)..(seller_id, to))
+                    .map(|(_, m)| *m);
+                (series(minutes, bucket), s.as_of.unwrap_or(0))
+            })),
+            SalesStore::ClickHouse(c) => {
+                let as_of = c.as_of().await?.unwrap_or(0);
+                Ok((c.sales(seller_id, from, to, bucket).await?, as_of))
+            }
+        }
+    }
+}
+
 /// Where a stream of records (alerts, dead letters) goes.
 #[derive(Debug)]
 pub enum EventLog {
@@ -65,6 +100,8 @@ pub struct SinkSet {
     pub views: ViewStore,
     /// Ledgers.
     pub ledger: LedgerStore,
+    /// Sales analytics.
+    pub sales: SalesStore,
     /// `shop.alerts`.
     pub alerts: EventLog,
     /// `shop.dlq`.
@@ -458,6 +495,12 @@ async fn write_loop(
                     retry(&stats, || l.write(&batch)).await?;
                 }
             }
+            match &sinks.sales {
+                SalesStore::Memory(m) => m.write_views(&batch),
+                SalesStore::ClickHouse(c) => {
+                    retry(&stats, || c.write(&batch)).await?;
+                }
+            }
             match &sinks.views {
                 ViewStore::Memory(m) => m.write_views(&batch),
                 ViewStore::Redis(r) => {
@@ -475,7 +518,9 @@ async fn write_loop(
                 + batch.points.len()
                 + batch.settlements.len()
                 + batch.payouts.len()
-                + batch.invoices.len();
+                + batch.invoices.len()
+                + batch.sales_facts.len()
+                + batch.sales_minutes.len();
             stats.batches.fetch_add(1, Ordering::Relaxed);
             stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
             stats

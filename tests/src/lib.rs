@@ -15,8 +15,10 @@ use shopflow_model::{
     Alert, AlsoBought, DeadLetter, DeadLetterReason, MemberOrders, MemberView, Millis, OrderView,
     Payout, PointsEntry, RatingView, SettlementEntry, StockLevel, TaxInvoice,
 };
+use shopflow_model::{SalesFact, SalesMinute};
 use shopflow_pipelines::{PipelineConfig, RunSummary, Stats};
 use shopflow_reference::Views;
+use shopflow_sinks::clickhouse::ClickHouseSales;
 use shopflow_sinks::kafka::{ensure_topics, produce, read_all, RawRecord};
 use shopflow_sinks::mysql::MysqlLedger;
 use shopflow_sinks::redis::RedisViews;
@@ -66,6 +68,23 @@ pub fn fresh_ledger(rt: &tokio::runtime::Runtime, unique: &str) -> (MysqlLedger,
         .block_on(MysqlLedger::connect(&url))
         .expect("connect ledger");
     (ledger, admin, name)
+}
+
+/// A fresh ClickHouse database for one test, named after `unique`: returns the sink, the
+/// server URL and the database name (drop it with [`ClickHouseSales::drop_database`]).
+pub fn fresh_sales(
+    rt: &tokio::runtime::Runtime,
+    unique: &str,
+) -> (ClickHouseSales, String, String) {
+    let url = service_env("SHOPFLOW_CLICKHOUSE_URL");
+    let name = format!(
+        "shopflow_{}",
+        unique.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    );
+    let sales = rt
+        .block_on(ClickHouseSales::connect(&url, &name, false))
+        .expect("create ClickHouse test database");
+    (sales, url, name)
 }
 
 /// A name no earlier run used, for topics and key prefixes.
@@ -119,6 +138,7 @@ pub fn run_in_memory(streams: Vec<Stream>, config: PipelineConfig) -> (MemorySto
     let sinks = SinkSet {
         views: ViewStore::Memory(store.clone()),
         ledger: shopflow_sinks::LedgerStore::Memory(store.clone()),
+        sales: shopflow_sinks::SalesStore::Memory(store.clone()),
         alerts: EventLog::Memory(store.clone()),
         dead_letters: EventLog::Memory(store.clone()),
     };
@@ -178,6 +198,12 @@ pub struct SinkContents {
     pub sellers: std::collections::BTreeSet<u64>,
     /// The ledger's own `as_of` (MySQL progress), when read from MySQL.
     pub ledger_as_of: Option<u64>,
+    /// Sales facts by id.
+    pub sales_facts: BTreeMap<String, SalesFact>,
+    /// Sales minute rollups by (seller, minute).
+    pub sales_minutes: BTreeMap<(u64, Millis), SalesMinute>,
+    /// The sales store's own `as_of` (ClickHouse progress), when read from ClickHouse.
+    pub sales_as_of: Option<u64>,
 }
 
 impl SinkContents {
@@ -218,6 +244,9 @@ impl SinkContents {
                 invoices: s.invoices.clone(),
                 sellers: s.sellers.clone(),
                 ledger_as_of: s.as_of,
+                sales_facts: s.sales_facts.clone(),
+                sales_minutes: s.sales_minutes.clone(),
+                sales_as_of: s.as_of,
             };
             c.normalize();
             c
@@ -269,6 +298,27 @@ impl SinkContents {
             .into_iter()
             .collect();
         self.ledger_as_of = as_of;
+    }
+
+    /// Fills the sales views from ClickHouse, checking that no fact is stored twice, even
+    /// physically (before any merge).
+    pub fn read_sales(&mut self, sales: &ClickHouseSales, rt: &tokio::runtime::Runtime) {
+        let facts = rt.block_on(sales.all_facts()).expect("read facts");
+        let stored = rt.block_on(sales.stored_fact_rows()).expect("count facts");
+        assert_eq!(
+            stored,
+            facts.len() as u64,
+            "sales_facts holds {stored} rows for {} distinct facts: a fact was written twice",
+            facts.len()
+        );
+        self.sales_facts = facts.into_iter().map(|f| (f.id.clone(), f)).collect();
+        self.sales_minutes = rt
+            .block_on(sales.all_minutes())
+            .expect("read rollups")
+            .into_iter()
+            .map(|m| ((m.seller_id, m.minute), m))
+            .collect();
+        self.sales_as_of = rt.block_on(sales.as_of()).expect("read sales as_of");
     }
 
     /// Reads the member rows and recent-order lists from Redis.
@@ -395,6 +445,24 @@ impl SinkContents {
                 "sellers: {} known, {} expected",
                 self.sellers.len(),
                 want.sellers.len()
+            ));
+        }
+        diff_maps(
+            "sales_facts",
+            &self.sales_facts,
+            &want.sales_facts,
+            &mut errors,
+        );
+        diff_maps(
+            "sales_minutes",
+            &self.sales_minutes,
+            &want.sales_minutes,
+            &mut errors,
+        );
+        if self.sales_as_of.is_some() && self.sales_as_of != want.as_of {
+            errors.push(format!(
+                "sales as_of: got {:?}, want {:?}",
+                self.sales_as_of, want.as_of
             ));
         }
         if let Err(e) = self.reconcile() {

@@ -13,25 +13,29 @@ use shopflow_ingest::{Source, StreamId, Topics};
 use shopflow_model::DeadLetterReason;
 use shopflow_pipelines::{PipelineConfig, Stats};
 use shopflow_reference::{compute, Config};
+use shopflow_sinks::clickhouse::{series, Bucket, ClickHouseSales};
 use shopflow_sinks::kafka::{alert_id, dead_letter_id, KafkaWriter};
 use shopflow_sinks::mysql::MysqlLedger;
 use shopflow_sinks::redis::RedisViews;
 use shopflow_sinks::writer::SinkStats;
-use shopflow_sinks::{spawn_writer, EventLog, LedgerStore, SinkSet, ViewStore};
+use shopflow_sinks::{spawn_writer, EventLog, LedgerStore, SalesStore, SinkSet, ViewStore};
 use shopflow_tests::{
-    fresh_ledger, partition, payloads, publish, read_sinks, service_env, unique_name, SinkContents,
+    fresh_ledger, fresh_sales, partition, payloads, publish, read_sinks, service_env, unique_name,
+    SinkContents,
 };
 
 fn run_once(
     brokers: &str,
     redis: &RedisViews,
     ledger: &MysqlLedger,
+    sales: &ClickHouseSales,
     topics: &Topics,
     rt: &tokio::runtime::Runtime,
 ) {
     let sinks = SinkSet {
         views: ViewStore::Redis(redis.clone()),
         ledger: LedgerStore::Mysql(ledger.clone()),
+        sales: SalesStore::ClickHouse(Box::new(sales.clone())),
         alerts: EventLog::Kafka(
             KafkaWriter::open(brokers, &topics.alerts, alert_id).expect("alerts writer"),
         ),
@@ -66,23 +70,35 @@ fn run_once(
     assert!(summary.messages > 0, "the pipeline read nothing from Kafka");
 }
 
+/// The stores one run writes to.
+struct Stores<'a> {
+    redis: &'a RedisViews,
+    ledger: &'a MysqlLedger,
+    sales: &'a ClickHouseSales,
+}
+
 fn read_all_sinks(
     brokers: &str,
-    redis: &RedisViews,
-    ledger: &MysqlLedger,
+    stores: &Stores,
     topics: &Topics,
     ids: &[StreamId],
     streams: &[shopflow_tests::Stream],
     rt: &tokio::runtime::Runtime,
 ) -> SinkContents {
+    let Stores {
+        redis,
+        ledger,
+        sales,
+    } = *stores;
     let mut c = read_sinks(brokers, redis, topics, ids, streams, rt);
     c.read_members(redis, rt);
     c.read_ledger(ledger, rt);
+    c.read_sales(sales, rt);
     c
 }
 
 #[test]
-fn kafka_to_redis_mysql_matches_reference_and_replay_changes_nothing() {
+fn kafka_to_redis_mysql_clickhouse_matches_reference_and_replay_changes_nothing() {
     let brokers = service_env("SHOPFLOW_KAFKA_BROKERS");
     let redis_url = service_env("SHOPFLOW_REDIS_URL");
     let unique = unique_name("t");
@@ -112,10 +128,16 @@ fn kafka_to_redis_mysql_matches_reference_and_replay_changes_nothing() {
         .block_on(RedisViews::connect(&redis_url, &format!("{unique}:")))
         .expect("redis");
     let (ledger, admin, db) = fresh_ledger(&rt, &unique);
-    run_once(&brokers, &redis, &ledger, &topics, &rt);
-    let first = read_all_sinks(&brokers, &redis, &ledger, &topics, &ids, &streams, &rt);
+    let (sales, ch_url, ch_db) = fresh_sales(&rt, &unique);
+    run_once(&brokers, &redis, &ledger, &sales, &topics, &rt);
+    let stores = Stores {
+        redis: &redis,
+        ledger: &ledger,
+        sales: &sales,
+    };
+    let first = read_all_sinks(&brokers, &stores, &topics, &ids, &streams, &rt);
     if let Err(e) = first.compare(&want) {
-        panic!("Kafka → Redis, MariaDB differs from the reference:\n{e}");
+        panic!("Kafka → Redis, MariaDB, ClickHouse differs from the reference:\n{e}");
     }
     // The workload must exercise the ledgers, or the comparison proves little.
     assert!(
@@ -136,6 +158,29 @@ fn kafka_to_redis_mysql_matches_reference_and_replay_changes_nothing() {
         "no grade change"
     );
     assert!(want.payouts.len() > 10 && want.invoices.len() > 5);
+    assert!(want
+        .sales_minutes
+        .values()
+        .any(|m| m.refunds > 0 && m.gross == 0));
+
+    // The API's query (ClickHouse groups minutes into KST days) equals the reference's
+    // minutes grouped the same way, for every seller and bucket size.
+    let sellers: std::collections::BTreeSet<u64> =
+        want.sales_minutes.keys().map(|(s, _)| *s).collect();
+    for bucket in [Bucket::Minute, Bucket::Hour, Bucket::Day] {
+        for &seller in &sellers {
+            let got = rt
+                .block_on(sales.sales(seller, 0, u64::MAX >> 11, bucket))
+                .expect("sales query");
+            let expect = series(
+                want.sales_minutes
+                    .range((seller, 0)..=(seller, u64::MAX))
+                    .map(|(_, m)| *m),
+                bucket,
+            );
+            assert_eq!(got, expect, "seller {seller}, {bucket:?} series");
+        }
+    }
     for reason in DeadLetterReason::ALL {
         assert!(
             first.dead_letters.iter().any(|d| d.2 == reason),
@@ -144,12 +189,14 @@ fn kafka_to_redis_mysql_matches_reference_and_replay_changes_nothing() {
     }
 
     // A restart replays the topics from the beginning: nothing may change or repeat.
-    run_once(&brokers, &redis, &ledger, &topics, &rt);
-    let second = read_all_sinks(&brokers, &redis, &ledger, &topics, &ids, &streams, &rt);
+    run_once(&brokers, &redis, &ledger, &sales, &topics, &rt);
+    let second = read_all_sinks(&brokers, &stores, &topics, &ids, &streams, &rt);
     if let Err(e) = second.compare(&want) {
         panic!("after a replay the sinks differ from the reference:\n{e}");
     }
     rt.block_on(ledger.close());
     rt.block_on(MysqlLedger::drop_database(&admin, &db))
         .expect("drop test database");
+    rt.block_on(ClickHouseSales::drop_database(&ch_url, &ch_db))
+        .expect("drop ClickHouse test database");
 }
