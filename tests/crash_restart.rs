@@ -2,11 +2,11 @@
 //! lives beside the `shopflow-tests` crate rather than in it).
 //!
 //! A generated log with bad events is published to Kafka; `shopflow run --bounded` is
-//! started as a child process writing to Redis, MariaDB and Kafka, SIGKILLed once its
+//! started as a child process writing to Redis, MariaDB, ClickHouse and Kafka, SIGKILLed once its
 //! ledger is a third of the way through the log's time, then started again. Afterwards
-//! Redis, the MySQL ledgers (points, settlements, payouts, tax invoices), the alerts topic
-//! and the dead-letter topic must equal the reference model, with no ledger entry, alert
-//! or dead letter written twice.
+//! Redis, the MySQL ledgers (points, settlements, payouts, tax invoices), the ClickHouse
+//! sales facts and rollups, the alerts topic and the dead-letter topic must equal the
+//! reference model, with no ledger entry, fact, alert or dead letter written twice.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,17 +14,22 @@ use std::time::{Duration, Instant};
 use shopflow_gen::{generate, GenConfig};
 use shopflow_ingest::Topics;
 use shopflow_reference::{compute, Config};
+use shopflow_sinks::clickhouse::ClickHouseSales;
 use shopflow_sinks::kafka::read_all;
 use shopflow_sinks::mysql::MysqlLedger;
 use shopflow_sinks::redis::RedisViews;
 use shopflow_tests::{
-    fresh_ledger, partition, payloads, publish, read_sinks, service_env, unique_name,
+    fresh_ledger, fresh_sales, partition, payloads, publish, read_sinks, service_env, unique_name,
 };
 
-fn shopflow(brokers: &str, redis: &str, mysql: &str, unique: &str) -> Command {
+/// Where the child process writes: (Redis URL, MySQL URL, ClickHouse URL, ClickHouse db).
+type Targets<'a> = (&'a str, &'a str, &'a str, &'a str);
+
+fn shopflow(brokers: &str, (redis, mysql, ch, ch_db): Targets, unique: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_shopflow"));
     c.args(["run", "--bounded", "--exit-when-done", "--workers", "2"])
         .args(["--kafka", brokers, "--redis", redis, "--mysql", mysql])
+        .args(["--clickhouse", ch, "--clickhouse-db", ch_db])
         .args(["--topic-prefix", &format!("{unique}.")])
         .args(["--redis-prefix", &format!("{unique}:")])
         .args(["--listen", "127.0.0.1:0"])
@@ -68,6 +73,13 @@ fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
         .expect("redis");
     let (ledger, admin, db) = fresh_ledger(&rt, &unique);
     let mysql_url = shopflow_sinks::mysql::url_with_database(&admin, &db);
+    let (sales, ch_url, ch_db) = fresh_sales(&rt, &unique);
+    let targets = (
+        redis_url.as_str(),
+        mysql_url.as_str(),
+        ch_url.as_str(),
+        ch_db.as_str(),
+    );
     let first_ts = log
         .iter()
         .filter_map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
@@ -77,7 +89,7 @@ fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
     let kill_from = first_ts + (final_as_of - first_ts) / 3;
 
     // First run: kill it once the ledger is a third of the way through the log's time.
-    let mut child = shopflow(&brokers, &redis_url, &mysql_url, &unique)
+    let mut child = shopflow(&brokers, targets, &unique)
         .spawn()
         .expect("start shopflow");
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -120,8 +132,15 @@ fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
         want.settlements.len()
     );
 
+    let facts_before = rt.block_on(sales.stored_fact_rows()).expect("facts");
+    assert!(
+        facts_before > 0 && (facts_before as usize) < want.sales_facts.len(),
+        "the kill should leave the sales facts part-written: {facts_before} of {}",
+        want.sales_facts.len()
+    );
+
     // Second run: from the start of the topics into the same sinks.
-    let status = shopflow(&brokers, &redis_url, &mysql_url, &unique)
+    let status = shopflow(&brokers, targets, &unique)
         .status()
         .expect("restart shopflow");
     assert!(status.success(), "restarted shopflow failed: {status}");
@@ -133,11 +152,15 @@ fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
     got.read_members(&redis, &rt);
     // Also asserts that no entry id is stored twice and every `final` flag matches as_of.
     got.read_ledger(&ledger, &rt);
+    // Also asserts that no fact is stored twice, even before ClickHouse merges.
+    got.read_sales(&sales, &rt);
     // Sorted lists equal to the reference's also means nothing was written twice.
     if let Err(e) = got.compare(&want) {
         panic!("after SIGKILL at as_of {killed_at} and a restart, the sinks differ from the reference:\n{e}");
     }
     rt.block_on(ledger.close());
+    rt.block_on(ClickHouseSales::drop_database(&ch_url, &ch_db))
+        .expect("drop ClickHouse test database");
     rt.block_on(MysqlLedger::drop_database(&admin, &db))
         .expect("drop test database");
 }
