@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use shopflow_api::auth::Role;
+use shopflow_api::metrics::Registry;
 use shopflow_api::ApiState;
 use shopflow_gen::{generate, split, GenConfig};
 use shopflow_ingest::source::KeyedPayloads;
@@ -177,7 +178,7 @@ fn gen_config(events: usize, seed: u64, bad_rate: f64) -> GenConfig {
     }
 }
 
-/// Serves the API on `addr` from the I/O runtime.
+/// Serves the API on `addr` from the I/O runtime, with `registry` at `/metrics`.
 fn serve(
     rt: &tokio::runtime::Runtime,
     addr: SocketAddr,
@@ -185,6 +186,7 @@ fn serve(
     ledger: LedgerViews,
     sales: SalesStore,
     auth: shopflow_api::AuthMode,
+    registry: Registry,
 ) -> Result<()> {
     let listener = std::net::TcpListener::bind(addr)
         .with_context(|| format!("cannot listen on {addr} (port taken? use --listen)"))?;
@@ -198,6 +200,7 @@ fn serve(
                 ledger,
                 sales,
                 auth,
+                registry,
             },
         )
         .await
@@ -304,16 +307,26 @@ pub fn memory_source(streams: Vec<(StreamId, KeyedPayloads)>) -> Box<MakeSource>
 /// Builds one worker's source.
 pub type MakeSource = dyn Fn(usize, usize) -> Result<Box<dyn Source>, SourceError> + Send + Sync;
 
-/// Runs a pipeline to the end of its input (or until stopped), then reports.
+/// Runs a pipeline to the end of its input (or until stopped), then reports. Its metrics
+/// go to `registry`.
 fn execute(
     rt: &tokio::runtime::Runtime,
     config: PipelineConfig,
     make_source: Box<MakeSource>,
     sinks: SinkSet,
+    registry: &Registry,
 ) -> Result<(shopflow_pipelines::RunSummary, Arc<SinkStats>)> {
     let (tx, rx) = sync_channel(64);
     let stats = Arc::new(Stats::default());
     let sink_stats = Arc::new(SinkStats::default());
+    stats
+        .metrics
+        .register(registry)
+        .context("registering the pipeline metrics")?;
+    sink_stats
+        .metrics
+        .register(registry)
+        .context("registering the sink metrics")?;
     let writer = spawn_writer(rx, sinks, sink_stats.clone(), rt.handle().clone());
     let reporter = progress(stats.clone(), sink_stats.clone());
     let stop = stats.clone();
@@ -347,6 +360,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let sample_order = 1;
     let store = MemoryStore::new();
     let rt = shopflow_sinks::io_runtime();
+    let registry = Registry::new();
     serve(
         &rt,
         args.pipeline.listen,
@@ -354,6 +368,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         LedgerViews::Memory(store.clone()),
         SalesStore::Memory(store.clone()),
         auth.mode.clone(),
+        registry.clone(),
     )?;
     eprintln!("API on http://{}", args.pipeline.listen);
     let sinks = SinkSet {
@@ -371,7 +386,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     };
     let make = memory_source(streams);
     let started = Instant::now();
-    let (summary, sink_stats) = execute(&rt, args.pipeline.config(false), make, sinks)?;
+    let (summary, sink_stats) = execute(&rt, args.pipeline.config(false), make, sinks, &registry)?;
     let secs = started.elapsed().as_secs_f64();
     let (skus, orders, as_of) = store.read(|s| (s.stock.len(), s.orders.len(), s.as_of));
     eprintln!(
@@ -505,6 +520,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 ViewStore::Redis(_) => MemoryStore::new(),
             }),
         };
+    let registry = Registry::new();
     serve(
         &rt,
         args.pipeline.listen,
@@ -512,6 +528,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         ledger_views,
         sales.clone(),
         auth,
+        registry.clone(),
     )?;
     eprintln!("API on http://{}", args.pipeline.listen);
     let live = args.kafka.is_some() && !args.bounded;
@@ -522,7 +539,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         alerts,
         dead_letters,
     };
-    let (summary, sink_stats) = execute(&rt, args.pipeline.config(live), make, sinks)?;
+    let (summary, sink_stats) = execute(&rt, args.pipeline.config(live), make, sinks, &registry)?;
     eprintln!(
         "finished: {} messages, {} accepted, {} dead letters, {} duplicates, {} late; views as of {:?}",
         summary.messages,

@@ -658,6 +658,7 @@ mod tests {
             ledger: LedgerViews::Memory(store.clone()),
             sales: SalesStore::Memory(store.clone()),
             auth: AuthMode::hs256(SECRET).unwrap(),
+            registry: crate::metrics::Registry::new(),
         })
     }
 
@@ -793,8 +794,10 @@ mod tests {
         // A bad token on a public path is ignored, not refused.
         let (s, _, _) = call(&app, "/healthz", &[("authorization", "Bearer nonsense")]).await;
         assert_eq!(s, StatusCode::OK);
-        // Not routed (yet), but public: 404, not 401.
-        assert_eq!(call(&app, "/seller", &[]).await.0, StatusCode::NOT_FOUND);
+        // The seller page is public (its data comes from /v1/ with the caller's token).
+        assert_eq!(call(&app, "/seller", &[]).await.0, StatusCode::OK);
+        // Not routed, but public: 404, not 401.
+        assert_eq!(call(&app, "/nothing", &[]).await.0, StatusCode::NOT_FOUND);
     }
 
     /// A token with the given header and claims JSON, signed with HMAC-SHA256 of `secret`
@@ -1125,6 +1128,7 @@ mod tests {
             ledger: LedgerViews::Memory(store.clone()),
             sales: SalesStore::Memory(store.clone()),
             auth: AuthMode::Disabled,
+            registry: crate::metrics::Registry::new(),
         });
         assert_eq!(
             call(&app, "/v1/stock/7", &[]).await.0,

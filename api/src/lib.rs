@@ -5,11 +5,14 @@
 //! The same routes serve the embedded store and Redis ([`ServingViews`]).
 //!
 //! Everything under `/v1/` needs a bearer JWT whose role may read it ([`auth`]); the OpenAPI
-//! description is at `/openapi.json` ([`openapi`]).
+//! description is at `/openapi.json` ([`openapi`]); the seller web page is at `/seller`
+//! ([`seller_page`]). Prometheus metrics are at `/metrics` ([`metrics`]).
 #![forbid(missing_docs)]
 
 pub mod auth;
+pub mod metrics;
 pub mod openapi;
+pub mod seller_page;
 
 pub use auth::AuthMode;
 
@@ -37,6 +40,8 @@ pub struct ApiState {
     pub sales: SalesStore,
     /// How callers are authenticated (HS256 JWTs; `Disabled` only in unit tests).
     pub auth: AuthMode,
+    /// The metrics served at `/metrics`; [`router`] adds the API's latency histogram.
+    pub registry: metrics::Registry,
 }
 
 /// An API error, rendered as `{"error": "..."}` with its status.
@@ -82,6 +87,7 @@ fn unavailable(e: shopflow_sinks::SinkError) -> ApiError {
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
     let auth = state.auth.clone();
+    let registry = state.registry.clone();
     let routes = Router::new()
         .route("/v1/stock/{sku}", get(stock))
         .route("/v1/orders/{order_id}", get(order))
@@ -96,10 +102,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/sellers/{seller_id}/sales", get(sales))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics::serve))
         .route("/openapi.json", get(openapi::serve))
+        .route("/seller", get(seller_page::serve))
         .with_state(Arc::new(state));
     // Wraps every route above, so a route added there is protected too.
-    auth::protect(routes, auth)
+    let app = auth::protect(routes, auth);
+    // Outermost, so 401s and 403s are timed too.
+    metrics::track(app, &registry)
 }
 
 async fn stock(
@@ -479,6 +489,7 @@ mod tests {
             ledger: LedgerViews::Memory(store.clone()),
             sales: SalesStore::Memory(store.clone()),
             auth: AuthMode::Disabled,
+            registry: metrics::Registry::new(),
         });
         assert_eq!(
             call(&app, "/readyz").await.0,
@@ -620,6 +631,7 @@ mod tests {
             ledger: LedgerViews::Memory(store.clone()),
             sales: SalesStore::Memory(store.clone()),
             auth: AuthMode::Disabled,
+            registry: metrics::Registry::new(),
         });
         // 2026-11-09 00:00 KST (a Monday) = 2026-11-08T15:00:00Z.
         let monday = 1_794_150_000_000;
@@ -744,5 +756,74 @@ mod tests {
             assert_eq!(s, want, "{uri}");
             assert!(b["error"].is_string(), "{uri}: {b}");
         }
+    }
+
+    #[tokio::test]
+    async fn metrics_are_public_text_with_the_http_histogram() {
+        use tower::ServiceExt;
+        let store = MemoryStore::new();
+        let registry = metrics::Registry::new();
+        let app = router(ApiState {
+            views: ServingViews::Memory(store.clone()),
+            ledger: LedgerViews::Memory(store.clone()),
+            sales: SalesStore::Memory(store.clone()),
+            auth: AuthMode::hs256(b"0123456789abcdef0123456789abcdef-test").unwrap(),
+            registry: registry.clone(),
+        });
+        let get = |uri: &str| {
+            app.clone().oneshot(
+                axum::http::Request::get(uri)
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+        };
+        // A /v1 request without a token (401), a bad route (404), then the metrics.
+        assert_eq!(
+            get("/v1/stock/7").await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            get("/nowhere").await.unwrap().status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(get("/healthz").await.unwrap().status(), StatusCode::OK);
+        let resp = get("/metrics").await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "no token needed");
+        let ctype = resp.headers()[axum::http::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(ctype, "text/plain; version=0.0.4");
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        for line in [
+            "# TYPE shopflow_http_request_duration_seconds histogram",
+            r#"shopflow_http_request_duration_seconds_count{method="GET",route="/v1/stock/{sku}",status="401"} 1"#,
+            r#"shopflow_http_request_duration_seconds_count{method="GET",route="unmatched",status="404"} 1"#,
+            r#"shopflow_http_request_duration_seconds_count{method="GET",route="/healthz",status="200"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing in:\n{text}"
+            );
+        }
+        // A second router on the same registry replaces the histogram instead of failing.
+        let again = router(ApiState {
+            views: ServingViews::Memory(store.clone()),
+            ledger: LedgerViews::Memory(store.clone()),
+            sales: SalesStore::Memory(store.clone()),
+            auth: AuthMode::Disabled,
+            registry: registry.clone(),
+        });
+        assert_eq!(call(&again, "/healthz").await.0, StatusCode::OK);
+        let series: Vec<usize> = registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "shopflow_http_request_duration_seconds")
+            .map(|f| f.get_metric().len())
+            .collect();
+        assert_eq!(series, vec![1], "only the new router's series");
     }
 }

@@ -2,7 +2,8 @@
 # Installs what the local test services need, skipping whatever is already there:
 #   - Debian packages: redis-server, mariadb-server, clickhouse-server, clickhouse-client,
 #     cmake and libcurl4-openssl-dev (rdkafka's cmake-build of librdkafka 2.12 includes
-#     curl.h even with curl off) and curl;
+#     curl.h even with curl off), curl, and chromium (headless, for the seller page's browser
+#     test, tests/browser.rs);
 #   - the Kafka-protocol broker Nisshi 0.8.1, built from crates.io with cargo into
 #     $SHOPFLOW_CACHE/nisshi-0.8.1 (default ~/.cache/shopflow), outside the clone, so the
 #     ~30 min build happens once per machine.
@@ -21,7 +22,7 @@ NISSHI_VERSION=0.8.1
 nisshi_root=$cache/nisshi-$NISSHI_VERSION
 nisshi_bin=$nisshi_root/bin/nisshi
 
-packages=(redis-server mariadb-server clickhouse-server clickhouse-client cmake curl libcurl4-openssl-dev)
+packages=(redis-server mariadb-server clickhouse-server clickhouse-client cmake curl libcurl4-openssl-dev chromium)
 
 fail() {
     echo "install.sh: $*" >&2
@@ -67,7 +68,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 for bin in /usr/bin/redis-server /usr/bin/redis-cli /usr/sbin/mariadbd /usr/bin/mariadb-install-db \
-    /usr/sbin/clickhouse-server /usr/bin/clickhouse-client /usr/bin/cmake /usr/bin/curl; do
+    /usr/sbin/clickhouse-server /usr/bin/clickhouse-client /usr/bin/cmake /usr/bin/curl /usr/bin/chromium; do
     [ -x "$bin" ] || fail "$bin is missing after installing its package"
 done
 

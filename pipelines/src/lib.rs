@@ -13,11 +13,13 @@
 //! - [`runtime`] runs timely workers: it polls the sources, validates each message
 //!   (dead letters, duplicates, late events), assigns dataflow times and advances the
 //!   frontier (SPEC §4).
+//! - [`metrics`] exports those counts, the consumer lag and the frontier to Prometheus.
 #![forbid(missing_docs)]
 
 pub mod dataflow;
 pub mod lookup;
 pub mod members;
+pub mod metrics;
 pub mod orders;
 pub mod output;
 pub mod products;
@@ -26,5 +28,6 @@ pub mod sales;
 pub mod settlements;
 pub mod stock;
 
+pub use metrics::PipelineMetrics;
 pub use runtime::{run, PipelineConfig, PipelineError, RunSummary, Stats};
 pub use shopflow_model::{Output, ViewBatch};

@@ -10,6 +10,7 @@ use shopflow_ingest::{Outcome, Source, SourceError, StreamValidator};
 use shopflow_model::{DeadLetter, DeadLetterReason, EventBody, Millis, Output};
 
 use crate::dataflow::{build, Inputs, ViewConfig};
+use crate::metrics::PipelineMetrics;
 
 /// How the pipeline runs.
 #[derive(Clone, Debug)]
@@ -63,6 +64,9 @@ pub struct Stats {
     pub stop: AtomicBool,
     /// Set when every worker has finished.
     pub finished: AtomicBool,
+    /// The same counts (and more) as Prometheus metrics; register them with
+    /// [`PipelineMetrics::register`] to export them.
+    pub metrics: PipelineMetrics,
 }
 
 impl Stats {
@@ -148,6 +152,11 @@ where
     for result in guards.join() {
         result.map_err(PipelineError::Worker)??;
     }
+    // At the end of the input the frontier is the largest event time seen (SPEC §8).
+    let frontier = &stats.metrics.frontier;
+    if let Some(t) = frontier.max_event_time() {
+        frontier.advance(t);
+    }
     stats.finished.store(true, Ordering::SeqCst);
     Ok(stats.summary())
 }
@@ -172,6 +181,7 @@ where
     };
     let mut source = make_source(index, worker.peers())?;
     let streams = source.streams().len();
+    let mut tally = Tally::new(&stats.metrics, source.as_ref());
     let mut validators: Vec<StreamValidator> = (0..streams)
         .map(|_| StreamValidator::new(config.dedup_horizon_ms, config.lateness_ms))
         .collect();
@@ -183,6 +193,9 @@ where
             probe.with_frontier(|f| {
                 if let Some(&t) = f.first() {
                     stats.as_of_plus_one.fetch_max(t, Ordering::Relaxed);
+                    if let Some(as_of) = t.checked_sub(1) {
+                        stats.metrics.frontier.advance(as_of);
+                    }
                 }
             });
         }
@@ -197,13 +210,16 @@ where
             .messages
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
         for m in buf.drain(..) {
+            tally.read[m.stream] += 1;
             match validators[m.stream].process(&m.payload) {
                 Outcome::Accepted(a) => {
                     let time = a.time.max(cap);
                     if time > a.effective_time {
                         stats.late.fetch_add(1, Ordering::Relaxed);
+                        tally.late += 1;
                     }
                     stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    tally.accepted += 1;
                     let partition = source.streams()[m.stream].partition;
                     feed(
                         &mut inputs,
@@ -215,6 +231,7 @@ where
                 }
                 Outcome::Duplicate => {
                     stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    tally.duplicates += 1;
                 }
                 Outcome::Rejected(r) => {
                     let i = DeadLetterReason::ALL
@@ -222,6 +239,7 @@ where
                         .position(|x| *x == r.reason)
                         .unwrap_or(0);
                     stats.dead_letters[i].fetch_add(1, Ordering::Relaxed);
+                    tally.dead[i] += 1;
                     let s = &source.streams()[m.stream];
                     dead.push(DeadLetter {
                         reason: r.reason,
@@ -242,6 +260,7 @@ where
         {
             return Err(PipelineError::SinkGone);
         }
+        tally.flush(&stats.metrics, source.as_ref(), &validators);
         if source.finished() {
             break;
         }
@@ -273,8 +292,83 @@ where
             return Err(PipelineError::SinkGone);
         }
         worker.step();
+        publish_as_of(&probe);
     }
     Ok(())
+}
+
+/// One worker's counts since the last flush to the Prometheus metrics (flushed once per
+/// round, not per message), with the metric handles of its streams resolved once.
+struct Tally {
+    /// Messages read, per stream.
+    read: Vec<u64>,
+    accepted: u64,
+    duplicates: u64,
+    late: u64,
+    /// Dead letters by reason (index = position in [`DeadLetterReason::ALL`]).
+    dead: [u64; 7],
+    events_in: Vec<prometheus::IntCounter>,
+    lag: Vec<prometheus::IntGauge>,
+    dead_letters: Vec<prometheus::IntCounter>,
+}
+
+impl Tally {
+    fn new(metrics: &PipelineMetrics, source: &dyn Source) -> Self {
+        let labels = |s: &shopflow_ingest::StreamId| [s.topic.clone(), s.partition.to_string()];
+        let streams = source.streams();
+        Tally {
+            read: vec![0; streams.len()],
+            accepted: 0,
+            duplicates: 0,
+            late: 0,
+            dead: [0; 7],
+            events_in: streams
+                .iter()
+                .map(|s| metrics.events_in.with_label_values(&labels(s)))
+                .collect(),
+            lag: streams
+                .iter()
+                .map(|s| metrics.consumer_lag.with_label_values(&labels(s)))
+                .collect(),
+            dead_letters: DeadLetterReason::ALL
+                .iter()
+                .map(|r| metrics.dead_letter(*r))
+                .collect(),
+        }
+    }
+
+    /// Adds the counts to the metrics and resets them; sets the consumer lag of every
+    /// stream whose source can tell it, and records the latest event time.
+    fn flush(
+        &mut self,
+        metrics: &PipelineMetrics,
+        source: &dyn Source,
+        validators: &[StreamValidator],
+    ) {
+        for (counter, n) in self.events_in.iter().zip(&mut self.read) {
+            counter.inc_by(std::mem::take(n));
+        }
+        for (counter, n) in self.dead_letters.iter().zip(&mut self.dead) {
+            counter.inc_by(std::mem::take(n));
+        }
+        metrics.accepted.inc_by(std::mem::take(&mut self.accepted));
+        metrics
+            .duplicates
+            .inc_by(std::mem::take(&mut self.duplicates));
+        metrics.late.inc_by(std::mem::take(&mut self.late));
+        for (stream, gauge) in self.lag.iter().enumerate() {
+            if let Some(lag) = source.lag(stream) {
+                gauge.set(i64::try_from(lag).unwrap_or(i64::MAX));
+            }
+        }
+        if let Some(t) = validators
+            .iter()
+            .filter_map(StreamValidator::max_time)
+            .max()
+        {
+            metrics.frontier.saw_event_time(t);
+        }
+    }
 }
 
 /// The worker's new input frontier: the minimum over streams still being read of their

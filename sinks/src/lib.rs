@@ -12,12 +12,14 @@
 //!   so a replay does not write anything twice.
 //! - [`file`]: JSON-lines files for alerts and dead letters in embedded mode.
 //! - [`writer`]: the sink writer thread that drains the pipeline's output channel.
+//! - [`metrics`]: the writer's Prometheus metrics (rows, durations, failures, `as_of`).
 #![forbid(missing_docs)]
 
 pub mod clickhouse;
 pub mod file;
 pub mod kafka;
 pub mod memory;
+pub mod metrics;
 pub mod mysql;
 pub mod redis;
 pub mod writer;

@@ -26,6 +26,7 @@ use crate::clickhouse::{series, Bucket, ClickHouseSales, SalesPoint};
 use crate::file::JsonLinesWriter;
 use crate::kafka::KafkaWriter;
 use crate::memory::MemoryStore;
+use crate::metrics::SinkMetrics;
 use crate::mysql::MysqlLedger;
 use crate::redis::RedisViews;
 use crate::SinkError;
@@ -123,6 +124,9 @@ pub struct SinkStats {
     pub failures: AtomicU64,
     /// `as_of` of the last batch written, plus one (0 = none).
     pub as_of_plus_one: AtomicU64,
+    /// Per-sink Prometheus metrics; register them with [`SinkMetrics::register`] to
+    /// export them.
+    pub metrics: SinkMetrics,
 }
 
 /// The serving views as the query API reads them.
@@ -416,8 +420,12 @@ async fn write_loop(
     // before the `as_of` the view store holds (they were written before that batch).
     let resume_as_of = match &sinks.views {
         ViewStore::Memory(m) => m.read(|s| s.as_of),
-        ViewStore::Redis(r) => retry(&stats, || r.as_of()).await?,
+        ViewStore::Redis(r) => retry(&stats, "redis", || r.as_of()).await?,
     };
+    for sink in sinks.names() {
+        // Every sink in use is listed from the start, with no failure yet.
+        stats.metrics.write_failures.with_label_values(&[sink]);
+    }
     // A replay after a restart: until the run reaches the `as_of` the store holds, its
     // batches are folded into one image of the whole state instead of being written (the
     // store is newer). The first write is then that image, deleting product rows the store
@@ -456,6 +464,7 @@ async fn write_loop(
             if !alerts.is_empty() {
                 write_alerts(&mut sinks.alerts, &alerts, &stats).await?;
             }
+            stats.metrics.holds("alerts", batch.as_of);
             let batch = match catch_up.take() {
                 None => batch,
                 Some(mut image) => {
@@ -467,7 +476,7 @@ async fn write_loop(
                     image.dedup_keys();
                     image.alerts.clear();
                     if let ViewStore::Redis(r) = &sinks.views {
-                        let (ratings, also) = retry(&stats, || r.product_skus()).await?;
+                        let (ratings, also) = retry(&stats, "redis", || r.product_skus()).await?;
                         let has_rating: HashSet<u64> =
                             image.ratings.iter().map(|x| x.sku).collect();
                         let has_also: HashSet<u64> =
@@ -489,23 +498,55 @@ async fn write_loop(
             };
             // Ledgers before serving views: after a crash between the two, the ledger is
             // ahead, and its own `as_of` guard skips what it already holds.
+            // Writes to the in-process store are timed together as one `memory` write.
+            let mut memory: Option<(usize, Duration)> = None;
+            let mut in_memory = |rows: usize, write: &dyn Fn()| {
+                let started = Instant::now();
+                write();
+                let (r, t) = memory.get_or_insert((0, Duration::ZERO));
+                *r += rows;
+                *t += started.elapsed();
+            };
+            let (ledger_rows, sales_rows, view_rows) = part_rows(&batch);
+            let started = Instant::now();
             match &sinks.ledger {
-                LedgerStore::Memory(m) => m.write_views(&batch),
+                LedgerStore::Memory(m) => {
+                    // Members are counted with the views when those are in memory too.
+                    let rows = match &sinks.views {
+                        ViewStore::Memory(_) => ledger_rows - batch.members.len(),
+                        ViewStore::Redis(_) => ledger_rows,
+                    };
+                    in_memory(rows, &|| m.write_views(&batch));
+                }
                 LedgerStore::Mysql(l) => {
-                    retry(&stats, || l.write(&batch)).await?;
+                    retry(&stats, "mysql", || l.write(&batch)).await?;
+                    stats.metrics.wrote("mysql", ledger_rows, started.elapsed());
+                    stats.metrics.holds("mysql", batch.as_of);
                 }
             }
+            let started = Instant::now();
             match &sinks.sales {
-                SalesStore::Memory(m) => m.write_views(&batch),
+                SalesStore::Memory(m) => in_memory(sales_rows, &|| m.write_views(&batch)),
                 SalesStore::ClickHouse(c) => {
-                    retry(&stats, || c.write(&batch)).await?;
+                    retry(&stats, "clickhouse", || c.write(&batch)).await?;
+                    stats
+                        .metrics
+                        .wrote("clickhouse", sales_rows, started.elapsed());
+                    stats.metrics.holds("clickhouse", batch.as_of);
                 }
             }
+            let started = Instant::now();
             match &sinks.views {
-                ViewStore::Memory(m) => m.write_views(&batch),
+                ViewStore::Memory(m) => in_memory(view_rows, &|| m.write_views(&batch)),
                 ViewStore::Redis(r) => {
-                    retry(&stats, || r.write(&batch)).await?;
+                    retry(&stats, "redis", || r.write(&batch)).await?;
+                    stats.metrics.wrote("redis", view_rows, started.elapsed());
+                    stats.metrics.holds("redis", batch.as_of);
                 }
+            }
+            if let Some((rows, took)) = memory {
+                stats.metrics.wrote("memory", rows, took);
+                stats.metrics.holds("memory", batch.as_of);
             }
             let rows = batch.stock.len()
                 + batch.orders.len()
@@ -526,9 +567,56 @@ async fn write_loop(
             stats
                 .as_of_plus_one
                 .fetch_max(batch.as_of + 1, Ordering::Relaxed);
+            stats.metrics.ready.set(1);
         }
     }
     Ok(())
+}
+
+impl SinkSet {
+    /// The `sink` labels of the stores this set writes (see [`crate::metrics`]).
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names = vec!["dead_letters", "alerts"];
+        let mut memory = false;
+        match &self.ledger {
+            LedgerStore::Memory(_) => memory = true,
+            LedgerStore::Mysql(_) => names.push("mysql"),
+        }
+        match &self.sales {
+            SalesStore::Memory(_) => memory = true,
+            SalesStore::ClickHouse(_) => names.push("clickhouse"),
+        }
+        match &self.views {
+            ViewStore::Memory(_) => memory = true,
+            ViewStore::Redis(_) => names.push("redis"),
+        }
+        if memory {
+            names.push("memory");
+        }
+        names
+    }
+}
+
+/// Rows of a batch for the ledger store (points, settlements, payouts, invoices, members,
+/// sellers), the sales store (facts and minute rollups) and the view store (stock, orders,
+/// ratings, recommendations and their removals, members, member orders).
+fn part_rows(batch: &ViewBatch) -> (usize, usize, usize) {
+    let ledger = batch.points.len()
+        + batch.settlements.len()
+        + batch.payouts.len()
+        + batch.invoices.len()
+        + batch.members.len()
+        + batch.sellers.len();
+    let sales = batch.sales_facts.len() + batch.sales_minutes.len();
+    let views = batch.stock.len()
+        + batch.orders.len()
+        + batch.ratings.len()
+        + batch.also_bought.len()
+        + batch.ratings_removed.len()
+        + batch.also_bought_removed.len()
+        + batch.members.len()
+        + batch.member_orders.len();
+    (ledger, sales, views)
 }
 
 async fn write_dead_letters(
@@ -536,6 +624,7 @@ async fn write_dead_letters(
     dead: &[DeadLetter],
     stats: &SinkStats,
 ) -> Result<(), SinkError> {
+    let started = Instant::now();
     match log {
         EventLog::Memory(m) => m.push_dead_letters(dead),
         EventLog::File(f) => {
@@ -550,9 +639,12 @@ async fn write_dead_letters(
                     (id, d.key.clone(), payload)
                 })
                 .collect();
-            retry_mut(stats, k, &records).await?;
+            retry_mut(stats, "dead_letters", k, &records).await?;
         }
     }
+    stats
+        .metrics
+        .wrote("dead_letters", dead.len(), started.elapsed());
     stats
         .dead_letters
         .fetch_add(dead.len() as u64, Ordering::Relaxed);
@@ -564,6 +656,7 @@ async fn write_alerts(
     alerts: &[Alert],
     stats: &SinkStats,
 ) -> Result<(), SinkError> {
+    let started = Instant::now();
     match log {
         EventLog::Memory(m) => m.push_alerts(alerts),
         EventLog::File(f) => f.write_all(
@@ -583,9 +676,12 @@ async fn write_alerts(
                     )
                 })
                 .collect();
-            retry_mut(stats, k, &records).await?;
+            retry_mut(stats, "alerts", k, &records).await?;
         }
     }
+    stats
+        .metrics
+        .wrote("alerts", alerts.len(), started.elapsed());
     stats
         .alerts
         .fetch_add(alerts.len() as u64, Ordering::Relaxed);
@@ -598,8 +694,22 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
 }
 
+/// Counts a failed attempt at `sink` (the writer is not ready while it fails).
+fn failed(stats: &SinkStats, sink: &str) {
+    stats.failures.fetch_add(1, Ordering::Relaxed);
+    stats.metrics.failed(sink);
+}
+
+/// A write to `sink` succeeded after `attempt` failures: ready again if a batch was
+/// written before.
+fn recovered(stats: &SinkStats, attempt: u32) {
+    if attempt > 0 && stats.batches.load(Ordering::Relaxed) > 0 {
+        stats.metrics.ready.set(1);
+    }
+}
+
 /// Retries a write with exponential backoff (0.1 s doubling to 5 s; ~3 minutes in all).
-async fn retry<T, F, Fut>(stats: &SinkStats, mut f: F) -> Result<T, SinkError>
+async fn retry<T, F, Fut>(stats: &SinkStats, sink: &str, mut f: F) -> Result<T, SinkError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, SinkError>>,
@@ -607,10 +717,13 @@ where
     let mut attempt = 0;
     loop {
         match f().await {
-            Ok(v) => return Ok(v),
+            Ok(v) => {
+                recovered(stats, attempt);
+                return Ok(v);
+            }
             Err(e) if attempt + 1 < MAX_ATTEMPTS => {
-                stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(attempt, error = %e, "sink write failed; retrying");
+                failed(stats, sink);
+                tracing::warn!(attempt, sink, error = %e, "sink write failed; retrying");
                 tokio::time::sleep(backoff(attempt)).await;
                 attempt += 1;
             }
@@ -621,16 +734,20 @@ where
 
 async fn retry_mut(
     stats: &SinkStats,
+    sink: &str,
     k: &mut KafkaWriter,
     records: &[crate::kafka::IdRecord],
 ) -> Result<(), SinkError> {
     let mut attempt = 0;
     loop {
         match k.write(records).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                recovered(stats, attempt);
+                return Ok(());
+            }
             Err(e) if attempt + 1 < MAX_ATTEMPTS => {
-                stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(attempt, error = %e, "kafka write failed; retrying");
+                failed(stats, sink);
+                tracing::warn!(attempt, sink, error = %e, "kafka write failed; retrying");
                 tokio::time::sleep(backoff(attempt)).await;
                 attempt += 1;
             }

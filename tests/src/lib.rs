@@ -133,6 +133,15 @@ pub fn payloads(streams: &[Stream]) -> Vec<Vec<Vec<u8>>> {
 
 /// Runs the pipeline in process over `streams` into a fresh memory store.
 pub fn run_in_memory(streams: Vec<Stream>, config: PipelineConfig) -> (MemoryStore, RunSummary) {
+    run_in_memory_metered(streams, config, &shopflow_api::metrics::Registry::new())
+}
+
+/// [`run_in_memory`], with the pipeline's and the sink writer's metrics in `registry`.
+pub fn run_in_memory_metered(
+    streams: Vec<Stream>,
+    config: PipelineConfig,
+    registry: &shopflow_api::metrics::Registry,
+) -> (MemoryStore, RunSummary) {
     let store = MemoryStore::new();
     let (tx, rx) = sync_channel(64);
     let sinks = SinkSet {
@@ -143,12 +152,11 @@ pub fn run_in_memory(streams: Vec<Stream>, config: PipelineConfig) -> (MemorySto
         dead_letters: EventLog::Memory(store.clone()),
     };
     let rt = shopflow_sinks::io_runtime();
-    let writer = spawn_writer(
-        rx,
-        sinks,
-        Arc::new(SinkStats::default()),
-        rt.handle().clone(),
-    );
+    let sink_stats = SinkStats::default();
+    sink_stats.metrics.register(registry).expect("sink metrics");
+    let writer = spawn_writer(rx, sinks, Arc::new(sink_stats), rt.handle().clone());
+    let stats = Stats::default();
+    stats.metrics.register(registry).expect("pipeline metrics");
     let streams = Arc::new(streams);
     let make = move |w: usize, peers: usize| -> Result<Box<dyn Source>, _> {
         let mine = streams
@@ -159,8 +167,7 @@ pub fn run_in_memory(streams: Vec<Stream>, config: PipelineConfig) -> (MemorySto
             .collect();
         Ok(Box::new(MemorySource::new(mine)) as Box<dyn Source>)
     };
-    let summary = shopflow_pipelines::run(config, make, tx, Arc::new(Stats::default()))
-        .expect("pipeline run");
+    let summary = shopflow_pipelines::run(config, make, tx, Arc::new(stats)).expect("pipeline run");
     writer.join().expect("writer thread").expect("writer");
     (store, summary)
 }

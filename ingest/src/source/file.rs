@@ -81,4 +81,9 @@ impl Source for FileSource {
     fn finished(&self) -> bool {
         self.reader.is_none()
     }
+
+    /// 0 at the end of the file; unknown before (the lines left are not counted).
+    fn lag(&self, _stream: usize) -> Option<u64> {
+        self.reader.is_none().then_some(0)
+    }
 }

@@ -238,4 +238,10 @@ impl Source for KafkaSource {
     fn finished(&self) -> bool {
         self.bounded && (0..self.streams.len()).all(|s| self.caught_up(s))
     }
+
+    /// The high watermark last fetched (refreshed every 0.5 s when live; fixed at start
+    /// when bounded) minus the next offset.
+    fn lag(&self, stream: usize) -> Option<u64> {
+        Some((self.end[stream] - self.position[stream]).max(0) as u64)
+    }
 }

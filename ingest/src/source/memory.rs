@@ -67,4 +67,8 @@ impl Source for MemorySource {
     fn finished(&self) -> bool {
         self.queues.iter().all(VecDeque::is_empty)
     }
+
+    fn lag(&self, stream: usize) -> Option<u64> {
+        Some(self.queues[stream].len() as u64)
+    }
 }

@@ -83,6 +83,12 @@ pub trait Source: Send {
 
     /// Whether the source is bounded and every stream has been read to its end.
     fn finished(&self) -> bool;
+
+    /// Messages of stream `stream` known to exist but not read yet (a Kafka partition's
+    /// high watermark minus the next offset), or `None` when the source cannot tell.
+    fn lag(&self, _stream: usize) -> Option<u64> {
+        None
+    }
 }
 
 /// Whether stream number `index` (in a list every worker sees the same) belongs to worker
