@@ -95,9 +95,10 @@ pub struct DemoArgs {
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Kafka bootstrap servers to read from (and write alerts and dead letters to).
-    #[arg(long, env = "SHOPFLOW_KAFKA_BROKERS", conflicts_with = "file")]
+    #[arg(long, env = "SHOPFLOW_KAFKA_BROKERS")]
     kafka: Option<String>,
-    /// Read a JSON-lines file instead of Kafka.
+    /// Read a JSON-lines file instead of Kafka (takes precedence over `--kafka` and
+    /// `SHOPFLOW_KAFKA_BROKERS`).
     #[arg(long)]
     file: Option<String>,
     /// Stop at the end of the input as it is at start (replay, backfill) instead of running live.
@@ -487,7 +488,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                     }),
                 )
             }
-            (None, Some(path)) => {
+            (_, Some(path)) => {
                 let path = path.clone();
                 FileSource::open(&path)?; // fail fast
                 (
@@ -531,7 +532,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         registry.clone(),
     )?;
     eprintln!("API on http://{}", args.pipeline.listen);
-    let live = args.kafka.is_some() && !args.bounded;
+    let live = args.kafka.is_some() && args.file.is_none() && !args.bounded;
     let sinks = SinkSet {
         views,
         ledger,
