@@ -258,11 +258,9 @@ async fn sales(
         })?,
     };
     // A seller is known from the catalog, which the ledger store keeps.
-    st.ledger
-        .payouts(id)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| ApiError::NotFound(format!("seller {id} is not known")))?;
+    if !st.ledger.seller_known(id).await.map_err(unavailable)? {
+        return Err(ApiError::NotFound(format!("seller {id} is not known")));
+    }
     let (points, as_of) = st
         .sales
         .sales(id, from, to, bucket)

@@ -91,6 +91,11 @@ impl MemoryStore {
         apply_views(&mut s, rows_only);
     }
 
+    /// Whether `other` is a handle to this same store.
+    pub fn same_store(&self, other: &MemoryStore) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Reads the store.
     pub fn read<R>(&self, f: impl FnOnce(&MemoryState) -> R) -> R {
         f(&self.inner.read().expect("memory store lock"))

@@ -295,6 +295,14 @@ impl LedgerViews {
         }
     }
 
+    /// Whether any accepted `product.upserted` named the seller.
+    pub async fn seller_known(&self, seller_id: u64) -> Result<bool, SinkError> {
+        match self {
+            LedgerViews::Memory(m) => Ok(m.read(|s| s.sellers.contains(&seller_id))),
+            LedgerViews::Mysql(l) => l.seller_known(seller_id).await,
+        }
+    }
+
     /// A seller's settlement entries dated in [from, to): `None` if the seller is unknown.
     pub async fn settlements(
         &self,
@@ -498,11 +506,17 @@ async fn write_loop(
             };
             // Ledgers before serving views: after a crash between the two, the ledger is
             // ahead, and its own `as_of` guard skips what it already holds.
-            // Writes to the in-process store are timed together as one `memory` write.
+            // Writes to the in-process store are timed together as one `memory` write. One
+            // store often holds views, ledgers and sales (embedded mode): it takes the batch
+            // once.
             let mut memory: Option<(usize, Duration)> = None;
-            let mut in_memory = |rows: usize, write: &dyn Fn()| {
+            let mut written: Vec<MemoryStore> = Vec::new();
+            let mut in_memory = |rows: usize, store: &MemoryStore| {
                 let started = Instant::now();
-                write();
+                if !written.iter().any(|w| w.same_store(store)) {
+                    store.write_views(&batch);
+                    written.push(store.clone());
+                }
                 let (r, t) = memory.get_or_insert((0, Duration::ZERO));
                 *r += rows;
                 *t += started.elapsed();
@@ -516,7 +530,7 @@ async fn write_loop(
                         ViewStore::Memory(_) => ledger_rows - batch.members.len(),
                         ViewStore::Redis(_) => ledger_rows,
                     };
-                    in_memory(rows, &|| m.write_views(&batch));
+                    in_memory(rows, m);
                 }
                 LedgerStore::Mysql(l) => {
                     retry(&stats, "mysql", || l.write(&batch)).await?;
@@ -526,7 +540,7 @@ async fn write_loop(
             }
             let started = Instant::now();
             match &sinks.sales {
-                SalesStore::Memory(m) => in_memory(sales_rows, &|| m.write_views(&batch)),
+                SalesStore::Memory(m) => in_memory(sales_rows, m),
                 SalesStore::ClickHouse(c) => {
                     retry(&stats, "clickhouse", || c.write(&batch)).await?;
                     stats
@@ -537,7 +551,7 @@ async fn write_loop(
             }
             let started = Instant::now();
             match &sinks.views {
-                ViewStore::Memory(m) => in_memory(view_rows, &|| m.write_views(&batch)),
+                ViewStore::Memory(m) => in_memory(view_rows, m),
                 ViewStore::Redis(r) => {
                     retry(&stats, "redis", || r.write(&batch)).await?;
                     stats.metrics.wrote("redis", view_rows, started.elapsed());
