@@ -204,7 +204,8 @@ fn basket_costs(workers: usize) -> Result<()> {
                 .collect();
             ts += 10;
             msgs.push((None, format!(
-                r#"{{"event_id":"p{o}","type":"order.placed","ts":{ts},"order_id":{o},"member_id":1,"shipping":"rocket","lines":[{}]}}"#,
+                r#"{{"event_id":"p{o}","type":"order.placed","ts":{ts},"order_id":{o},"member_id":{},"shipping":"rocket","lines":[{}]}}"#,
+                o % 2000 + 1,
                 lines.join(",")
             ).into_bytes()));
             msgs.push((None, format!(

@@ -2,13 +2,13 @@
 //! points ledger and each member's recent orders.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use differential_dataflow::operators::count::CountTotal;
 use differential_dataflow::{AsCollection, VecCollection};
 use shopflow_ingest::lifecycle::OrderState;
 use shopflow_model::{Alert, EntryCause, Grade, MemberOrders, MemberView, Millis, PointsEntry};
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Capability, Concat};
@@ -122,23 +122,7 @@ pub fn members<'s>(
         .join_map(rates, |_, state, rate| points_entries(state, *rate))
         .flat_map(|e| e);
 
-    let recent_orders = placements
-        .map(|(member, (placed, order_id))| (member, (Reverse(placed), Reverse(order_id))))
-        .reduce_named("RecentOrders", |member, input, output| {
-            let order_ids = input
-                .iter()
-                .take(RECENT_ORDERS)
-                .map(|((_, Reverse(id)), _)| *id)
-                .collect();
-            output.push((
-                MemberOrders {
-                    member_id: *member,
-                    order_ids,
-                },
-                1,
-            ));
-        })
-        .map(|(_, row)| row);
+    let recent_orders = recent_orders(placements);
 
     MemberOutputs {
         views,
@@ -189,6 +173,77 @@ pub fn points_entries(state: &OrderState, rate_bp: u32) -> Vec<PointsEntry> {
         });
     }
     entries
+}
+
+/// Each member's [`RECENT_ORDERS`] newest orders by placement (ties: larger id first).
+///
+/// Placements are only ever added, so each worker keeps, per member it owns, just the
+/// newest [`RECENT_ORDERS`] and updates them in O(log k) per placement. (A `reduce` would
+/// re-read all of a member's placements at every change: quadratic for a member with many
+/// orders.) When the frontier passes a time, every member whose list changed at it gets
+/// its old row retracted and the new one added.
+fn recent_orders<'s>(
+    placements: VecCollection<'s, Millis, (u64, Placement), isize>,
+) -> VecCollection<'s, Millis, MemberOrders, isize> {
+    type Newest = BTreeSet<(Reverse<Millis>, Reverse<u64>)>;
+    let by_member = Exchange::new(|x: &((u64, Placement), Millis, isize)| (x.0).0);
+    placements
+        .inner
+        .unary_frontier(by_member, "RecentOrders", move |_cap, _info| {
+            type Pending = BTreeMap<Millis, (Capability<Millis>, Vec<(u64, Placement)>)>;
+            let mut pending: Pending = BTreeMap::new();
+            let mut newest: HashMap<u64, Newest> = HashMap::new();
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    for ((member, placement), time, diff) in data.drain(..) {
+                        debug_assert!(diff > 0, "placements are only ever added");
+                        if diff > 0 {
+                            pending
+                                .entry(time)
+                                .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
+                                .1
+                                .push((member, placement));
+                        }
+                    }
+                });
+                while let Some(entry) = pending.first_entry() {
+                    let time = *entry.key();
+                    if frontier.less_equal(&time) {
+                        break;
+                    }
+                    let (cap, mut added) = entry.remove();
+                    added.sort_unstable();
+                    let mut session = output.session(&cap);
+                    for group in added.chunk_by(|a, b| a.0 == b.0) {
+                        let member = group[0].0;
+                        let list = newest.entry(member).or_default();
+                        let before = row(member, list);
+                        let mut changed = false;
+                        for (_, (placed, order_id)) in group {
+                            changed |= list.insert((Reverse(*placed), Reverse(*order_id)));
+                            if list.len() > RECENT_ORDERS {
+                                list.pop_last();
+                            }
+                        }
+                        let after = row(member, list);
+                        if changed && after != before {
+                            if !before.order_ids.is_empty() {
+                                session.give((before, time, -1));
+                            }
+                            session.give((after, time, 1));
+                        }
+                    }
+                }
+            }
+        })
+        .as_collection()
+}
+
+fn row(member_id: u64, newest: &BTreeSet<(Reverse<Millis>, Reverse<u64>)>) -> MemberOrders {
+    MemberOrders {
+        member_id,
+        order_ids: newest.iter().map(|(_, Reverse(id))| *id).collect(),
+    }
 }
 
 /// `member.grade_changed` alerts: compares each member's grade at consecutive times at
