@@ -168,6 +168,11 @@ pub struct GenArgs {
     /// Prefix of every topic name.
     #[arg(long, default_value = "")]
     topic_prefix: String,
+    /// A churn workload instead: valid updates to a fixed set of SKUs, members and reviews
+    /// and no orders (for checking that memory stays flat; `--bad-rate` and
+    /// `--duplicate-rate` do not apply).
+    #[arg(long)]
+    churn: bool,
 }
 
 fn gen_config(events: usize, seed: u64, bad_rate: f64) -> GenConfig {
@@ -561,7 +566,15 @@ pub fn run(args: RunArgs) -> Result<()> {
 pub fn gen(args: GenArgs) -> Result<()> {
     let mut cfg = gen_config(args.events, args.seed, args.bad_rate);
     cfg.duplicate_rate = args.duplicate_rate;
-    let log = generate(&cfg);
+    let log = if args.churn {
+        shopflow_gen::churn(&shopflow_gen::ChurnConfig {
+            events: args.events,
+            seed: args.seed,
+            ..shopflow_gen::ChurnConfig::default()
+        })
+    } else {
+        generate(&cfg)
+    };
     match (&args.out, &args.kafka) {
         (Some(path), _) => {
             use std::io::Write;

@@ -9,6 +9,9 @@
 //! that arrive late. The same seed always gives the same log.
 #![forbid(missing_docs)]
 
+mod churn;
+
+pub use churn::{churn, ChurnConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};

@@ -61,6 +61,8 @@ pub struct Inputs {
     pub products: InputSession<Millis, (u64, ProductEvent), isize>,
     /// Accepted `category.upserted` events keyed by category.
     pub categories: InputSession<Millis, (u64, CategoryEvent), isize>,
+    /// Sellers, each at the earliest time a `product.upserted` named it.
+    pub sellers: InputSession<Millis, u64, isize>,
     /// Time markers (see [`Row::Tick`]).
     pub ticks: InputSession<Millis, (), isize>,
 }
@@ -74,6 +76,7 @@ impl Inputs {
         self.members.advance_to(time);
         self.products.advance_to(time);
         self.categories.advance_to(time);
+        self.sellers.advance_to(time);
         self.ticks.advance_to(time);
     }
 
@@ -85,6 +88,7 @@ impl Inputs {
         self.members.flush();
         self.products.flush();
         self.categories.flush();
+        self.sellers.flush();
         self.ticks.flush();
     }
 
@@ -108,6 +112,7 @@ pub fn build<'s>(
     let (members_in, member_events) = scope.new_collection::<(u64, MemberEvent), isize>();
     let (products_in, products) = scope.new_collection::<(u64, ProductEvent), isize>();
     let (categories_in, categories) = scope.new_collection::<(u64, CategoryEvent), isize>();
+    let (sellers_in, sellers) = scope.new_collection::<u64, isize>();
     let (ticks_in, ticks) = scope.new_collection::<(), isize>();
 
     let placements = orders
@@ -146,8 +151,8 @@ pub fn build<'s>(
         placements,
         config.spend_window_ms,
     );
-    let listing = listings(products.clone());
-    let settled = settlements(states.clone(), products, listing.clone(), categories);
+    let listing = listings(products);
+    let settled = settlements(states.clone(), sellers, listing.clone(), categories);
     let sold = sales(orders_for_sales, states.clone(), listing);
 
     let rows = levels
@@ -179,6 +184,7 @@ pub fn build<'s>(
             members: members_in,
             products: products_in,
             categories: categories_in,
+            sellers: sellers_in,
             ticks: ticks_in,
         },
         probe,

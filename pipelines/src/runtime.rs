@@ -1,5 +1,8 @@
 //! The worker loop: sources → validation → dataflow inputs → frontier (SPEC §3, §4).
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
@@ -10,7 +13,10 @@ use shopflow_ingest::{Outcome, Source, SourceError, StreamValidator};
 use shopflow_model::{DeadLetter, DeadLetterReason, EventBody, Millis, Output};
 
 use crate::dataflow::{build, Inputs, ViewConfig};
+use crate::members::MemberEvent;
 use crate::metrics::PipelineMetrics;
+use crate::products::ReviewEvent;
+use crate::settlements::{CategoryEvent, ProductEvent};
 
 /// How the pipeline runs.
 #[derive(Clone, Debug)]
@@ -185,6 +191,7 @@ where
     let mut validators: Vec<StreamValidator> = (0..streams)
         .map(|_| StreamValidator::new(config.dedup_horizon_ms, config.lateness_ms))
         .collect();
+    let mut latest = Latest::default();
     let mut cap: Millis = 0;
     let mut buf = Vec::with_capacity(config.poll_batch);
     let mut dead = Vec::new();
@@ -223,6 +230,7 @@ where
                     let partition = source.streams()[m.stream].partition;
                     feed(
                         &mut inputs,
+                        &mut latest,
                         a.event.body,
                         a.effective_time,
                         time,
@@ -402,9 +410,56 @@ fn next_frontier(
     next.max(cap)
 }
 
+/// What each worker remembers so that a superseded "latest wins" event leaves the dataflow:
+/// without it, every upsert, WOW toggle and review edit would stay in the arrangements
+/// forever and memory would grow with the number of events instead of the number of keys.
+///
+/// For every key it keeps the live event with the largest (time, partition, offset), the
+/// order in which the views pick the latest. A newer event retracts the live one at its own
+/// time; an event that arrives already superseded (late, within the lateness) is added and
+/// retracted at the time of the one that supersedes it. At every time the latest event is
+/// therefore still present, so the views are unchanged; only history is dropped.
+#[derive(Default)]
+struct Latest {
+    reviews: HashMap<u64, ReviewEvent>,
+    /// Keyed by (member, is a WOW event): `member.joined` and WOW events are separate.
+    members: HashMap<(u64, bool), MemberEvent>,
+    products: HashMap<u64, ProductEvent>,
+    categories: HashMap<u64, CategoryEvent>,
+    /// The earliest time each seller was named (a seller stays known once named).
+    sellers: HashMap<u64, Millis>,
+}
+
+/// Admits `new` as the event of `key`; returns the event to retract and when (see
+/// [`Latest`]). `V` orders by (time, …) and `time` reads its time.
+fn supersede<K: Hash + Eq, V: Ord + Clone>(
+    live: &mut HashMap<K, V>,
+    key: K,
+    new: V,
+    time: impl Fn(&V) -> Millis,
+) -> Option<(V, Millis)> {
+    match live.entry(key) {
+        Entry::Vacant(e) => {
+            e.insert(new);
+            None
+        }
+        Entry::Occupied(mut e) => {
+            if new > *e.get() {
+                let at = time(&new);
+                let old = e.insert(new);
+                Some((old, at))
+            } else {
+                let at = time(e.get());
+                Some((new, at))
+            }
+        }
+    }
+}
+
 /// Routes one accepted event into the dataflow at `time`.
 fn feed(
     inputs: &mut Inputs,
+    latest: &mut Latest,
     body: EventBody,
     effective: Millis,
     time: Millis,
@@ -419,11 +474,10 @@ fn feed(
         } => {
             inputs.stock.update_at(sku, time, (0, 0, 1));
             let ev = (time, partition, offset, Some((sku, rating)));
-            inputs.reviews.update_at((review_id, ev), time, 1);
+            review(inputs, latest, review_id, ev);
         }
         EventBody::ReviewDeleted { review_id } => {
-            let ev = (time, partition, offset, None);
-            inputs.reviews.update_at((review_id, ev), time, 1);
+            review(inputs, latest, review_id, (time, partition, offset, None));
         }
         EventBody::StockReceived { sku, qty } => {
             inputs.stock.update_at(sku, time, (qty as isize, 0, 1));
@@ -440,6 +494,21 @@ fn feed(
             inputs.stock.update_at(sku, time, (0, 0, 1));
             let ev = (time, partition, offset, (seller_id, category_id));
             inputs.products.update_at((sku, ev), time, 1);
+            if let Some((old, at)) = supersede(&mut latest.products, sku, ev, |e| e.0) {
+                inputs.products.update_at((sku, old), at, -1);
+            }
+            match latest.sellers.entry(seller_id) {
+                Entry::Vacant(e) => {
+                    e.insert(time);
+                    inputs.sellers.update_at(seller_id, time, 1);
+                }
+                Entry::Occupied(mut e) if time < *e.get() => {
+                    let before = e.insert(time);
+                    inputs.sellers.update_at(seller_id, time, 1);
+                    inputs.sellers.update_at(seller_id, before, -1);
+                }
+                Entry::Occupied(_) => {}
+            }
         }
         EventBody::CategoryUpserted {
             category_id,
@@ -448,18 +517,28 @@ fn feed(
         } => {
             let ev = (time, partition, offset, commission_bp as u32);
             inputs.categories.update_at((category_id, ev), time, 1);
+            if let Some((old, at)) = supersede(&mut latest.categories, category_id, ev, |e| e.0) {
+                inputs.categories.update_at((category_id, old), at, -1);
+            }
         }
         EventBody::MemberJoined { member_id } => {
-            let ev = (time, partition, offset, None);
-            inputs.members.update_at((member_id, ev), time, 1);
+            member(inputs, latest, member_id, (time, partition, offset, None));
         }
         EventBody::WowSubscribed { member_id } => {
-            let ev = (time, partition, offset, Some(true));
-            inputs.members.update_at((member_id, ev), time, 1);
+            member(
+                inputs,
+                latest,
+                member_id,
+                (time, partition, offset, Some(true)),
+            );
         }
         EventBody::WowCancelled { member_id } => {
-            let ev = (time, partition, offset, Some(false));
-            inputs.members.update_at((member_id, ev), time, 1);
+            member(
+                inputs,
+                latest,
+                member_id,
+                (time, partition, offset, Some(false)),
+            );
         }
         body => {
             if let Some(order_id) = body.order_id() {
@@ -468,5 +547,20 @@ fn feed(
                     .update_at((order_id, (effective, offset, time, body)), time, 1);
             }
         }
+    }
+}
+
+fn review(inputs: &mut Inputs, latest: &mut Latest, review_id: u64, ev: ReviewEvent) {
+    inputs.reviews.update_at((review_id, ev), ev.0, 1);
+    if let Some((old, at)) = supersede(&mut latest.reviews, review_id, ev, |e| e.0) {
+        inputs.reviews.update_at((review_id, old), at, -1);
+    }
+}
+
+fn member(inputs: &mut Inputs, latest: &mut Latest, member_id: u64, ev: MemberEvent) {
+    inputs.members.update_at((member_id, ev), ev.0, 1);
+    let key = (member_id, ev.3.is_some());
+    if let Some((old, at)) = supersede(&mut latest.members, key, ev, |e| e.0) {
+        inputs.members.update_at((member_id, old), at, -1);
     }
 }

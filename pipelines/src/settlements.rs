@@ -43,17 +43,16 @@ pub fn listings<'s>(
     })
 }
 
-/// Builds the settlement views from order states, the products' upserts and current
-/// listings (see [`listings`]), and the categories' upserts.
+/// Builds the settlement views from order states, the known sellers (each fed once, at
+/// the earliest `product.upserted` naming it), the current listings (see [`listings`])
+/// and the categories' upserts.
 pub fn settlements<'s>(
     states: VecCollection<'s, Millis, (u64, OrderState), isize>,
-    products: VecCollection<'s, Millis, (u64, ProductEvent), isize>,
+    sellers: VecCollection<'s, Millis, u64, isize>,
     listing: VecCollection<'s, Millis, (u64, (u64, u64)), isize>,
     categories: VecCollection<'s, Millis, (u64, CategoryEvent), isize>,
 ) -> SettlementOutputs<'s> {
-    let sellers = products
-        .map(|(_, (_, _, _, (seller, _)))| seller)
-        .distinct();
+    let sellers = sellers.distinct();
     let rates = categories.reduce_named("CurrentRate", |_category, input, output| {
         let ((_, _, _, bp), _) = input[input.len() - 1];
         output.push((*bp, 1isize));
