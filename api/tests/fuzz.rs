@@ -531,8 +531,9 @@ enum ValPick {
     /// A bucket name or a near miss.
     Word(&'static str),
     Junk(String),
-    /// 40 KB of junk (a URI is at most 64 KiB: longer ones are refused by the HTTP
-    /// server with 414 before any routing, see tests/load.rs in the root package).
+    /// 20 KB of junk, as it is (up to three of them fit in a URI, which is at most 64 KiB:
+    /// longer ones are refused by the HTTP server before any routing, see tests/load.rs in
+    /// the root package).
     Huge,
 }
 
@@ -564,7 +565,7 @@ impl ValPick {
             ValPick::Num(n, s) => spelled(n, *s),
             ValPick::Word(w) => w.to_string(),
             ValPick::Junk(j) => j.clone(),
-            ValPick::Huge => "q".repeat(40 * 1024),
+            ValPick::Huge => "q".repeat(20 * 1024),
         }
     }
 }
@@ -725,7 +726,8 @@ fn build(
             Err(k) => k,
         };
         let value = p.val.decoded();
-        let encoded = encode_query(&value, p.all_percent, p.space_as_plus);
+        let all_percent = p.all_percent && !matches!(p.val, ValPick::Huge);
+        let encoded = encode_query(&value, all_percent, p.space_as_plus);
         query.push(if p.with_eq {
             format!("{key}={encoded}")
         } else {
