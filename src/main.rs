@@ -1,8 +1,9 @@
 //! `shopflow`: the one binary. `demo` runs everything in process; `run` runs against
 //! Kafka and Redis; `gen` writes a workload; `bench` measures throughput; `token` mints an
-//! API token.
+//! API token; `load` puts a running API under concurrent load.
 
 mod bench;
+mod load;
 mod token;
 mod wiring;
 
@@ -31,6 +32,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Print a signed API token (HS256 JWT) for a role, e.g. `--role seller --seller-id 7`.
     Token(token::TokenArgs),
+    /// Concurrent GETs at a running API (bounded in count and time): throughput, latency
+    /// percentiles, counts by status; fails on any error, 5xx or unexpected answer.
+    Load(load::LoadArgs),
 }
 
 fn main() {
@@ -48,6 +52,7 @@ fn main() {
         Command::Gen(a) => wiring::gen(a),
         Command::Bench(a) => bench::bench(a),
         Command::Token(a) => token::token(a),
+        Command::Load(a) => load::load(a),
     };
     if let Err(e) = result {
         eprintln!("shopflow: {e:#}");

@@ -9,7 +9,8 @@
 //! | `role` | `storefront`, `seller`, `analyst` or `admin` |
 //! | `seller_id` | integer in 1..=2^53−1, required for `seller`, ignored for the others |
 //! | `exp` | required, seconds since the epoch; checked with [`LEEWAY_SECS`] of leeway |
-//! | `iat` | optional, informational |
+//! | `nbf` | optional, seconds since the epoch; a token is refused before it (with [`LEEWAY_SECS`] of leeway) |
+//! | `iat` | optional, informational (not checked against the clock) |
 //!
 //! Who reads what is the pure function [`authorize`]: `storefront` reads `/v1/stock`,
 //! `/v1/members`, `/v1/products` and `/v1/orders`; a `seller` reads only
@@ -259,6 +260,8 @@ impl Hs256 {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
         validation.validate_exp = true;
+        // RFC 7519 §4.1.5: a token is not accepted before its `nbf`, when it has one.
+        validation.validate_nbf = true;
         validation.required_spec_claims = ["exp".to_string()].into();
         Ok(Hs256 {
             encoding: EncodingKey::from_secret(secret),
@@ -308,6 +311,10 @@ impl Hs256 {
             .map_err(|e| {
                 invalid(match e.kind() {
                     ErrorKind::ExpiredSignature => "expired".into(),
+                    ErrorKind::ImmatureSignature => "not yet valid (nbf)".into(),
+                    ErrorKind::InvalidClaimFormat(c) => {
+                        format!("`{c}` is not a time in seconds since the epoch")
+                    }
                     ErrorKind::InvalidSignature => "bad signature".into(),
                     ErrorKind::InvalidAlgorithm => "the algorithm must be HS256".into(),
                     ErrorKind::MissingRequiredClaim(c) => format!("no `{c}` claim"),
@@ -1059,6 +1066,46 @@ mod tests {
             b["error"],
             "role storefront may not read /v1/sellers/5/payouts"
         );
+    }
+
+    /// Found by tests/fuzz.rs: `nbf` was not checked, so a token was accepted before its
+    /// not-before time.
+    #[tokio::test]
+    async fn not_before_is_checked() {
+        let app = app();
+        let now = now_secs();
+        let hs256 = r#"{"alg":"HS256","typ":"JWT"}"#;
+        let with_nbf = |nbf: Value| {
+            let claims =
+                serde_json::json!({"sub": "a", "role": "admin", "exp": now + 600, "nbf": nbf});
+            raw_token(hs256, &claims, SECRET)
+        };
+        for (nbf, want, error) in [
+            (Value::from(now - 60), StatusCode::OK, None),
+            (Value::from(now + 5), StatusCode::OK, None), // within the leeway
+            (
+                Value::from(now + LEEWAY_SECS + 60),
+                StatusCode::UNAUTHORIZED,
+                Some("invalid token: not yet valid (nbf)"),
+            ),
+            (
+                Value::from(u64::MAX),
+                StatusCode::UNAUTHORIZED,
+                Some("invalid token: not yet valid (nbf)"),
+            ),
+            (
+                Value::from("yesterday"),
+                StatusCode::UNAUTHORIZED,
+                Some("invalid token: `nbf` is not a time in seconds since the epoch"),
+            ),
+            (Value::from(-1), StatusCode::UNAUTHORIZED, None),
+        ] {
+            let (s, _, b) = call_as(&app, "/v1/stock/7", &with_nbf(nbf.clone())).await;
+            assert_eq!(s, want, "nbf {nbf}: {b}");
+            if let Some(e) = error {
+                assert_eq!(b["error"], e, "nbf {nbf}");
+            }
+        }
     }
 
     #[test]

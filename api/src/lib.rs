@@ -1,7 +1,8 @@
 //! The HTTP query API over shopflow's serving views (SPEC §6).
 //!
 //! Every answer carries `as_of`, the time its data is complete up to. Errors are JSON
-//! `{"error": "..."}`: 400 for a malformed id, 404 for an id no accepted event named.
+//! `{"error": "..."}`: 400 for a malformed id or parameter, 404 for an id no accepted event
+//! named or a path no route serves, 405 for a method other than GET.
 //! The same routes serve the embedded store and Redis ([`ServingViews`]).
 //!
 //! Everything under `/v1/` needs a bearer JWT whose role may read it ([`auth`]); the OpenAPI
@@ -18,8 +19,9 @@ pub use auth::AuthMode;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -79,6 +81,38 @@ pub fn parse_id(what: &str, raw: &str) -> Result<u64, ApiError> {
     }
 }
 
+/// A route's one path parameter, not yet parsed: like `Path<String>`, but a segment that
+/// cannot be read (invalid UTF-8 once percent-decoded) is a JSON 400 like any bad id.
+struct RawId(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RawId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(raw)) => Ok(RawId(raw)),
+            Err(e) => Err(ApiError::BadRequest(format!(
+                "unreadable path parameter: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
+/// The answer to a path no route serves: a JSON 404 like an unknown id.
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no such path: {}", uri.path()))
+}
+
+/// The answer to a method a route does not serve (every route is GET).
+async fn wrong_method() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({"error": "method not allowed: the API serves GET only"})),
+    )
+        .into_response()
+}
+
 fn unavailable(e: shopflow_sinks::SinkError) -> ApiError {
     tracing::error!(error = %e, "view store read failed");
     ApiError::Unavailable(e.to_string())
@@ -105,6 +139,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics::serve))
         .route("/openapi.json", get(openapi::serve))
         .route("/seller", get(seller_page::serve))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .with_state(Arc::new(state));
     // Wraps every route above, so a route added there is protected too.
     let app = auth::protect(routes, auth);
@@ -114,7 +150,7 @@ pub fn router(state: ApiState) -> Router {
 
 async fn stock(
     State(st): State<Arc<ApiState>>,
-    Path(raw): Path<String>,
+    RawId(raw): RawId,
 ) -> Result<Json<Value>, ApiError> {
     let sku = parse_id("sku", &raw)?;
     let (row, as_of) = st
@@ -131,7 +167,7 @@ async fn stock(
 
 async fn order(
     State(st): State<Arc<ApiState>>,
-    Path(raw): Path<String>,
+    RawId(raw): RawId,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id("order_id", &raw)?;
     let (row, as_of): (_, Millis) = st
@@ -168,7 +204,7 @@ pub fn money(v: i128) -> Value {
 
 async fn member(
     State(st): State<Arc<ApiState>>,
-    Path(raw): Path<String>,
+    RawId(raw): RawId,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id("member_id", &raw)?;
     let (row, as_of) = st
@@ -185,7 +221,7 @@ async fn member(
 
 async fn points(
     State(st): State<Arc<ApiState>>,
-    Path(raw): Path<String>,
+    RawId(raw): RawId,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id("member_id", &raw)?;
     let (entries, as_of) = st
@@ -209,7 +245,7 @@ async fn points(
 
 async fn member_orders(
     State(st): State<Arc<ApiState>>,
-    Path(raw): Path<String>,
+    RawId(raw): RawId,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id("member_id", &raw)?;
     let (orders, as_of) = st
@@ -245,7 +281,7 @@ fn parse_range(q: &RangeQuery) -> Result<(Millis, Millis), ApiError> {
 
 async fn sales(
     State(st): State<Arc<ApiState>>,
-    Path(raw): Path<String>,
+    RawId(raw): RawId,
     query: Result<Query<RangeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id("seller_id", &raw)?;
@@ -293,7 +329,7 @@ fn parse_millis(what: &str, raw: Option<&str>, default: Millis) -> Result<Millis
 
 async fn settlements(
     State(st): State<Arc<ApiState>>,
-    Path(raw): Path<String>,
+    RawId(raw): RawId,
     query: Result<Query<RangeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id("seller_id", &raw)?;
@@ -330,7 +366,7 @@ async fn settlements(
 
 async fn payouts(
     State(st): State<Arc<ApiState>>,
-    Path(raw): Path<String>,
+    RawId(raw): RawId,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id("seller_id", &raw)?;
     let (rows, as_of) = st
@@ -353,7 +389,7 @@ async fn payouts(
 
 async fn tax_invoices(
     State(st): State<Arc<ApiState>>,
-    Path(raw): Path<String>,
+    RawId(raw): RawId,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id("seller_id", &raw)?;
     let (rows, as_of) = st
@@ -377,7 +413,7 @@ async fn tax_invoices(
 
 async fn rating(
     State(st): State<Arc<ApiState>>,
-    Path(raw): Path<String>,
+    RawId(raw): RawId,
 ) -> Result<Json<Value>, ApiError> {
     let sku = parse_id("sku", &raw)?;
     let (row, as_of) = st
@@ -402,7 +438,7 @@ struct LimitQuery {
 
 async fn also_bought(
     State(st): State<Arc<ApiState>>,
-    Path(raw): Path<String>,
+    RawId(raw): RawId,
     query: Result<Query<LimitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let sku = parse_id("sku", &raw)?;
@@ -753,6 +789,59 @@ mod tests {
             let (s, b) = call(&app, uri).await;
             assert_eq!(s, want, "{uri}");
             assert!(b["error"].is_string(), "{uri}: {b}");
+        }
+    }
+
+    /// Found by tests/fuzz.rs: these were answered with an empty or plain-text body.
+    #[tokio::test]
+    async fn every_error_has_a_json_body() {
+        use tower::ServiceExt;
+        let store = MemoryStore::new();
+        let app = router(ApiState {
+            views: ServingViews::Memory(store.clone()),
+            ledger: LedgerViews::Memory(store.clone()),
+            sales: SalesStore::Memory(store.clone()),
+            auth: AuthMode::Disabled,
+            registry: metrics::Registry::new(),
+        });
+        for (uri, want) in [
+            ("/v1/stock/%FF", StatusCode::BAD_REQUEST),
+            ("/v1/sellers/7%C3%28/payouts", StatusCode::BAD_REQUEST),
+            ("/v1/stock/", StatusCode::NOT_FOUND),
+            ("/v1/stock/7/", StatusCode::NOT_FOUND),
+            ("/nothing", StatusCode::NOT_FOUND),
+            ("/", StatusCode::NOT_FOUND),
+        ] {
+            let (s, b) = call(&app, uri).await;
+            assert_eq!(s, want, "{uri}");
+            assert!(b["error"].is_string(), "{uri}: {b}");
+        }
+        let (_, b) = call(&app, "/v1/stock/%FF").await;
+        assert!(
+            b["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("unreadable path parameter"),
+            "{b}"
+        );
+        for method in [axum::http::Method::POST, axum::http::Method::DELETE] {
+            let resp = app
+                .clone()
+                .oneshot(
+                    axum::http::Request::builder()
+                        .method(method.clone())
+                        .uri("/v1/stock/7")
+                        .body(axum::body::Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let b: Value = serde_json::from_slice(&bytes).unwrap();
+            assert!(b["error"].is_string(), "{method}: {b}");
         }
     }
 
