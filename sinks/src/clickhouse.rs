@@ -24,7 +24,7 @@
 //! row validation is off by default because 18.16 does not know
 //! `RowBinaryWithNamesAndTypes` ([`ClickHouseSales::connect`] takes the flag).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use clickhouse::{Client, Row};
@@ -206,8 +206,14 @@ pub struct ClickHouseSales {
     url: String,
     database: String,
     client: Client,
-    /// The last write may have left part of a batch behind (or the sink just started).
+    /// The last write may have left part of a batch behind (or the sink just started): the
+    /// next write first learns how far stored facts may reach ([`Self::check_until`]).
     unsure: Arc<AtomicBool>,
+    /// Facts with a time at or before this may already be stored without a recorded
+    /// `as_of` (a run died, or a write failed, after inserting them): the largest `as_of`
+    /// any stored fact was written with. Facts up to it are checked against the stored
+    /// ids before inserting; 0 when there is nothing to check.
+    check_until: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for ClickHouseSales {
@@ -259,6 +265,7 @@ impl ClickHouseSales {
             database: database.to_string(),
             client,
             unsure: Arc::new(AtomicBool::new(true)),
+            check_until: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -292,8 +299,10 @@ impl ClickHouseSales {
     /// held an `as_of` ≥ the batch's (a replay, skipped).
     pub async fn write(&self, batch: &ViewBatch) -> Result<bool, SinkError> {
         let result = self.try_write(batch).await;
-        // Until a write succeeds in full, the next one cannot trust what is stored.
-        self.unsure.store(result.is_err(), Ordering::SeqCst);
+        if result.is_err() {
+            // Part of the batch may be stored: relearn how far stored facts reach.
+            self.unsure.store(true, Ordering::SeqCst);
+        }
         result
     }
 
@@ -301,10 +310,30 @@ impl ClickHouseSales {
         if self.as_of().await?.is_some_and(|a| a >= batch.as_of) {
             return Ok(false);
         }
+        if self.unsure.load(Ordering::SeqCst) {
+            // A batch is written as facts, rollups, then `as_of`; a run that died (or a
+            // write that failed) in between left facts up to its batch's `as_of` behind,
+            // and a restart's batches need not line up with the dead run's.
+            let (n, reach): (u64, u64) = self
+                .client
+                .query("SELECT count(), max(as_of) FROM sales_facts")
+                .fetch_one()
+                .await
+                .map_err(|e| self.err("reading how far stored facts reach", e))?;
+            self.check_until
+                .store(if n > 0 { reach } else { 0 }, Ordering::SeqCst);
+            self.unsure.store(false, Ordering::SeqCst);
+        }
+        let check_until = self.check_until.load(Ordering::SeqCst);
         let mut facts: Vec<&SalesFact> = batch.sales_facts.iter().collect();
-        if self.unsure.load(Ordering::SeqCst) && !facts.is_empty() {
-            let lo = facts.iter().map(|f| f.ts).min().unwrap_or(0);
-            let hi = facts.iter().map(|f| f.ts).max().unwrap_or(0);
+        let lo = facts.iter().map(|f| f.ts).min().unwrap_or(0);
+        if check_until > 0 && !facts.is_empty() && lo <= check_until {
+            let hi = facts
+                .iter()
+                .map(|f| f.ts)
+                .max()
+                .unwrap_or(0)
+                .min(check_until);
             let stored: Vec<String> = self
                 .client
                 .query("SELECT fact_id FROM sales_facts WHERE ts >= ? AND ts <= ?")
@@ -392,6 +421,10 @@ impl ClickHouseSales {
             .end()
             .await
             .map_err(|e| self.err("storing progress", e))?;
+        if batch.as_of >= check_until {
+            // Later batches only hold facts after this `as_of`: none can be stored yet.
+            self.check_until.store(0, Ordering::SeqCst);
+        }
         Ok(true)
     }
 

@@ -443,18 +443,26 @@ async fn write_loop(
     while let Ok(first) = rx.recv() {
         let mut views: Option<ViewBatch> = None;
         let mut dead: Vec<DeadLetter> = Vec::new();
+        // Takes one output; returns the rows it added.
         let mut take = |o: Output| match o {
-            Output::Views(b) => match views.as_mut() {
-                Some(v) => v.merge(b),
-                None => views = Some(b),
-            },
-            Output::DeadLetters(d) => dead.extend(d),
+            Output::Views(b) => {
+                let (l, s, r) = part_rows(&b);
+                match views.as_mut() {
+                    Some(v) => v.merge(b),
+                    None => views = Some(b),
+                }
+                l + s + r
+            }
+            Output::DeadLetters(d) => {
+                dead.extend(d);
+                0
+            }
         };
-        take(first);
+        let mut rows = take(first);
         let started = Instant::now();
-        while started.elapsed() < Duration::from_millis(50) {
+        while started.elapsed() < Duration::from_millis(50) && rows < MAX_COALESCED_ROWS {
             match rx.try_recv() {
-                Ok(o) => take(o),
+                Ok(o) => rows += take(o),
                 Err(_) => break,
             }
         }
@@ -614,6 +622,11 @@ impl SinkSet {
 /// Rows of a batch for the ledger store (points, settlements, payouts, invoices, members,
 /// sellers), the sales store (facts and minute rollups) and the view store (stock, orders,
 /// ratings, recommendations and their removals, members, member orders).
+/// The writer stops gathering waiting batches into one once it holds this many rows, so a
+/// sink that fell behind catches up in transactions of bounded size (and a crash loses at
+/// most one such transaction's work) rather than in one that grows with the backlog.
+const MAX_COALESCED_ROWS: usize = 5_000;
+
 fn part_rows(batch: &ViewBatch) -> (usize, usize, usize) {
     let ledger = batch.points.len()
         + batch.settlements.len()
