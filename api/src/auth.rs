@@ -659,6 +659,7 @@ mod tests {
             sales: SalesStore::Memory(store.clone()),
             auth: AuthMode::hs256(SECRET).unwrap(),
             registry: crate::metrics::Registry::new(),
+            health: Default::default(),
         })
     }
 
@@ -1129,6 +1130,7 @@ mod tests {
             sales: SalesStore::Memory(store.clone()),
             auth: AuthMode::Disabled,
             registry: crate::metrics::Registry::new(),
+            health: Default::default(),
         });
         assert_eq!(
             call(&app, "/v1/stock/7", &[]).await.0,
