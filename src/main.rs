@@ -37,11 +37,18 @@ enum Command {
     Load(load::LoadArgs),
 }
 
+/// The log filter without `SHOPFLOW_LOG`: warnings, plus the one-line reports of a sink or
+/// the source recovering from an outage. librdkafka's own error lines are left out: during
+/// a broker outage it reports every reconnection attempt, and the source reports the outage
+/// once (`SHOPFLOW_LOG=warn,rdkafka=debug` shows them).
+const DEFAULT_LOG: &str =
+    "warn,rdkafka=off,librdkafka=off,shopflow_sinks::writer=info,shopflow_pipelines::runtime=info";
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SHOPFLOW_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .init();

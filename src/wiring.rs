@@ -15,6 +15,7 @@ use shopflow_gen::{generate, split, GenConfig};
 use shopflow_ingest::source::KeyedPayloads;
 use shopflow_ingest::source::{FileSource, KafkaConfig, KafkaSource, MemorySource};
 use shopflow_ingest::{Source, SourceError, StreamId, Topics};
+use shopflow_model::health::Health;
 use shopflow_model::time::rfc3339_utc;
 use shopflow_pipelines::dataflow::ViewConfig;
 use shopflow_pipelines::{PipelineConfig, Stats};
@@ -23,7 +24,7 @@ use shopflow_sinks::file::JsonLinesWriter;
 use shopflow_sinks::kafka::{alert_id, dead_letter_id, KafkaWriter};
 use shopflow_sinks::mysql::MysqlLedger;
 use shopflow_sinks::redis::RedisViews;
-use shopflow_sinks::writer::SinkStats;
+use shopflow_sinks::writer::{spawn_writer_with, SinkStats, WriterConfig};
 use shopflow_sinks::{
     spawn_writer, EventLog, LedgerStore, LedgerViews, MemoryStore, SalesStore, ServingViews,
     SinkSet, ViewStore,
@@ -51,6 +52,11 @@ pub struct PipelineArgs {
     /// without one; `demo` generates one for the session.
     #[arg(long, env = shopflow_api::auth::SECRET_ENV, hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// How long a sink or the Kafka source may keep failing (retried with backoff, the
+    /// pipeline waiting meanwhile) before the run gives up and exits with the error;
+    /// 0 retries forever.
+    #[arg(long, default_value_t = 900, env = "SHOPFLOW_GIVE_UP_AFTER_SECS")]
+    give_up_after_secs: u64,
 }
 
 impl PipelineArgs {
@@ -64,7 +70,18 @@ impl PipelineArgs {
                 ..ViewConfig::default()
             },
             live,
+            source_give_up_after: self.give_up_after(),
             ..PipelineConfig::default()
+        }
+    }
+
+    fn give_up_after(&self) -> Option<Duration> {
+        (self.give_up_after_secs > 0).then(|| Duration::from_secs(self.give_up_after_secs))
+    }
+
+    fn writer(&self) -> WriterConfig {
+        WriterConfig {
+            give_up_after: self.give_up_after(),
         }
     }
 }
@@ -185,6 +202,7 @@ fn gen_config(events: usize, seed: u64, bad_rate: f64) -> GenConfig {
 }
 
 /// Serves the API on `addr` from the I/O runtime, with `registry` at `/metrics`.
+#[allow(clippy::too_many_arguments)]
 fn serve(
     rt: &tokio::runtime::Runtime,
     addr: SocketAddr,
@@ -193,6 +211,7 @@ fn serve(
     sales: SalesStore,
     auth: shopflow_api::AuthMode,
     registry: Registry,
+    health: Health,
 ) -> Result<()> {
     let listener = std::net::TcpListener::bind(addr)
         .with_context(|| format!("cannot listen on {addr} (port taken? use --listen)"))?;
@@ -207,6 +226,7 @@ fn serve(
                 sales,
                 auth,
                 registry,
+                health,
             },
         )
         .await
@@ -224,6 +244,8 @@ fn progress(stats: Arc<Stats>, sink: Arc<SinkStats>) -> std::thread::JoinHandle<
         let mut last = 0;
         while !stats.finished.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(1000));
+            // A failing source does not pass through the writer: keep `shopflow_ready` current.
+            sink.refresh_ready();
             let n = stats.messages.load(Ordering::Relaxed);
             let as_of = sink
                 .as_of_plus_one
@@ -313,18 +335,27 @@ pub fn memory_source(streams: Vec<(StreamId, KeyedPayloads)>) -> Box<MakeSource>
 /// Builds one worker's source.
 pub type MakeSource = dyn Fn(usize, usize) -> Result<Box<dyn Source>, SourceError> + Send + Sync;
 
+/// Batches the pipeline may have waiting for the sink writer. While a sink fails, this is
+/// all the output that piles up before the pipeline stops reading (backpressure); the writer
+/// writes whatever waits as one batch, so a deeper queue would not make it faster.
+const OUTPUT_CHANNEL_BATCHES: usize = 8;
+
 /// Runs a pipeline to the end of its input (or until stopped), then reports. Its metrics
-/// go to `registry`.
+/// go to `registry`; the source and the sinks report failures into `health`.
 fn execute(
     rt: &tokio::runtime::Runtime,
     config: PipelineConfig,
+    writer_config: WriterConfig,
     make_source: Box<MakeSource>,
     sinks: SinkSet,
-    registry: &Registry,
+    (registry, health): (&Registry, Health),
 ) -> Result<(shopflow_pipelines::RunSummary, Arc<SinkStats>)> {
-    let (tx, rx) = sync_channel(64);
-    let stats = Arc::new(Stats::default());
-    let sink_stats = Arc::new(SinkStats::default());
+    let (tx, rx) = sync_channel(OUTPUT_CHANNEL_BATCHES);
+    let stats = Arc::new(Stats {
+        health: health.clone(),
+        ..Stats::default()
+    });
+    let sink_stats = Arc::new(SinkStats::with_health(health));
     stats
         .metrics
         .register(registry)
@@ -333,7 +364,13 @@ fn execute(
         .metrics
         .register(registry)
         .context("registering the sink metrics")?;
-    let writer = spawn_writer(rx, sinks, sink_stats.clone(), rt.handle().clone());
+    let writer = spawn_writer_with(
+        rx,
+        sinks,
+        sink_stats.clone(),
+        rt.handle().clone(),
+        writer_config,
+    );
     let reporter = progress(stats.clone(), sink_stats.clone());
     let stop = stats.clone();
     ctrlc_stop(stop);
@@ -367,6 +404,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let store = MemoryStore::new();
     let rt = shopflow_sinks::io_runtime();
     let registry = Registry::new();
+    let health = Health::new();
     serve(
         &rt,
         args.pipeline.listen,
@@ -375,6 +413,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         SalesStore::Memory(store.clone()),
         auth.mode.clone(),
         registry.clone(),
+        health.clone(),
     )?;
     eprintln!("API on http://{}", args.pipeline.listen);
     let sinks = SinkSet {
@@ -392,7 +431,14 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     };
     let make = memory_source(streams);
     let started = Instant::now();
-    let (summary, sink_stats) = execute(&rt, args.pipeline.config(false), make, sinks, &registry)?;
+    let (summary, sink_stats) = execute(
+        &rt,
+        args.pipeline.config(false),
+        args.pipeline.writer(),
+        make,
+        sinks,
+        (&registry, health),
+    )?;
     let secs = started.elapsed().as_secs_f64();
     let (skus, orders, as_of) = store.read(|s| (s.stock.len(), s.orders.len(), s.as_of));
     eprintln!(
@@ -527,6 +573,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             }),
         };
     let registry = Registry::new();
+    let health = Health::new();
     serve(
         &rt,
         args.pipeline.listen,
@@ -535,6 +582,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         sales.clone(),
         auth,
         registry.clone(),
+        health.clone(),
     )?;
     eprintln!("API on http://{}", args.pipeline.listen);
     let live = args.kafka.is_some() && args.file.is_none() && !args.bounded;
@@ -545,7 +593,14 @@ pub fn run(args: RunArgs) -> Result<()> {
         alerts,
         dead_letters,
     };
-    let (summary, sink_stats) = execute(&rt, args.pipeline.config(live), make, sinks, &registry)?;
+    let (summary, sink_stats) = execute(
+        &rt,
+        args.pipeline.config(live),
+        args.pipeline.writer(),
+        make,
+        sinks,
+        (&registry, health),
+    )?;
     eprintln!(
         "finished: {} messages, {} accepted, {} dead letters, {} duplicates, {} late; views as of {:?}",
         summary.messages,

@@ -666,6 +666,7 @@ mod tests {
             sales: SalesStore::Memory(store.clone()),
             auth: AuthMode::hs256(SECRET).unwrap(),
             registry: crate::metrics::Registry::new(),
+            health: Default::default(),
         })
     }
 
@@ -1176,6 +1177,7 @@ mod tests {
             sales: SalesStore::Memory(store.clone()),
             auth: AuthMode::Disabled,
             registry: crate::metrics::Registry::new(),
+            health: Default::default(),
         });
         assert_eq!(
             call(&app, "/v1/stock/7", &[]).await.0,

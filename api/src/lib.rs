@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use shopflow_model::health::Health;
 use shopflow_model::time::{kst_date, kst_month};
 use shopflow_model::{Millis, OrderView, MAX_ID};
 use shopflow_sinks::clickhouse::Bucket;
@@ -44,6 +45,9 @@ pub struct ApiState {
     pub auth: AuthMode,
     /// The metrics served at `/metrics`; [`router`] adds the API's latency histogram.
     pub registry: metrics::Registry,
+    /// What the pipeline feeding the stores reports failing (the source, a sink): `/readyz`
+    /// answers 503 while anything fails.
+    pub health: Health,
 }
 
 /// An API error, rendered as `{"error": "..."}` with its status.
@@ -469,7 +473,17 @@ async fn also_bought(
     Ok(Json(json!({"sku": sku, "items": items, "as_of": as_of})))
 }
 
+/// 200 once the view store holds a batch and nothing the pipeline depends on is failing;
+/// 503 with the reason otherwise (a sink or the broker down: the views are going stale).
 async fn ready(State(st): State<Arc<ApiState>>) -> Response {
+    let problems = st.health.problems();
+    if !problems.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "error": problems.join("; ")})),
+        )
+            .into_response();
+    }
     match st.views.as_of().await {
         Ok(Some(as_of)) => Json(json!({"ready": true, "as_of": as_of})).into_response(),
         Ok(None) => (
@@ -524,6 +538,7 @@ mod tests {
             sales: SalesStore::Memory(store.clone()),
             auth: AuthMode::Disabled,
             registry: metrics::Registry::new(),
+            health: Default::default(),
         });
         assert_eq!(
             call(&app, "/readyz").await.0,
@@ -654,6 +669,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn readyz_is_503_while_a_sink_or_the_source_fails() {
+        let store = MemoryStore::new();
+        store.write_views(&ViewBatch {
+            as_of: 1234,
+            ..ViewBatch::default()
+        });
+        let health = Health::new();
+        let app = router(ApiState {
+            views: ServingViews::Memory(store.clone()),
+            ledger: LedgerViews::Memory(store.clone()),
+            sales: SalesStore::Memory(store.clone()),
+            auth: AuthMode::Disabled,
+            registry: metrics::Registry::new(),
+            health: health.clone(),
+        });
+        assert_eq!(call(&app, "/readyz").await.0, StatusCode::OK);
+        health.failed("mysql", 0, "connection refused");
+        let (s, b) = call(&app, "/readyz").await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(b["ready"], json!(false));
+        let error = b["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("mysql failing") && error.contains("connection refused"),
+            "{b}"
+        );
+        health.failed("kafka", 1, "broker down");
+        health.recovered("mysql", 0);
+        let (s, b) = call(&app, "/readyz").await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            b["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("kafka failing"),
+            "{b}"
+        );
+        health.recovered("kafka", 1);
+        assert_eq!(call(&app, "/readyz").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
     async fn member_and_seller_answers_and_errors() {
         use shopflow_model::{
             EntryCause, Grade, MemberOrders, MemberView, Payout, PointsEntry, SettlementEntry,
@@ -666,6 +722,7 @@ mod tests {
             sales: SalesStore::Memory(store.clone()),
             auth: AuthMode::Disabled,
             registry: metrics::Registry::new(),
+            health: Default::default(),
         });
         // 2026-11-09 00:00 KST (a Monday) = 2026-11-08T15:00:00Z.
         let monday = 1_794_150_000_000;
@@ -856,6 +913,7 @@ mod tests {
             sales: SalesStore::Memory(store.clone()),
             auth: AuthMode::hs256(b"0123456789abcdef0123456789abcdef-test").unwrap(),
             registry: registry.clone(),
+            health: Default::default(),
         });
         let get = |uri: &str| {
             app.clone().oneshot(
@@ -903,6 +961,7 @@ mod tests {
             sales: SalesStore::Memory(store.clone()),
             auth: AuthMode::Disabled,
             registry: registry.clone(),
+            health: Default::default(),
         });
         assert_eq!(call(&again, "/healthz").await.0, StatusCode::OK);
         let series: Vec<usize> = registry

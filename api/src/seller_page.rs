@@ -111,6 +111,7 @@ mod tests {
             sales: SalesStore::Memory(store),
             auth: AuthMode::hs256(&[7u8; 32]).unwrap(),
             registry: crate::metrics::Registry::new(),
+            health: Default::default(),
         });
         let resp = app
             .oneshot(

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Stops the local test services that up.sh started from the same state dir
 # (${SHOPFLOW_STATE:-<repo>/.shopflow}): SIGTERM through their pidfiles, a wait of up to 10 s,
-# then SIGKILL. Data stays (MariaDB and ClickHouse keep theirs; the Kafka broker and Redis keep
-# nothing), so up.sh brings them back.
+# then SIGKILL. Data stays (MariaDB and ClickHouse keep theirs; the Kafka broker keeps its log
+# with SHOPFLOW_KAFKA_STORAGE=sqlite and Redis its views with SHOPFLOW_REDIS_PERSIST=1, else
+# they keep nothing), so up.sh brings them back.
 # Usage: down.sh [kafka|redis|mysql|clickhouse ...]   (no argument: all four)
 # Idempotent: stopping what does not run succeeds.
 set -euo pipefail

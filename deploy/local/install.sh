@@ -4,9 +4,11 @@
 #     cmake and libcurl4-openssl-dev (rdkafka's cmake-build of librdkafka 2.12 includes
 #     curl.h even with curl off), curl, and chromium (headless, for the seller page's browser
 #     test, tests/browser.rs);
-#   - the Kafka-protocol broker Nisshi 0.8.1, built from crates.io with cargo into
-#     $SHOPFLOW_CACHE/nisshi-0.8.1 (default ~/.cache/shopflow), outside the clone, so the
-#     ~30 min build happens once per machine.
+#   - the Kafka-protocol broker Nisshi 0.8.1 with features dynostore,libsql (the libsql
+#     feature gives it durable SQLite storage, which up.sh uses with
+#     SHOPFLOW_KAFKA_STORAGE=sqlite so a broker restart keeps the log), built from crates.io
+#     with cargo into $SHOPFLOW_CACHE/nisshi-0.8.1-libsql (default ~/.cache/shopflow),
+#     outside the clone, so the ~40 min build happens once per machine.
 # Safe to run again: it does nothing when everything is installed. Logs go to
 # ${SHOPFLOW_STATE:-<repo>/.shopflow}/logs/. Exits non-zero with one line naming the
 # failed step and its log.
@@ -19,7 +21,8 @@ cache=${SHOPFLOW_CACHE:-$HOME/.cache/shopflow}
 logs=$state/logs
 
 NISSHI_VERSION=0.8.1
-nisshi_root=$cache/nisshi-$NISSHI_VERSION
+NISSHI_FEATURES=dynostore,libsql
+nisshi_root=$cache/nisshi-$NISSHI_VERSION-libsql
 nisshi_bin=$nisshi_root/bin/nisshi
 
 packages=(redis-server mariadb-server clickhouse-server clickhouse-client cmake curl libcurl4-openssl-dev chromium)
@@ -91,10 +94,10 @@ fi
 if ! nisshi_works; then
     command -v cargo >/dev/null 2>&1 || fail "cargo not found; install a Rust toolchain (rustup) first"
     nisshi_log=$logs/install-nisshi.log
-    echo "install.sh: building nisshi $NISSHI_VERSION into $nisshi_root (about 30 min on 2 cores; log: $nisshi_log)"
+    echo "install.sh: building nisshi $NISSHI_VERSION ($NISSHI_FEATURES) into $nisshi_root (about 40 min on 2 cores; log: $nisshi_log)"
     mkdir -p "$nisshi_root"
     if ! cargo install nisshi --version "$NISSHI_VERSION" --locked --ignore-rust-version \
-        --no-default-features --features dynostore --root "$nisshi_root" >>"$nisshi_log" 2>&1; then
+        --no-default-features --features "$NISSHI_FEATURES" --root "$nisshi_root" >>"$nisshi_log" 2>&1; then
         fail "cargo install nisshi $NISSHI_VERSION failed; see $nisshi_log"
     fi
     nisshi_works || fail "nisshi was built but $nisshi_bin does not run; see $nisshi_log"

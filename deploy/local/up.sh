@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Starts the local test services in the background (no systemd), on 127.0.0.1 only, with all
 # data, logs, pidfiles and configs under ${SHOPFLOW_STATE:-<repo>/.shopflow}:
-#   kafka       Nisshi broker, in-memory storage     port $SHOPFLOW_KAFKA_PORT           (19092)
-#   redis       redis-server, no persistence         port $SHOPFLOW_REDIS_PORT           (16379)
+#   kafka       Nisshi broker                        port $SHOPFLOW_KAFKA_PORT           (19092)
+#   redis       redis-server                         port $SHOPFLOW_REDIS_PORT           (16379)
 #   mysql       mariadbd, database+user "shopflow"   port $SHOPFLOW_MYSQL_PORT           (13306)
 #   clickhouse  clickhouse-server (HTTP and native)  ports $SHOPFLOW_CLICKHOUSE_HTTP_PORT (18123)
 #                                                    and $SHOPFLOW_CLICKHOUSE_TCP_PORT   (19000)
 # Usage: up.sh [kafka|redis|mysql|clickhouse ...]   (no argument: all four)
+# Storage: SHOPFLOW_KAFKA_STORAGE=memory (default; a broker restart loses every topic) or
+# sqlite (durable, in <state>/data/kafka/nisshi.db; slower). SHOPFLOW_REDIS_PERSIST=1 turns
+# on Redis's append-only file (in <state>/data/redis) so a Redis restart keeps the views;
+# without it Redis keeps nothing across a restart.
 # A service that this state dir already runs is left as it is, so running it again is a no-op.
 # A port held by another process is an error. Each service gets ~30 s to answer.
 # At the end it writes <state>/env and prints its export lines on stdout (progress goes to
@@ -20,7 +24,9 @@ state=${SHOPFLOW_STATE:-$repo/.shopflow}
 mkdir -p "$state"
 state=$(cd "$state" && pwd)
 cache=${SHOPFLOW_CACHE:-$HOME/.cache/shopflow}
-nisshi=${SHOPFLOW_NISSHI:-$cache/nisshi-0.8.1/bin/nisshi}
+nisshi=${SHOPFLOW_NISSHI:-$cache/nisshi-0.8.1-libsql/bin/nisshi}
+kafka_storage=${SHOPFLOW_KAFKA_STORAGE:-memory}
+redis_persist=${SHOPFLOW_REDIS_PERSIST:-0}
 
 kafka_port=${SHOPFLOW_KAFKA_PORT:-19092}
 redis_port=${SHOPFLOW_REDIS_PORT:-16379}
@@ -47,6 +53,15 @@ usage() {
     echo "usage: up.sh [kafka|redis|mysql|clickhouse ...]" >&2
     exit "${1:-2}"
 }
+
+case $kafka_storage in
+    memory | sqlite) ;;
+    *) fail "SHOPFLOW_KAFKA_STORAGE must be memory or sqlite, not '$kafka_storage'" ;;
+esac
+case $redis_persist in
+    0 | 1) ;;
+    *) fail "SHOPFLOW_REDIS_PERSIST must be 0 or 1, not '$redis_persist'" ;;
+esac
 
 for port in "$kafka_port" "$redis_port" "$mysql_port" "$clickhouse_http_port" "$clickhouse_tcp_port"; do
     if ! [[ $port =~ ^[0-9]+$ ]] || [ "$port" -lt 1 ] || [ "$port" -gt 65535 ]; then
@@ -213,19 +228,30 @@ launch() {
 # --- per-service start -----------------------------------------------------------------------
 start_kafka() {
     [ -x "$nisshi" ] || fail "nisshi not found at $nisshi; run deploy/local/install.sh"
+    local storage=memory://nisshi/
+    if [ "$kafka_storage" = sqlite ]; then
+        # A path relative to the broker's working directory, the state dir (launch cds there):
+        # nisshi resolves sqlite://HOST/PATH as HOST/PATH under it.
+        mkdir -p "$data/kafka"
+        storage="sqlite://data/kafka/nisshi.db?maintenance_interval=5s"
+    fi
     launch kafka "$nisshi" broker \
         --listener-url "tcp://127.0.0.1:$kafka_port" \
         --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
-        --storage-engine memory://nisshi/ \
+        --storage-engine "$storage" \
         --group-initial-rebalance-delay 0s
 }
 
 start_redis() {
     mkdir -p "$data/redis"
+    local appendonly=no
+    [ "$redis_persist" = 1 ] && appendonly=yes
+    # With the append-only file, every write is on disk within a second and a clean stop
+    # (SIGTERM, as down.sh sends) flushes the rest.
     launch redis /usr/bin/redis-server \
         --bind 127.0.0.1 --port "$redis_port" --protected-mode yes \
         --daemonize no --dir "$data/redis" --logfile "" \
-        --save "" --appendonly no
+        --save "" --appendonly "$appendonly" --appendfsync everysec
 }
 
 as_root() { [ "$(id -u)" -eq 0 ]; }

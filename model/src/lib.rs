@@ -7,6 +7,7 @@
 #![forbid(missing_docs)]
 
 pub mod event;
+pub mod health;
 pub mod ledger;
 pub mod sales;
 pub mod time;

@@ -31,6 +31,9 @@ pub struct PipelineMetrics {
     /// `shopflow_consumer_lag_messages{topic,partition}`: messages known to exist but not
     /// yet read (set only for sources that can tell).
     pub consumer_lag: IntGaugeVec,
+    /// `shopflow_source_errors_total`: failed attempts at reading the input (an unreachable
+    /// broker), each retried with backoff.
+    pub source_errors: IntCounter,
     /// The frontier and the latest event time, exported by a collector that computes the
     /// lags when scraped.
     pub frontier: FrontierGauges,
@@ -82,6 +85,10 @@ impl PipelineMetrics {
                 &["topic", "partition"],
             )
             .expect("valid metric"),
+            source_errors: counter(
+                "shopflow_source_errors_total",
+                "Failed attempts at reading the input (e.g. the Kafka broker unreachable), each retried with backoff.",
+            ),
             frontier: FrontierGauges::new(),
         };
         for reason in DeadLetterReason::ALL {
@@ -98,6 +105,7 @@ impl PipelineMetrics {
         registry.register(Box::new(self.duplicates.clone()))?;
         registry.register(Box::new(self.late.clone()))?;
         registry.register(Box::new(self.consumer_lag.clone()))?;
+        registry.register(Box::new(self.source_errors.clone()))?;
         registry.register(Box::new(self.frontier.clone()))?;
         Ok(())
     }

@@ -6,10 +6,11 @@ use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shopflow_ingest::validate::{DEFAULT_DEDUP_HORIZON_MS, DEFAULT_LATENESS_MS};
 use shopflow_ingest::{Outcome, Source, SourceError, StreamValidator};
+use shopflow_model::health::Health;
 use shopflow_model::{DeadLetter, DeadLetterReason, EventBody, Millis, Output};
 
 use crate::dataflow::{build, Inputs, ViewConfig};
@@ -34,7 +35,17 @@ pub struct PipelineConfig {
     pub live: bool,
     /// Most messages read from the source per round.
     pub poll_batch: usize,
+    /// How long reading may keep failing with a transient error (an unreachable broker)
+    /// before the run stops with it; `None` retries forever. Default 15 minutes, like the
+    /// sink writer's.
+    pub source_give_up_after: Option<Duration>,
 }
+
+/// The default [`PipelineConfig::source_give_up_after`].
+pub const DEFAULT_SOURCE_GIVE_UP_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// The component name the source reports under in [`Stats::health`].
+pub const SOURCE_COMPONENT: &str = "kafka";
 
 impl Default for PipelineConfig {
     fn default() -> Self {
@@ -45,6 +56,7 @@ impl Default for PipelineConfig {
             views: ViewConfig::default(),
             live: false,
             poll_batch: 4096,
+            source_give_up_after: Some(DEFAULT_SOURCE_GIVE_UP_AFTER),
         }
     }
 }
@@ -73,6 +85,9 @@ pub struct Stats {
     /// The same counts (and more) as Prometheus metrics; register them with
     /// [`PipelineMetrics::register`] to export them.
     pub metrics: PipelineMetrics,
+    /// Whether reading the input is failing now (component [`SOURCE_COMPONENT`]); share it
+    /// with the sink writer and the API (`/readyz`).
+    pub health: Health,
 }
 
 impl Stats {
@@ -195,6 +210,8 @@ where
     let mut cap: Millis = 0;
     let mut buf = Vec::with_capacity(config.poll_batch);
     let mut dead = Vec::new();
+    // Consecutive failed polls of this worker's source (0 = reading works).
+    let mut source_failures: u32 = 0;
     let publish_as_of = |probe: &timely::dataflow::operators::probe::Handle<Millis>| {
         if index == 0 {
             probe.with_frontier(|f| {
@@ -212,7 +229,26 @@ where
         if failed.load(Ordering::Relaxed) {
             return Err(PipelineError::SinkGone);
         }
-        source.poll(&mut buf, config.poll_batch)?;
+        // A transient source error (the broker went away) is retried with backoff; the
+        // messages read before it are processed as usual.
+        match source.poll(&mut buf, config.poll_batch) {
+            Ok(()) => {
+                if source_failures > 0 {
+                    source_failures = 0;
+                    source_recovered(stats, index);
+                }
+            }
+            Err(e) if e.is_transient() => {
+                source_failed(stats, config, index, &e)?;
+                let pause = backoff(source_failures);
+                source_failures += 1;
+                let until = std::time::Instant::now() + pause;
+                while std::time::Instant::now() < until && !stats.stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
         stats
             .messages
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
@@ -285,6 +321,11 @@ where
         publish_as_of(&probe);
     }
 
+    // The source is done (or stopped): it is not failing any more.
+    if source_failures > 0 {
+        source_recovered(stats, index);
+    }
+
     // End of input: mark the largest event time seen, close the inputs, drain.
     let max_time = validators
         .iter()
@@ -303,6 +344,66 @@ where
         publish_as_of(&probe);
     }
     Ok(())
+}
+
+/// The pause after failed attempt `attempt` (0-based): 0.1 s doubling to 5 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
+}
+
+/// Reports a failed read of worker `worker`: the metric, the shared health, one `warn` line
+/// per outage. Errs (the run stops) once the outage has lasted the configured limit.
+fn source_failed(
+    stats: &Stats,
+    config: &PipelineConfig,
+    worker: usize,
+    error: &SourceError,
+) -> Result<(), SourceError> {
+    stats.metrics.source_errors.inc();
+    let message = error.to_string();
+    if stats.health.failed(SOURCE_COMPONENT, worker, &message) {
+        let limit = match config.source_give_up_after {
+            Some(d) => format!("up to {} s", d.as_secs()),
+            None => "ever".into(),
+        };
+        tracing::warn!(
+            error = %message,
+            "Kafka is failing (reading): retrying with backoff (0.1 s doubling to 5 s) for {limit}; \
+             reading resumes at the next offset of each partition (/readyz answers 503 meanwhile). \
+             Check that the broker is running and reachable"
+        );
+    } else {
+        tracing::debug!(worker, error = %message, "reading Kafka failed again; retrying");
+    }
+    let lasted = stats
+        .health
+        .failing_for(SOURCE_COMPONENT)
+        .unwrap_or_default();
+    if config.source_give_up_after.is_some_and(|d| lasted >= d) {
+        tracing::error!(
+            error = %message,
+            "reading Kafka has failed for {:.0} s: giving up; the run stops",
+            lasted.as_secs_f64()
+        );
+        return Err(SourceError::GaveUp {
+            after: lasted,
+            last: message,
+        });
+    }
+    Ok(())
+}
+
+/// Worker `worker` read again: logs the end of the outage when it was the last one failing.
+fn source_recovered(stats: &Stats, worker: usize) {
+    if let Some(outage) = stats.health.recovered(SOURCE_COMPONENT, worker) {
+        tracing::info!(
+            down_s = outage.lasted.as_secs_f64(),
+            failed_attempts = outage.attempts,
+            "Kafka recovered after {:.1} s ({} failed attempts); reading resumes",
+            outage.lasted.as_secs_f64(),
+            outage.attempts
+        );
+    }
 }
 
 /// One worker's counts since the last flush to the Prometheus metrics (flushed once per

@@ -91,6 +91,11 @@ impl KafkaWriter {
         })
     }
 
+    /// The bootstrap servers.
+    pub fn brokers(&self) -> &str {
+        &self.brokers
+    }
+
     /// Ids already in the topic or written by this writer.
     pub fn known(&self) -> usize {
         self.written.len()

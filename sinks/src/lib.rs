@@ -83,6 +83,15 @@ pub enum SinkError {
         #[source]
         source: Box<rdkafka::error::KafkaError>,
     },
+    /// A write has waited for an acknowledgement longer than the writer reports as healthy
+    /// (it keeps waiting: the client retries by itself).
+    #[error("Kafka at {brokers}: no acknowledgement for {waited_s} s (is the broker running? SHOPFLOW_KAFKA_BROKERS sets the address)")]
+    Unacknowledged {
+        /// Bootstrap servers.
+        brokers: String,
+        /// Seconds waited so far.
+        waited_s: u64,
+    },
     /// A file could not be written.
     #[error("cannot write {path}: {source}")]
     Io {

@@ -34,11 +34,13 @@ pub struct SinkMetrics {
     /// `shopflow_sink_write_duration_seconds{sink}`: time of a write, retries included.
     pub write_duration: HistogramVec,
     /// `shopflow_sink_write_failures_total{sink}`: failed attempts that were retried (the
-    /// last one, which stops the writer, is reported as the run's error).
+    /// last one, which stops the writer after its give-up limit, is reported as the run's
+    /// error).
     pub write_failures: IntCounterVec,
     /// `shopflow_sink_as_of_ms{sink}`: the `as_of` of the last batch the sink holds.
     pub as_of: IntGaugeVec,
-    /// `shopflow_ready`: 1 once a batch has been written and no write is failing.
+    /// `shopflow_ready`: 1 once a batch has been written and nothing (no sink, no source
+    /// sharing the writer's health) is failing.
     pub ready: IntGauge,
 }
 
@@ -53,7 +55,8 @@ const ROW_BUCKETS: [f64; 11] = [
     1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
 ];
 
-/// Seconds per write: 1 ms to 3 min (a write retried to the end takes about 3 minutes).
+/// Seconds per write: 1 ms to 3 min (a write retried through an outage takes as long as the
+/// outage; longer ones land in `+Inf`).
 const DURATION_BUCKETS: [f64; 16] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 180.0,
 ];
@@ -97,7 +100,7 @@ impl SinkMetrics {
             .expect("valid metric"),
             ready: IntGauge::new(
                 "shopflow_ready",
-                "1 when a view batch has been written and no sink write is failing, else 0.",
+                  "1 when a view batch has been written and no sink write or input read is failing, else 0.",
             )
             .expect("valid metric"),
         }

@@ -7,6 +7,12 @@
 //! retried with backoff; while it fails the channel fills and the pipeline waits
 //! (backpressure) instead of buffering without bound.
 //!
+//! An outage is reported once: one `warn` line when a sink starts failing (what failed,
+//! that it is retried, what to check), one `info` line when it recovers (how long it was
+//! down), `shopflow_sink_write_failures_total{sink}` per failed attempt, and the shared
+//! [`Health`] (so `/readyz` answers 503) meanwhile. The writer gives up, and the run stops
+//! with the sink's error, only after [`WriterConfig::give_up_after`] of failures.
+//!
 //! After a restart the run replays from the beginning: see `write_loop` for how it catches
 //! up with a store that is ahead of it.
 
@@ -17,6 +23,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use shopflow_model::health::Health;
 use shopflow_model::{
     Alert, AlsoBought, DeadLetter, MemberView, Millis, OrderView, Output, Payout, PointsEntry,
     RatingView, SettlementEntry, StockLevel, TaxInvoice, ViewBatch,
@@ -127,6 +134,55 @@ pub struct SinkStats {
     /// Per-sink Prometheus metrics; register them with [`SinkMetrics::register`] to
     /// export them.
     pub metrics: SinkMetrics,
+    /// Which sinks are failing now; share it with the source and the API (`/readyz`).
+    pub health: Health,
+}
+
+impl SinkStats {
+    /// Counters and metrics reporting into `health`.
+    pub fn with_health(health: Health) -> Self {
+        SinkStats {
+            health,
+            ..SinkStats::default()
+        }
+    }
+
+    /// Sets `shopflow_ready`: 1 once a view batch has been written while nothing (no sink,
+    /// and no source sharing [`SinkStats::health`]) is failing, else 0.
+    pub fn refresh_ready(&self) {
+        let ready = self.batches.load(Ordering::Relaxed) > 0 && self.health.is_healthy();
+        self.metrics.ready.set(i64::from(ready));
+    }
+}
+
+/// How the writer treats failing writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriterConfig {
+    /// How long a sink may keep failing before the writer gives up and the run stops with
+    /// the sink's error; `None` retries forever. Default [`DEFAULT_GIVE_UP_AFTER`].
+    pub give_up_after: Option<Duration>,
+}
+
+/// The default [`WriterConfig::give_up_after`]: 15 minutes, longer than a restart, a
+/// failover or a short maintenance of any of the stores, short enough that an orchestrator
+/// (or a human paged by the exit) looks at a store that stays down.
+pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(15 * 60);
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            give_up_after: Some(DEFAULT_GIVE_UP_AFTER),
+        }
+    }
+}
+
+impl WriterConfig {
+    fn limit(&self) -> String {
+        match self.give_up_after {
+            Some(d) => format!("up to {} s", d.as_secs()),
+            None => "ever".into(),
+        }
+    }
 }
 
 /// The serving views as the query API reads them.
@@ -403,9 +459,26 @@ pub fn spawn_writer(
     stats: Arc<SinkStats>,
     runtime: tokio::runtime::Handle,
 ) -> JoinHandle<Result<(), SinkError>> {
+    spawn_writer_with(rx, sinks, stats, runtime, WriterConfig::default())
+}
+
+/// [`spawn_writer`] with a [`WriterConfig`] of the caller's.
+pub fn spawn_writer_with(
+    rx: Receiver<Output>,
+    sinks: SinkSet,
+    stats: Arc<SinkStats>,
+    runtime: tokio::runtime::Handle,
+    config: WriterConfig,
+) -> JoinHandle<Result<(), SinkError>> {
     std::thread::Builder::new()
         .name("shopflow-sink-writer".into())
-        .spawn(move || runtime.block_on(write_loop(rx, sinks, stats)))
+        .spawn(move || {
+            let retry = Retry {
+                stats: &stats,
+                config,
+            };
+            runtime.block_on(write_loop(rx, sinks, &retry))
+        })
         .expect("spawn sink writer")
 }
 
@@ -422,13 +495,14 @@ pub fn io_runtime() -> tokio::runtime::Runtime {
 async fn write_loop(
     rx: Receiver<Output>,
     mut sinks: SinkSet,
-    stats: Arc<SinkStats>,
+    retry: &Retry<'_>,
 ) -> Result<(), SinkError> {
+    let stats = retry.stats;
     // A replay must not resend alerts the views already cover: skip alerts at or
     // before the `as_of` the view store holds (they were written before that batch).
     let resume_as_of = match &sinks.views {
         ViewStore::Memory(m) => m.read(|s| s.as_of),
-        ViewStore::Redis(r) => retry(&stats, "redis", || r.as_of()).await?,
+        ViewStore::Redis(r) => retry.run("redis", || r.as_of()).await?,
     };
     for sink in sinks.names() {
         // Every sink in use is listed from the start, with no failure yet.
@@ -467,7 +541,7 @@ async fn write_loop(
             }
         }
         if !dead.is_empty() {
-            write_dead_letters(&mut sinks.dead_letters, &dead, &stats).await?;
+            write_dead_letters(&mut sinks.dead_letters, &dead, retry).await?;
         }
         if let Some(mut batch) = views {
             batch.dedup_keys();
@@ -478,7 +552,7 @@ async fn write_loop(
                 .cloned()
                 .collect();
             if !alerts.is_empty() {
-                write_alerts(&mut sinks.alerts, &alerts, &stats).await?;
+                write_alerts(&mut sinks.alerts, &alerts, retry).await?;
             }
             stats.metrics.holds("alerts", batch.as_of);
             let batch = match catch_up.take() {
@@ -492,7 +566,7 @@ async fn write_loop(
                     image.dedup_keys();
                     image.alerts.clear();
                     if let ViewStore::Redis(r) = &sinks.views {
-                        let (ratings, also) = retry(&stats, "redis", || r.product_skus()).await?;
+                        let (ratings, also) = retry.run("redis", || r.product_skus()).await?;
                         let has_rating: HashSet<u64> =
                             image.ratings.iter().map(|x| x.sku).collect();
                         let has_also: HashSet<u64> =
@@ -541,7 +615,7 @@ async fn write_loop(
                     in_memory(rows, m);
                 }
                 LedgerStore::Mysql(l) => {
-                    retry(&stats, "mysql", || l.write(&batch)).await?;
+                    retry.run("mysql", || l.write(&batch)).await?;
                     stats.metrics.wrote("mysql", ledger_rows, started.elapsed());
                     stats.metrics.holds("mysql", batch.as_of);
                 }
@@ -550,7 +624,7 @@ async fn write_loop(
             match &sinks.sales {
                 SalesStore::Memory(m) => in_memory(sales_rows, m),
                 SalesStore::ClickHouse(c) => {
-                    retry(&stats, "clickhouse", || c.write(&batch)).await?;
+                    retry.run("clickhouse", || c.write(&batch)).await?;
                     stats
                         .metrics
                         .wrote("clickhouse", sales_rows, started.elapsed());
@@ -561,7 +635,7 @@ async fn write_loop(
             match &sinks.views {
                 ViewStore::Memory(m) => in_memory(view_rows, m),
                 ViewStore::Redis(r) => {
-                    retry(&stats, "redis", || r.write(&batch)).await?;
+                    retry.run("redis", || r.write(&batch)).await?;
                     stats.metrics.wrote("redis", view_rows, started.elapsed());
                     stats.metrics.holds("redis", batch.as_of);
                 }
@@ -589,7 +663,7 @@ async fn write_loop(
             stats
                 .as_of_plus_one
                 .fetch_max(batch.as_of + 1, Ordering::Relaxed);
-            stats.metrics.ready.set(1);
+            stats.refresh_ready();
         }
     }
     Ok(())
@@ -649,8 +723,9 @@ fn part_rows(batch: &ViewBatch) -> (usize, usize, usize) {
 async fn write_dead_letters(
     log: &mut EventLog,
     dead: &[DeadLetter],
-    stats: &SinkStats,
+    retry: &Retry<'_>,
 ) -> Result<(), SinkError> {
+    let stats = retry.stats;
     let started = Instant::now();
     match log {
         EventLog::Memory(m) => m.push_dead_letters(dead),
@@ -666,7 +741,7 @@ async fn write_dead_letters(
                     (id, d.key.clone(), payload)
                 })
                 .collect();
-            retry_mut(stats, "dead_letters", k, &records).await?;
+            retry.kafka("dead_letters", k, &records).await?;
         }
     }
     stats
@@ -681,8 +756,9 @@ async fn write_dead_letters(
 async fn write_alerts(
     log: &mut EventLog,
     alerts: &[Alert],
-    stats: &SinkStats,
+    retry: &Retry<'_>,
 ) -> Result<(), SinkError> {
+    let stats = retry.stats;
     let started = Instant::now();
     match log {
         EventLog::Memory(m) => m.push_alerts(alerts),
@@ -703,7 +779,7 @@ async fn write_alerts(
                     )
                 })
                 .collect();
-            retry_mut(stats, "alerts", k, &records).await?;
+            retry.kafka("alerts", k, &records).await?;
         }
     }
     stats
@@ -715,70 +791,186 @@ async fn write_alerts(
     Ok(())
 }
 
-const MAX_ATTEMPTS: u32 = 40;
-
-fn backoff(attempt: u32) -> Duration {
+/// The pause after failed attempt `attempt` (0-based): 0.1 s doubling to 5 s.
+pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
 }
 
-/// Counts a failed attempt at `sink` (the writer is not ready while it fails).
-fn failed(stats: &SinkStats, sink: &str) {
-    stats.failures.fetch_add(1, Ordering::Relaxed);
-    stats.metrics.failed(sink);
-}
-
-/// A write to `sink` succeeded after `attempt` failures: ready again if a batch was
-/// written before.
-fn recovered(stats: &SinkStats, attempt: u32) {
-    if attempt > 0 && stats.batches.load(Ordering::Relaxed) > 0 {
-        stats.metrics.ready.set(1);
+/// The [`Health`] component a sink reports under: its own name, except that the alerts and
+/// dead-letter logs share `kafka` with the source, so a broker outage is one outage
+/// whichever of them notices it first.
+pub fn component_of(sink: &str) -> &str {
+    match sink {
+        "alerts" | "dead_letters" => "kafka",
+        other => other,
     }
 }
 
-/// Retries a write with exponential backoff (0.1 s doubling to 5 s; ~3 minutes in all).
-async fn retry<T, F, Fut>(stats: &SinkStats, sink: &str, mut f: F) -> Result<T, SinkError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, SinkError>>,
-{
-    let mut attempt = 0;
-    loop {
-        match f().await {
-            Ok(v) => {
-                recovered(stats, attempt);
-                return Ok(v);
+/// The [`Health`] member the writer reports as (the source's workers are 0, 1, …).
+pub const WRITER_MEMBER: usize = usize::MAX;
+
+/// How long a Kafka write may wait for the broker's acknowledgement before the writer
+/// reports Kafka as failing (the write keeps waiting; librdkafka retries by itself).
+pub const KAFKA_ACK_WAIT: Duration = Duration::from_secs(15);
+
+/// What an operator should check when `sink` fails.
+fn service_of(sink: &str) -> &'static str {
+    match sink {
+        "redis" => "Redis",
+        "mysql" => "MySQL/MariaDB",
+        "clickhouse" => "ClickHouse",
+        "alerts" | "dead_letters" => "the Kafka broker",
+        _ => "the store",
+    }
+}
+
+/// Retries failing writes and reports outages (see the module docs).
+struct Retry<'a> {
+    stats: &'a SinkStats,
+    config: WriterConfig,
+}
+
+impl Retry<'_> {
+    /// Counts a failed attempt at `sink` (not ready while it fails); logs the first of an
+    /// outage. Returns whether to give up (the outage has lasted the configured limit).
+    fn failed(&self, sink: &str, error: &SinkError) -> bool {
+        let stats = self.stats;
+        stats.failures.fetch_add(1, Ordering::Relaxed);
+        stats.metrics.failed(sink);
+        let message = error.to_string();
+        let component = component_of(sink);
+        let first = stats.health.failed(component, WRITER_MEMBER, &message);
+        if first && component == "kafka" {
+            tracing::warn!(
+                sink,
+                error = %message,
+                "Kafka is failing (writing {sink}): retried with backoff for {} while the pipeline \
+                 waits (backpressure; /readyz answers 503). Check that the broker is running and \
+                 reachable",
+                self.config.limit(),
+            );
+        } else if first {
+            tracing::warn!(
+                sink,
+                error = %message,
+                "sink {sink} is failing: writes are retried with backoff (0.1 s doubling to 5 s) for {} \
+                 while the pipeline waits (backpressure; /readyz answers 503). Check that {} is running \
+                 and reachable",
+                self.config.limit(),
+                service_of(sink),
+            );
+        } else {
+            tracing::debug!(sink, error = %message, "sink write failed again; retrying");
+        }
+        let lasted = stats.health.failing_for(component).unwrap_or_default();
+        let give_up = self.config.give_up_after.is_some_and(|d| lasted >= d);
+        if give_up {
+            tracing::error!(
+                sink,
+                error = %message,
+                "sink {sink} has failed for {:.0} s: giving up; the run stops",
+                lasted.as_secs_f64()
+            );
+        }
+        give_up
+    }
+
+    /// A write to `sink` succeeded: logs the end of an outage, ready again if nothing else
+    /// fails.
+    fn succeeded(&self, sink: &str) {
+        let component = component_of(sink);
+        let outage = self.stats.health.recovered(component, WRITER_MEMBER);
+        if let (Some(outage), "kafka") = (outage, component) {
+            tracing::info!(
+                sink,
+                down_s = outage.lasted.as_secs_f64(),
+                failed_attempts = outage.attempts,
+                "Kafka recovered after {:.1} s ({} failed attempts); writing resumes",
+                outage.lasted.as_secs_f64(),
+                outage.attempts
+            );
+        } else if let Some(outage) = outage {
+            tracing::info!(
+                sink,
+                down_s = outage.lasted.as_secs_f64(),
+                failed_attempts = outage.attempts,
+                "sink {sink} recovered after {:.1} s ({} failed attempts); writing resumes",
+                outage.lasted.as_secs_f64(),
+                outage.attempts
+            );
+        }
+        self.stats.refresh_ready();
+    }
+
+    /// Runs a write until it succeeds, with exponential backoff, giving up after
+    /// [`WriterConfig::give_up_after`].
+    async fn run<T, F, Fut>(&self, sink: &str, mut f: F) -> Result<T, SinkError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, SinkError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match f().await {
+                Ok(v) => {
+                    self.succeeded(sink);
+                    return Ok(v);
+                }
+                Err(e) => {
+                    if self.failed(sink, &e) {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
             }
-            Err(e) if attempt + 1 < MAX_ATTEMPTS => {
-                failed(stats, sink);
-                tracing::warn!(attempt, sink, error = %e, "sink write failed; retrying");
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
         }
     }
-}
 
-async fn retry_mut(
-    stats: &SinkStats,
-    sink: &str,
-    k: &mut KafkaWriter,
-    records: &[crate::kafka::IdRecord],
-) -> Result<(), SinkError> {
-    let mut attempt = 0;
-    loop {
-        match k.write(records).await {
-            Ok(_) => {
-                recovered(stats, attempt);
-                return Ok(());
+    /// [`Retry::run`] for a Kafka log (its writer needs `&mut`). A write still waiting for
+    /// the broker after [`KAFKA_ACK_WAIT`] is reported as a failure (once) and keeps waiting:
+    /// resending could write a record twice.
+    async fn kafka(
+        &self,
+        sink: &str,
+        k: &mut KafkaWriter,
+        records: &[crate::kafka::IdRecord],
+    ) -> Result<(), SinkError> {
+        let mut attempt = 0;
+        loop {
+            let brokers = k.brokers().to_string();
+            let started = Instant::now();
+            let write = k.write(records);
+            tokio::pin!(write);
+            let mut reported = false;
+            let result = loop {
+                tokio::select! {
+                    r = &mut write => break r,
+                    _ = tokio::time::sleep(KAFKA_ACK_WAIT), if !reported => {
+                        reported = true;
+                        let waited = SinkError::Unacknowledged {
+                            brokers: brokers.clone(),
+                            waited_s: started.elapsed().as_secs(),
+                        };
+                        if self.failed(sink, &waited) {
+                            return Err(waited);
+                        }
+                    }
+                }
+            };
+            match result {
+                Ok(_) => {
+                    self.succeeded(sink);
+                    return Ok(());
+                }
+                Err(e) => {
+                    if self.failed(sink, &e) {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
             }
-            Err(e) if attempt + 1 < MAX_ATTEMPTS => {
-                failed(stats, sink);
-                tracing::warn!(attempt, sink, error = %e, "kafka write failed; retrying");
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
         }
     }
 }

@@ -4,18 +4,58 @@
 //! [`super::assign`] gives it, so the split is deterministic and several processes can
 //! share the topics. Reading starts at the beginning of each partition: the dataflow state
 //! is rebuilt by replay, and the sinks skip what they already hold.
+//!
+//! When the broker goes away (a restart, a network cut), librdkafka reconnects by itself
+//! and resumes fetching at its position; the source notices the outage from the client's
+//! error callbacks, confirms it with a watermark request, and returns a transient
+//! [`SourceError::Kafka`] from [`Source::poll`] until the broker answers again (the worker
+//! loop retries with backoff and reports it). Offsets are checked per partition: a message
+//! delivered again (at or below the last offset read) is skipped, so nothing is read twice.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{assign, Message, Source, SourceError, StreamId};
 
 const META_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a watermark request that confirms (or clears) a suspected outage may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Most KiB librdkafka prefetches per partition (`queued.max.messages.kbytes`; its default
+/// is 64 MiB), or the fetch size if larger. While the pipeline waits for a failing sink it
+/// does not poll, and this is all the input that piles up in memory meanwhile.
+pub const PREFETCH_KB_PER_PARTITION: usize = 1024;
+
+/// The consumer's context: keeps the latest global error librdkafka reports (e.g. the
+/// broker refusing connections) for the source to act on, instead of logging each one.
+#[derive(Clone, Default)]
+pub struct SourceContext {
+    error: Arc<Mutex<Option<(KafkaError, String)>>>,
+}
+
+impl SourceContext {
+    fn take(&self) -> Option<(KafkaError, String)> {
+        self.error.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(%error, reason, "librdkafka reported an error");
+        *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some((error, reason.to_string()));
+    }
+}
+
+impl ConsumerContext for SourceContext {}
 
 /// How to reach Kafka and what to read.
 #[derive(Clone, Debug)]
@@ -36,7 +76,10 @@ pub struct KafkaConfig {
 /// A source over this worker's share of the partitions of some topics.
 pub struct KafkaSource {
     brokers: String,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<SourceContext>,
+    context: SourceContext,
+    /// An error was reported and not yet cleared by a successful request to the broker.
+    suspect: bool,
     streams: Vec<StreamId>,
     index: HashMap<(String, i32), usize>,
     /// Next offset to read, per stream.
@@ -56,23 +99,27 @@ impl std::fmt::Debug for KafkaSource {
     }
 }
 
-/// A base consumer for `brokers` with shopflow's settings.
-pub fn consumer(
+/// A consumer for `brokers` with shopflow's settings: no group offsets (the source assigns
+/// and positions itself), a bounded prefetch, and a context that keeps the client's errors.
+fn source_consumer(
     brokers: &str,
     fetch_bytes_per_partition: usize,
-) -> Result<BaseConsumer, SourceError> {
+    context: SourceContext,
+) -> Result<BaseConsumer<SourceContext>, SourceError> {
+    let prefetch_kb = PREFETCH_KB_PER_PARTITION.max(fetch_bytes_per_partition.div_ceil(1024));
     ClientConfig::new()
         .set(
             "max.partition.fetch.bytes",
             fetch_bytes_per_partition.to_string(),
         )
+        .set("queued.max.messages.kbytes", prefetch_kb.to_string())
         .set("bootstrap.servers", brokers)
         .set("group.id", "shopflow")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "50")
-        .create()
+        .create_with_context(context)
         .map_err(|source| SourceError::Kafka {
             brokers: brokers.to_string(),
             what: "creating a consumer".into(),
@@ -81,8 +128,8 @@ pub fn consumer(
 }
 
 /// Every partition of `topics`, in a fixed order (topics as given, partitions ascending).
-pub fn partitions(
-    consumer: &BaseConsumer,
+pub fn partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     brokers: &str,
     topics: &[String],
 ) -> Result<Vec<StreamId>, SourceError> {
@@ -117,7 +164,12 @@ pub fn partitions(
 impl KafkaSource {
     /// Connects and assigns worker `worker` of `peers` its share of the partitions.
     pub fn new(config: &KafkaConfig, worker: usize, peers: usize) -> Result<Self, SourceError> {
-        let consumer = consumer(&config.brokers, config.fetch_bytes_per_partition)?;
+        let context = SourceContext::default();
+        let consumer = source_consumer(
+            &config.brokers,
+            config.fetch_bytes_per_partition,
+            context.clone(),
+        )?;
         let all = partitions(&consumer, &config.brokers, &config.topics)?;
         let streams: Vec<StreamId> = all
             .into_iter()
@@ -147,6 +199,8 @@ impl KafkaSource {
         let mut me = KafkaSource {
             brokers: config.brokers.clone(),
             consumer,
+            context,
+            suspect: false,
             position: vec![0; streams.len()],
             end: vec![0; streams.len()],
             streams,
@@ -177,6 +231,21 @@ impl KafkaSource {
         Ok(())
     }
 
+    /// Whether the broker answers: a watermark request for the first partition.
+    fn probe(&self) -> Result<(), SourceError> {
+        let Some(s) = self.streams.first() else {
+            return Ok(());
+        };
+        self.consumer
+            .fetch_watermarks(&s.topic, s.partition, PROBE_TIMEOUT)
+            .map(|_| ())
+            .map_err(|source| SourceError::Kafka {
+                brokers: self.brokers.clone(),
+                what: "reaching the broker".into(),
+                source: Box::new(source),
+            })
+    }
+
     /// Messages known to exist but not yet read, over this source's partitions.
     pub fn lag(&self) -> i64 {
         self.end
@@ -196,6 +265,17 @@ impl Source for KafkaSource {
         if self.streams.is_empty() || self.finished() {
             return Ok(());
         }
+        // librdkafka reported an error (it reconnects by itself): it is an outage only if
+        // the broker does not answer a request either. Connections closed while idle, for
+        // one, report an error but answer at once.
+        if let Some((error, reason)) = self.context.take() {
+            tracing::debug!(%error, reason, "checking the broker after a client error");
+            self.suspect = true;
+        }
+        if self.suspect {
+            self.probe()?;
+            self.suspect = false;
+        }
         if !self.bounded && self.last_refresh.elapsed() > Duration::from_millis(500) {
             self.refresh_ends()?;
         }
@@ -205,16 +285,26 @@ impl Source for KafkaSource {
                 break;
             };
             wait = Duration::ZERO;
-            let m = result.map_err(|source| SourceError::Kafka {
-                brokers: self.brokers.clone(),
-                what: "consuming".into(),
-                source: Box::new(source),
-            })?;
+            // An error event (the connection dropped, a fetch failed): keep what was read and
+            // let the next poll's watermark request tell whether the broker is down.
+            let m = match result {
+                Ok(m) => m,
+                Err(error) => {
+                    tracing::debug!(%error, "consumer error; checking the broker");
+                    self.suspect = true;
+                    break;
+                }
+            };
             let Some(&stream) = self.index.get(&(m.topic().to_string(), m.partition())) else {
                 continue;
             };
             let offset = m.offset();
             if self.bounded && offset >= self.end[stream] {
+                continue;
+            }
+            // Delivered again (a fetch restarted after the broker came back): already read.
+            if offset < self.position[stream] {
+                tracing::debug!(stream, offset, "skipping a message read before");
                 continue;
             }
             self.position[stream] = offset + 1;

@@ -67,6 +67,23 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+    /// Reading kept failing with transient errors for longer than the configured limit.
+    #[error("reading the input failed for {:.0} s; giving up. Last error: {last}", after.as_secs_f64())]
+    GaveUp {
+        /// How long it had been failing.
+        after: std::time::Duration,
+        /// The last error.
+        last: String,
+    },
+}
+
+impl SourceError {
+    /// Whether retrying may help: the broker could not be reached or refused a request
+    /// (it may be restarting). A missing topic, an unreadable file or a run that already
+    /// gave up are not.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SourceError::Kafka { .. })
+    }
 }
 
 /// A source of input messages, read by one timely worker.

@@ -1,0 +1,150 @@
+//! Which external services are failing right now, shared by the source, the sink writer and
+//! the API's `/readyz`.
+//!
+//! A component (`kafka`, `redis`, `mysql`, …) is failing from the first failed attempt
+//! until the next successful one. Several members (e.g. the timely workers, each with its
+//! own Kafka consumer) may report for one component: it starts failing when the first
+//! member fails and recovers when the last failing member succeeds, so one outage gives
+//! one "failing" and one "recovered" transition however many members notice it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The shared failure state. Cheap to clone; clones share it.
+#[derive(Clone, Debug, Default)]
+pub struct Health {
+    inner: Arc<Mutex<BTreeMap<String, Failure>>>,
+}
+
+/// One component's ongoing failure.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// When its first member started failing.
+    pub since: Instant,
+    /// Failed attempts so far.
+    pub attempts: u64,
+    /// The latest error.
+    pub error: String,
+    /// Members failing now.
+    members: BTreeSet<usize>,
+}
+
+/// What a [`Health::recovered`] call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outage {
+    /// How long the component was failing.
+    pub lasted: Duration,
+    /// Failed attempts during the outage.
+    pub attempts: u64,
+}
+
+impl Health {
+    /// A state with nothing failing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Failure>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a failed attempt of `member` at `component`. Returns true when this starts
+    /// the component's outage (nothing of it was failing): the moment to log it once.
+    pub fn failed(&self, component: &str, member: usize, error: &str) -> bool {
+        let mut map = self.lock();
+        match map.get_mut(component) {
+            Some(f) => {
+                f.attempts += 1;
+                f.error = error.to_string();
+                f.members.insert(member);
+                false
+            }
+            None => {
+                map.insert(
+                    component.to_string(),
+                    Failure {
+                        since: Instant::now(),
+                        attempts: 1,
+                        error: error.to_string(),
+                        members: BTreeSet::from([member]),
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// Records a successful attempt of `member` at `component`. Returns the outage it ends
+    /// when it was the last failing member (the moment to log the recovery once).
+    pub fn recovered(&self, component: &str, member: usize) -> Option<Outage> {
+        let mut map = self.lock();
+        let f = map.get_mut(component)?;
+        f.members.remove(&member);
+        if !f.members.is_empty() {
+            return None;
+        }
+        let f = map.remove(component)?;
+        Some(Outage {
+            lasted: f.since.elapsed(),
+            attempts: f.attempts,
+        })
+    }
+
+    /// How long `component` has been failing, if it is.
+    pub fn failing_for(&self, component: &str) -> Option<Duration> {
+        self.lock().get(component).map(|f| f.since.elapsed())
+    }
+
+    /// Whether nothing is failing.
+    pub fn is_healthy(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// One line per failing component: what, for how long, how many attempts, the error.
+    pub fn problems(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .map(|(name, f)| {
+                format!(
+                    "{name} failing for {:.0} s ({} failed attempts, retrying): {}",
+                    f.since.elapsed().as_secs_f64(),
+                    f.attempts,
+                    f.error
+                )
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_outage_is_one_transition_each_way_whatever_the_members() {
+        let h = Health::new();
+        assert!(h.is_healthy());
+        assert!(h.failed("kafka", 0, "refused"));
+        assert!(!h.failed("kafka", 1, "refused"));
+        assert!(!h.failed("kafka", 0, "refused again"));
+        assert!(!h.is_healthy());
+        assert_eq!(h.problems().len(), 1);
+        assert!(
+            h.problems()[0].contains("refused again"),
+            "{:?}",
+            h.problems()
+        );
+        assert_eq!(h.recovered("kafka", 0), None, "member 1 still fails");
+        let o = h.recovered("kafka", 1).expect("last member recovered");
+        assert_eq!(o.attempts, 3);
+        assert!(h.is_healthy());
+        assert_eq!(h.recovered("kafka", 1), None, "nothing to recover from");
+        // A new failure after recovering is a new outage.
+        assert!(h.failed("kafka", 1, "down"));
+        assert!(h.failed("redis", 0, "down"));
+        assert_eq!(h.problems().len(), 2);
+        assert!(h.failing_for("redis").is_some());
+        assert!(h.failing_for("mysql").is_none());
+    }
+}
