@@ -860,6 +860,7 @@ mod tests {
             sales: SalesStore::Memory(store.clone()),
             auth: AuthMode::Disabled,
             registry: metrics::Registry::new(),
+            health: Default::default(),
         });
         for (uri, want) in [
             ("/v1/stock/%FF", StatusCode::BAD_REQUEST),

@@ -117,6 +117,7 @@ fn fixture() -> &'static Fixture {
                 sales: SalesStore::Memory(store.clone()),
                 auth: AuthMode::hs256(SECRET).unwrap(),
                 registry: shopflow_api::metrics::Registry::new(),
+                health: Default::default(),
             }),
             keys,
             admin,
