@@ -173,8 +173,8 @@ pub struct GenArgs {
     /// Fraction of duplicates.
     #[arg(long, default_value_t = 0.005)]
     duplicate_rate: f64,
-    /// Write JSON lines here.
-    #[arg(long, conflicts_with = "kafka")]
+    /// Write JSON lines here (takes precedence over `--kafka` and `SHOPFLOW_KAFKA_BROKERS`).
+    #[arg(long)]
     out: Option<String>,
     /// Produce to Kafka here (partition = key mod the topic's partitions).
     #[arg(long, env = "SHOPFLOW_KAFKA_BROKERS")]

@@ -51,19 +51,24 @@ fn peak_rss_kib(dir: &std::path::Path, events: usize) -> (u64, String) {
         .expect("start shopflow run");
     // Without --exit-when-done the process keeps serving once the input is processed, so
     // its high-water mark can be read after the run.
+    // Keep reading stderr to its end (the process still logs after the summary line, and
+    // a closed pipe would end it); hand the summary line over when it comes.
     let stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut summary = None;
-    for line in stderr.lines() {
-        let line = line.expect("read stderr");
-        if line.starts_with("finished:") {
-            summary = Some(line);
-            break;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.starts_with("finished:") {
+                let _ = tx.send(line);
+            }
         }
-    }
-    let summary = summary.unwrap_or_else(|| {
-        let status = child.wait().expect("wait");
-        panic!("shopflow run ended without finishing the input: {status}")
     });
+    let summary = rx
+        .recv_timeout(Duration::from_secs(600))
+        .unwrap_or_else(|_| {
+            let _ = child.kill();
+            let status = child.wait().expect("wait");
+            panic!("shopflow run did not finish the input in 600 s: {status}")
+        });
     std::thread::sleep(Duration::from_millis(200));
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
         .expect("read /proc/PID/status");

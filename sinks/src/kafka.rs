@@ -237,6 +237,10 @@ pub async fn produce(brokers: &str, records: &[RawRecord]) -> Result<(), SinkErr
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
+        // One request in flight per connection: with several, a retried request under load
+        // made the broker answer OutOfOrderSequenceNumber (seen with Nisshi 0.8.1), which
+        // fails the whole publish.
+        .set("max.in.flight.requests.per.connection", "1")
         .set("acks", "all")
         // With the local broker a non-zero linger stalls each batch for a long time
         // (85 s for 4,000 messages at 20 ms, 2 s at 0): send at once.
