@@ -12,7 +12,7 @@ use timely::dataflow::operators::{Concat, Probe};
 use timely::dataflow::Scope;
 
 use crate::members::{members, MemberEvent};
-use crate::orders::{order_states, stock_effects, OrderEvent, StockDelta};
+use crate::orders::{order_states, placements, stock_effects, OrderEvent, StockDelta};
 use crate::output::{send_batches, Row};
 use crate::products::{also_bought, baskets, ratings, ReviewEvent};
 use crate::sales::sales;
@@ -115,16 +115,15 @@ pub fn build<'s>(
     let (sellers_in, sellers) = scope.new_collection::<u64, isize>();
     let (ticks_in, ticks) = scope.new_collection::<(), isize>();
 
-    let placements = orders
+    let owned = placements(orders.clone());
+    let member_placements = owned
         .clone()
-        .flat_map(|(order_id, (effective, _, _, body))| match body {
+        .flat_map(|(order_id, (effective, body))| match body {
             shopflow_model::EventBody::OrderPlaced { member_id, .. } => {
                 Some((member_id, (effective, order_id)))
             }
             _ => None,
         });
-
-    let orders_for_sales = orders.clone();
     let states = order_states(orders);
     let order_rows = states.clone().map(|(_, state)| Row::Order(state.view()));
     let recommendations = also_bought(
@@ -148,12 +147,12 @@ pub fn build<'s>(
     let member_views = members(
         states.clone(),
         member_events,
-        placements,
+        member_placements,
         config.spend_window_ms,
     );
     let listing = listings(products);
     let settled = settlements(states.clone(), sellers, listing.clone(), categories);
-    let sold = sales(orders_for_sales, states.clone(), listing);
+    let sold = sales(owned, states.clone(), listing);
 
     let rows = levels
         .map(Row::Stock)

@@ -16,6 +16,7 @@ use shopflow_model::{DeadLetter, DeadLetterReason, EventBody, Millis, Output};
 use crate::dataflow::{build, Inputs, ViewConfig};
 use crate::members::MemberEvent;
 use crate::metrics::PipelineMetrics;
+use crate::orders::stream_id;
 use crate::products::ReviewEvent;
 use crate::settlements::{CategoryEvent, ProductEvent};
 
@@ -202,6 +203,12 @@ where
     };
     let mut source = make_source(index, worker.peers())?;
     let streams = source.streams().len();
+    // (stream id for order events, partition) of each stream.
+    let stream_ids: Vec<(u64, i32)> = source
+        .streams()
+        .iter()
+        .map(|s| (stream_id(&s.topic, s.partition), s.partition))
+        .collect();
     let mut tally = Tally::new(&stats.metrics, source.as_ref());
     let mut validators: Vec<StreamValidator> = (0..streams)
         .map(|_| StreamValidator::new(config.dedup_horizon_ms, config.lateness_ms))
@@ -263,14 +270,13 @@ where
                     }
                     stats.accepted.fetch_add(1, Ordering::Relaxed);
                     tally.accepted += 1;
-                    let partition = source.streams()[m.stream].partition;
                     feed(
                         &mut inputs,
                         &mut latest,
                         a.event.body,
                         a.effective_time,
                         time,
-                        (partition, m.offset),
+                        (stream_ids[m.stream], m.offset),
                     );
                 }
                 Outcome::Duplicate => {
@@ -564,7 +570,7 @@ fn feed(
     body: EventBody,
     effective: Millis,
     time: Millis,
-    (partition, offset): (i32, i64),
+    ((stream, partition), offset): ((u64, i32), i64),
 ) {
     match body {
         EventBody::ReviewPosted {
@@ -643,9 +649,11 @@ fn feed(
         }
         body => {
             if let Some(order_id) = body.order_id() {
-                inputs
-                    .orders
-                    .update_at((order_id, (effective, offset, time, body)), time, 1);
+                inputs.orders.update_at(
+                    (order_id, (effective, stream, offset, time, body)),
+                    time,
+                    1,
+                );
             }
         }
     }

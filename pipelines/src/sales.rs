@@ -7,7 +7,6 @@ use shopflow_model::sales::MINUTE_MS;
 use shopflow_model::{EventBody, Millis, SalesEffect, SalesFact, SalesMinute};
 
 use crate::lookup::lookup_when_known;
-use crate::orders::OrderEvent;
 
 /// A line's frozen terms: (line_no, seller, category).
 type LineListing = (u64, u64, u64);
@@ -24,15 +23,16 @@ pub struct SalesOutputs<'s> {
     pub minutes: VecCollection<'s, Millis, SalesMinute, isize>,
 }
 
-/// Builds the sales views. `listing` is each SKU's current (seller, category); a line's
+/// Builds the sales views from each order's owning placement (see
+/// [`crate::orders::placements`]) and state. `listing` is each SKU's current (seller, category); a line's
 /// sale belongs to the listing at the order's placement (or, for a SKU not yet known
 /// then, the listing when it becomes known).
 pub fn sales<'s>(
-    orders: VecCollection<'s, Millis, (u64, OrderEvent), isize>,
+    placements: VecCollection<'s, Millis, (u64, (Millis, EventBody)), isize>,
     states: VecCollection<'s, Millis, (u64, OrderState), isize>,
     listing: VecCollection<'s, Millis, (u64, (u64, u64)), isize>,
 ) -> SalesOutputs<'s> {
-    let placed_lines = orders.flat_map(|(order_id, (_, _, _, body))| match body {
+    let placed_lines = placements.flat_map(|(order_id, (_, body))| match body {
         EventBody::OrderPlaced { lines, .. } => lines
             .iter()
             .map(|l| (l.sku, (order_id, l.line_no)))

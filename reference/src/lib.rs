@@ -304,12 +304,13 @@ struct Applied {
 /// Computes every view from `streams` (each a list of raw messages in log order).
 pub fn compute(streams: &[Vec<Vec<u8>>], config: Config) -> Views {
     let mut views = Views::default();
-    let mut seen: HashMap<String, Millis> = HashMap::new();
-    let mut orders: HashMap<u64, Order> = HashMap::new();
     let mut applied: Vec<Applied> = Vec::new();
 
-    // Pass 1: validation, stream by stream (streams are independent: an order lives in one).
+    // Pass 1: validation, stream by stream. Dedup and order state are per stream (SPEC keys
+    // every order's events to one partition; see docs/architecture.md).
     for (s, messages) in streams.iter().enumerate() {
+        let mut seen: HashMap<String, Millis> = HashMap::new();
+        let mut orders: HashMap<u64, Order> = HashMap::new();
         let mut max_effective: Option<Millis> = None;
         for (offset, bytes) in messages.iter().enumerate() {
             let offset = offset as i64;
@@ -371,6 +372,28 @@ pub fn compute(streams: &[Vec<Vec<u8>>], config: Config) -> Views {
             });
         }
     }
+
+    // An order id placed in several streams (hostile input) belongs to the placement
+    // applied first (ties: the smaller placement body); the other streams' events of that id
+    // are left out.
+    let mut owner: HashMap<u64, (Millis, &EventBody, usize)> = HashMap::new();
+    for a in &applied {
+        if let (EventBody::OrderPlaced { .. }, Some(id)) = (&a.event.body, a.event.body.order_id())
+        {
+            let candidate = (a.time, &a.event.body, a.stream);
+            let best = owner.entry(id).or_insert(candidate);
+            if (candidate.0, candidate.1) < (best.0, best.1) {
+                *best = candidate;
+            }
+        }
+    }
+    let owner: HashMap<u64, usize> = owner.into_iter().map(|(id, o)| (id, o.2)).collect();
+    applied.retain(|a| {
+        a.event
+            .body
+            .order_id()
+            .is_none_or(|id| owner.get(&id) == Some(&a.stream))
+    });
 
     // Pass 2: replay accepted events in time order, reading the stock after each time.
     applied.sort_by_key(|a| a.time); // stable: keeps log order within a time

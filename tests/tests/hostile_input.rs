@@ -164,13 +164,11 @@ proptest! {
     /// A workload with a share of mutated messages mixed in: the pipeline does not panic,
     /// every message is accounted for, and every view equals the reference model's.
     ///
-    /// Known disagreement (open in the reliability issue): a mutation can make an event
-    /// name an `event_id` or `order_id` that lives in *another* partition. The pipeline
-    /// validates per stream (dedup and order state per partition, see
-    /// docs/architecture.md); the reference keeps one global map. Run with `--ignored` to
-    /// reproduce (e.g. seed 5390585826950115772).
+    /// A mutation can make an event name an `event_id` or `order_id` that lives in another
+    /// partition: both sides validate per partition and give an order id placed in two
+    /// partitions to the placement applied first (docs/architecture.md). Seed
+    /// 5390585826950115772 reproduced the disagreement before that rule.
     #[test]
-    #[ignore = "known: cross-partition ids are validated per stream by the pipeline, globally by the reference"]
     fn pipeline_survives_mutated_streams(seed in any::<u64>(), ms in proptest::collection::vec(mutation(), 50..150)) {
         let topics = Topics::default();
         let mut log = generate(&GenConfig {
