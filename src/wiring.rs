@@ -322,13 +322,7 @@ pub fn kafka_records(
 pub fn memory_source(streams: Vec<(StreamId, KeyedPayloads)>) -> Box<MakeSource> {
     let streams = Arc::new(streams);
     Box::new(move |w, peers| {
-        let mine = streams
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| shopflow_ingest::source::assign(*i, w, peers))
-            .map(|(_, s)| s.clone())
-            .collect();
-        Ok(Box::new(MemorySource::new(mine)) as Box<dyn Source>)
+        Ok(Box::new(MemorySource::share(&streams, w, peers)) as Box<dyn Source>)
     })
 }
 

@@ -172,13 +172,7 @@ fn fill(gen: &shopflow_gen::GenConfig) -> MemoryStore {
     );
     let streams = Arc::new(streams);
     let make = move |w: usize, peers: usize| -> Result<Box<dyn Source>, _> {
-        let mine = streams
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| shopflow_ingest::source::assign(*i, w, peers))
-            .map(|(_, s)| s.clone())
-            .collect();
-        Ok(Box::new(MemorySource::new(mine)) as Box<dyn Source>)
+        Ok(Box::new(MemorySource::share(&streams, w, peers)) as Box<dyn Source>)
     };
     let config = shopflow_pipelines::PipelineConfig {
         workers: 1,

@@ -159,13 +159,7 @@ pub fn run_in_memory_metered(
     stats.metrics.register(registry).expect("pipeline metrics");
     let streams = Arc::new(streams);
     let make = move |w: usize, peers: usize| -> Result<Box<dyn Source>, _> {
-        let mine = streams
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| shopflow_ingest::source::assign(*i, w, peers))
-            .map(|(_, s)| s.clone())
-            .collect();
-        Ok(Box::new(MemorySource::new(mine)) as Box<dyn Source>)
+        Ok(Box::new(MemorySource::share(&streams, w, peers)) as Box<dyn Source>)
     };
     let summary = shopflow_pipelines::run(config, make, tx, Arc::new(stats)).expect("pipeline run");
     writer.join().expect("writer thread").expect("writer");

@@ -36,6 +36,19 @@ impl MemorySource {
         }
     }
 
+    /// The source of worker `worker` of `peers`: its share of `streams` (see
+    /// [`super::assign`]), copied.
+    pub fn share(streams: &[(StreamId, KeyedPayloads)], worker: usize, peers: usize) -> Self {
+        MemorySource::new(
+            streams
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| super::assign(*i, worker, peers))
+                .map(|(_, s)| s.clone())
+                .collect(),
+        )
+    }
+
     /// An empty source (for workers that own no stream).
     pub fn empty() -> Self {
         MemorySource {
