@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::SinkError;
@@ -104,6 +105,14 @@ impl KafkaWriter {
     /// Writes `(id, key, payload)` records not written before, waiting until the broker
     /// has acknowledged every one.
     pub async fn write(&mut self, records: &[IdRecord]) -> Result<usize, SinkError> {
+        let err = |what: &str, source| SinkError::Kafka {
+            brokers: self.brokers.clone(),
+            topic: self.topic.clone(),
+            what: what.to_string(),
+            source: Box::new(source),
+        };
+        // Everything is queued first and awaited after, so the client sends the records
+        // in a few batches rather than one request per record.
         let mut pending = Vec::new();
         for (id, key, payload) in records {
             if self.written.contains(id) {
@@ -114,19 +123,50 @@ impl KafkaWriter {
             if let Some(k) = key {
                 rec = rec.key(k.as_slice());
             }
-            pending.push((id, self.producer.send(rec, TIMEOUT)));
+            let delivery = enqueue(&self.producer, rec)
+                .await
+                .map_err(|e| err("queueing", e))?;
+            pending.push((id, delivery));
         }
         let n = pending.len();
-        for (id, fut) in pending {
-            fut.await.map_err(|(source, _)| SinkError::Kafka {
-                brokers: self.brokers.clone(),
-                topic: self.topic.clone(),
-                what: "producing".into(),
-                source: Box::new(source),
-            })?;
+        for (id, delivery) in pending {
+            delivered(delivery).await.map_err(|e| err("producing", e))?;
             self.written.insert(id.clone());
         }
         Ok(n)
+    }
+}
+
+/// Hands `record` to the producer's queue now, waiting while the queue is full, and returns
+/// the future of its acknowledgement. (`FutureProducer::send` queues only when it is
+/// awaited, so sending a list of records and awaiting them in turn sends one record per
+/// request: a few thousand per second, and one stored batch per record on the broker.)
+async fn enqueue(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'_, [u8], [u8]>,
+) -> Result<DeliveryFuture, KafkaError> {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                record = back;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// Waits for the broker's acknowledgement of one queued record.
+async fn delivered(delivery: DeliveryFuture) -> Result<(), KafkaError> {
+    match delivery.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(e),
+        // The producer was dropped with the record still queued.
+        Err(_) => Err(KafkaError::Canceled),
     }
 }
 
@@ -244,8 +284,8 @@ pub async fn produce(brokers: &str, records: &[RawRecord]) -> Result<(), SinkErr
         .set("enable.idempotence", "false")
         .set("max.in.flight.requests.per.connection", "1")
         .set("acks", "all")
-        // With the local broker a non-zero linger stalls each batch for a long time
-        // (85 s for 4,000 messages at 20 ms, 2 s at 0): send at once.
+        // Records are queued faster than one request's round trip, so batches fill
+        // without waiting.
         .set("linger.ms", "0")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "1000000")
@@ -257,8 +297,10 @@ pub async fn produce(brokers: &str, records: &[RawRecord]) -> Result<(), SinkErr
             what: "creating a producer".into(),
             source: Box::new(source),
         })?;
+    // Queued first and awaited after (see `enqueue`), in chunks so that the futures of a
+    // huge log are not all alive at once.
     for chunk in records.chunks(50_000) {
-        let mut futs = Vec::with_capacity(chunk.len());
+        let mut pending = Vec::with_capacity(chunk.len());
         for r in chunk {
             let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&r.topic)
                 .partition(r.partition)
@@ -266,15 +308,19 @@ pub async fn produce(brokers: &str, records: &[RawRecord]) -> Result<(), SinkErr
             if let Some(k) = &r.key {
                 rec = rec.key(k.as_slice());
             }
-            futs.push((r, producer.send(rec, TIMEOUT)));
-        }
-        for (r, f) in futs {
-            f.await.map_err(|(source, _)| SinkError::Kafka {
+            let err = |what: &str, source| SinkError::Kafka {
                 brokers: brokers.to_string(),
                 topic: r.topic.clone(),
-                what: "producing".into(),
+                what: what.to_string(),
                 source: Box::new(source),
-            })?;
+            };
+            let delivery = enqueue(&producer, rec)
+                .await
+                .map_err(|e| err("queueing", e))?;
+            pending.push((err, delivery));
+        }
+        for (err, delivery) in pending {
+            delivered(delivery).await.map_err(|e| err("producing", e))?;
         }
     }
     Ok(())
