@@ -400,6 +400,10 @@ pub fn compute(streams: &[Vec<Vec<u8>>], config: Config) -> Views {
     let mut direct: BTreeMap<u64, (i64, i64)> = BTreeMap::new(); // sku → (on_hand, known)
     let mut replay: HashMap<u64, Order> = HashMap::new();
     let mut last_available: HashMap<u64, i64> = HashMap::new();
+    // The orders' share of each SKU's stock, (on_hand, reserved), kept up to date as orders
+    // change, so the stock after each time is not summed over every order again (that is
+    // quadratic in the log); checked against the full sum at the end.
+    let mut from_orders: HashMap<u64, (i64, i64)> = HashMap::new();
     let mut i = 0;
     while i < applied.len() {
         let t = applied[i].time;
@@ -421,6 +425,13 @@ pub fn compute(streams: &[Vec<Vec<u8>>], config: Config) -> Views {
                 }
                 body => {
                     if let Some(id) = body.order_id() {
+                        if let Some(o) = replay.get(&id) {
+                            for (sku, on_hand, reserved) in order_stock(o) {
+                                let share = from_orders.entry(sku).or_default();
+                                share.0 -= on_hand;
+                                share.1 -= reserved;
+                            }
+                        }
                         match replay.get_mut(&id) {
                             None => {
                                 replay.insert(id, new_order(body, a.effective).expect("placed"));
@@ -429,15 +440,20 @@ pub fn compute(streams: &[Vec<Vec<u8>>], config: Config) -> Views {
                                 .step(body, a.effective)
                                 .expect("accepted events replay cleanly"),
                         }
-                        touched.extend(replay[&id].lines.values().map(|l| l.sku));
+                        for (sku, on_hand, reserved) in order_stock(&replay[&id]) {
+                            let share = from_orders.entry(sku).or_default();
+                            share.0 += on_hand;
+                            share.1 += reserved;
+                            touched.insert(sku);
+                        }
                     }
                 }
             }
             i += 1;
         }
-        let levels = stock_levels(&direct, &replay);
         for sku in touched {
-            let now = levels.get(&sku).map_or(0, |l| l.available);
+            let (on_hand, reserved) = from_orders.get(&sku).copied().unwrap_or_default();
+            let now = direct.get(&sku).map_or(0, |d| d.0) + on_hand - reserved;
             let before = last_available.insert(sku, now).unwrap_or(0);
             let th = config.low_stock_threshold;
             if (before >= th) != (now >= th) {
@@ -446,6 +462,14 @@ pub fn compute(streams: &[Vec<Vec<u8>>], config: Config) -> Views {
         }
     }
     views.stock = stock_levels(&direct, &replay);
+    for (sku, level) in &views.stock {
+        let (on_hand, reserved) = from_orders.get(sku).copied().unwrap_or_default();
+        assert_eq!(
+            (direct.get(sku).map_or(0, |d| d.0) + on_hand, reserved),
+            (level.on_hand, level.reserved),
+            "reference: the running stock of SKU {sku} differs from the full sum"
+        );
+    }
     views.orders = replay.values().map(|o| (o.id, o.view())).collect();
     views.ratings = ratings(&applied);
     if let Some(t) = views.as_of {
@@ -559,7 +583,25 @@ fn also_bought(
         .collect()
 }
 
-/// Stock per SKU straight from SPEC §5.1.
+/// What one order contributes to the stock of its SKUs (SPEC §5.1):
+/// `(sku, on_hand, reserved)` per line. A placed or paid order reserves its quantities; a
+/// shipped, delivered or confirmed one has taken them off the shelf; restocked returns are
+/// back on it.
+fn order_stock(o: &Order) -> impl Iterator<Item = (u64, i64, i64)> + '_ {
+    let reserving = matches!(o.stage, Stage::Placed | Stage::Paid);
+    let shipped = matches!(
+        o.stage,
+        Stage::Shipped | Stage::Delivered | Stage::Confirmed
+    );
+    o.lines.values().map(move |l| {
+        let qty = l.qty as i64;
+        let on_hand = l.restocked as i64 - if shipped { qty } else { 0 };
+        (l.sku, on_hand, if reserving { qty } else { 0 })
+    })
+}
+
+/// Stock per SKU straight from SPEC §5.1: direct stock events plus every order's
+/// contribution.
 fn stock_levels(
     direct: &BTreeMap<u64, (i64, i64)>,
     orders: &HashMap<u64, Order>,
@@ -579,23 +621,15 @@ fn stock_levels(
         })
         .collect();
     for o in orders.values() {
-        for l in o.lines.values() {
-            let row = out.entry(l.sku).or_insert(StockLevel {
-                sku: l.sku,
+        for (sku, on_hand, reserved) in order_stock(o) {
+            let row = out.entry(sku).or_insert(StockLevel {
+                sku,
                 on_hand: 0,
                 reserved: 0,
                 available: 0,
             });
-            if matches!(o.stage, Stage::Placed | Stage::Paid) {
-                row.reserved += l.qty as i64;
-            }
-            if matches!(
-                o.stage,
-                Stage::Shipped | Stage::Delivered | Stage::Confirmed
-            ) {
-                row.on_hand -= l.qty as i64;
-            }
-            row.on_hand += l.restocked as i64;
+            row.on_hand += on_hand;
+            row.reserved += reserved;
         }
     }
     for row in out.values_mut() {
