@@ -8,8 +8,9 @@
 //! killed with SIGKILL again and again: half of the kills when the MySQL ledger's `as_of`
 //! passes a random point between where it stands and the end of what is published (so the
 //! sinks are left part-written, further on each time), half after a random delay from the
-//! start (so they land anywhere: while connecting, while a restarted run replays what the
-//! sinks already hold, inside a sink's write). At least a third of the kills must leave
+//! start, up to a little past the longest run so far (so they land anywhere: while
+//! connecting, while a restarted run replays what the sinks already hold, inside a sink's
+//! write). At least a third of the kills must leave
 //! the sinks part-written, and at least two runs must have written something new. A last
 //! run finishes the log. Then Redis, the MySQL ledgers, the ClickHouse facts and rollups,
 //! and the alerts and dead-letter topics must equal the reference model: nothing lost,
@@ -223,7 +224,10 @@ fn many_sigkills_lose_and_duplicate_nothing() {
         let how = ["as_of", "delay"][k % 2];
         let from = previous.unwrap_or(first_ts);
         let point = from + part_end_ts.saturating_sub(from) / 20 * rng.random_range(1..12);
-        let delay = Duration::from_millis(rng.random_range(20..6_000));
+        // Up to a little past the longest run so far (at least 6 s), so on a large log
+        // these kills also land after the replay, inside the writing.
+        let longest = history.iter().map(|h| h.after_ms).max().unwrap_or(0) as u64;
+        let delay = Duration::from_millis(rng.random_range(20..(longest * 6 / 5).max(6_000)));
         let mut caught_up: Option<Instant> = None;
         let finished_first = loop {
             let now = ledger_as_of();

@@ -4,7 +4,7 @@
 //! frontier passes their times and then hands the sink writer each changed row's value as
 //! of T = frontier − 1. Rows of a batch are mutually consistent: they are all as of T.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
@@ -72,18 +72,21 @@ pub fn send_batches<'s>(
         Exchange::new(|_: &(Row, Millis, isize)| 0u64),
         "SendViewBatches",
         {
-            let mut pending: Vec<(Row, Millis, isize)> = Vec::new();
+            // Updates not yet handed over, by time. Many are far in the future (the
+            // scheduled end of a basket's or a payment's window), so they are kept ordered
+            // and only the ready prefix is taken each time, not scanned again.
+            let mut pending: BTreeMap<Millis, Vec<(Row, isize)>> = BTreeMap::new();
             let mut as_of: Option<Millis> = None;
             let mut max_tick: Option<Millis> = None;
             let mut done = false;
             move |(input, frontier)| {
                 input.for_each(|_cap, data| {
-                    for (row, t, _) in data.iter() {
-                        if *row == Row::Tick {
-                            max_tick = Some(max_tick.map_or(*t, |m| m.max(*t)));
+                    for (row, t, d) in data.drain(..) {
+                        if row == Row::Tick {
+                            max_tick = Some(max_tick.map_or(t, |m| m.max(t)));
                         }
+                        pending.entry(t).or_default().push((row, d));
                     }
-                    pending.append(data);
                 });
                 if done || !sender {
                     return;
@@ -99,8 +102,10 @@ pub fn send_batches<'s>(
                 if !complete && as_of == Some(new_as_of) {
                     return;
                 }
-                let ready: Vec<_>;
-                (ready, pending) = pending.drain(..).partition(|(_, t, _)| *t < upto);
+                let later = pending.split_off(&upto);
+                let ready = std::mem::replace(&mut pending, later)
+                    .into_values()
+                    .flatten();
                 let batch = consolidate(ready, new_as_of, complete);
                 as_of = Some(new_as_of);
                 done = complete;
@@ -113,9 +118,13 @@ pub fn send_batches<'s>(
 }
 
 /// Net effect of `updates` (all with time ≤ `as_of`) as one batch.
-fn consolidate(updates: Vec<(Row, Millis, isize)>, as_of: Millis, complete: bool) -> ViewBatch {
+fn consolidate(
+    updates: impl Iterator<Item = (Row, isize)>,
+    as_of: Millis,
+    complete: bool,
+) -> ViewBatch {
     let mut net: HashMap<Row, isize> = HashMap::new();
-    for (row, _t, d) in updates {
+    for (row, d) in updates {
         *net.entry(row).or_insert(0) += d;
     }
     let mut batch = ViewBatch {
