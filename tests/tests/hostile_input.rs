@@ -2,6 +2,10 @@
 //! decoder or the pipeline. Every message ends as an applied event, a dropped duplicate
 //! or a dead letter with one of the contract's schema reasons, and the pipeline's views
 //! still equal the reference model's.
+//!
+//! Cases by environment (CI uses the defaults): `SHOPFLOW_FUZZ_CASES` per decoder property
+//! (default 2000), `SHOPFLOW_FUZZ_STREAMS` mutated workloads through the pipeline
+//! (default 12).
 
 use proptest::prelude::*;
 use shopflow_gen::{generate, GenConfig};
@@ -20,6 +24,16 @@ const SCHEMA_REASONS: [DeadLetterReason; 5] = [
     DeadLetterReason::MistypedField,
     DeadLetterReason::OutOfRange,
 ];
+
+/// A case count from the environment variable `name`, or `default`.
+fn cases(name: &str, default: u32) -> u32 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number of cases")),
+        Err(_) => default,
+    }
+}
 
 /// Valid messages to mutate: a small generated workload without bad events.
 fn valid_messages() -> &'static [Vec<u8>] {
@@ -130,7 +144,7 @@ fn apply(msg: &[u8], m: &Mutation) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(cases("SHOPFLOW_FUZZ_CASES", 2000)))]
 
     /// Arbitrary bytes: decoded or rejected with a schema reason, never a panic.
     #[test]
@@ -159,7 +173,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(12))]
+    #![proptest_config(ProptestConfig::with_cases(cases("SHOPFLOW_FUZZ_STREAMS", 12)))]
 
     /// A workload with a share of mutated messages mixed in: the pipeline does not panic,
     /// every message is accounted for, and every view equals the reference model's.
