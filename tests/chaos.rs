@@ -38,17 +38,9 @@ use shopflow_sinks::clickhouse::ClickHouseSales;
 use shopflow_sinks::mysql::MysqlLedger;
 use shopflow_sinks::redis::RedisViews;
 use shopflow_tests::{
-    fresh_ledger, fresh_sales, partition, payloads, publish, read_sinks, service_env, unique_name,
+    env_or, fresh_ledger, fresh_sales, partition, payloads, publish, read_sinks, service_env,
+    unique_name,
 };
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
-        Err(_) => default,
-    }
-}
 
 /// Where the child process writes.
 struct Targets {

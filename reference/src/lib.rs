@@ -426,11 +426,7 @@ pub fn compute(streams: &[Vec<Vec<u8>>], config: Config) -> Views {
                 body => {
                     if let Some(id) = body.order_id() {
                         if let Some(o) = replay.get(&id) {
-                            for (sku, on_hand, reserved) in order_stock(o) {
-                                let share = from_orders.entry(sku).or_default();
-                                share.0 -= on_hand;
-                                share.1 -= reserved;
-                            }
+                            shift_stock(&mut from_orders, o, -1);
                         }
                         match replay.get_mut(&id) {
                             None => {
@@ -440,12 +436,8 @@ pub fn compute(streams: &[Vec<Vec<u8>>], config: Config) -> Views {
                                 .step(body, a.effective)
                                 .expect("accepted events replay cleanly"),
                         }
-                        for (sku, on_hand, reserved) in order_stock(&replay[&id]) {
-                            let share = from_orders.entry(sku).or_default();
-                            share.0 += on_hand;
-                            share.1 += reserved;
-                            touched.insert(sku);
-                        }
+                        shift_stock(&mut from_orders, &replay[&id], 1);
+                        touched.extend(replay[&id].lines.values().map(|l| l.sku));
                     }
                 }
             }
@@ -598,6 +590,16 @@ fn order_stock(o: &Order) -> impl Iterator<Item = (u64, i64, i64)> + '_ {
         let on_hand = l.restocked as i64 - if shipped { qty } else { 0 };
         (l.sku, on_hand, if reserving { qty } else { 0 })
     })
+}
+
+/// Adds `sign` × what `o` contributes (see [`order_stock`]) to the orders' share of each
+/// SKU's stock, `(on_hand, reserved)`.
+fn shift_stock(shares: &mut HashMap<u64, (i64, i64)>, o: &Order, sign: i64) {
+    for (sku, on_hand, reserved) in order_stock(o) {
+        let share = shares.entry(sku).or_default();
+        share.0 += sign * on_hand;
+        share.1 += sign * reserved;
+    }
 }
 
 /// Stock per SKU straight from SPEC §5.1: direct stock events plus every order's

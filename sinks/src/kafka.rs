@@ -21,6 +21,16 @@ use crate::SinkError;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The error of doing `what` with `topic` at `brokers`.
+fn kafka_error(brokers: &str, topic: &str, what: &str, source: KafkaError) -> SinkError {
+    SinkError::Kafka {
+        brokers: brokers.to_string(),
+        topic: topic.to_string(),
+        what: what.to_string(),
+        source: Box::new(source),
+    }
+}
+
 /// A record to write: (id, key, payload).
 pub type IdRecord = (String, Option<Vec<u8>>, Vec<u8>);
 
@@ -68,12 +78,7 @@ impl std::fmt::Debug for KafkaWriter {
 impl KafkaWriter {
     /// Connects, and reads `topic` back to learn which ids it holds.
     pub fn open(brokers: &str, topic: &str, id_of: IdOf) -> Result<Self, SinkError> {
-        let err = |what: &str, source| SinkError::Kafka {
-            brokers: brokers.to_string(),
-            topic: topic.to_string(),
-            what: what.to_string(),
-            source: Box::new(source),
-        };
+        let err = |what: &str, source| kafka_error(brokers, topic, what, source);
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
@@ -105,12 +110,7 @@ impl KafkaWriter {
     /// Writes `(id, key, payload)` records not written before, waiting until the broker
     /// has acknowledged every one.
     pub async fn write(&mut self, records: &[IdRecord]) -> Result<usize, SinkError> {
-        let err = |what: &str, source| SinkError::Kafka {
-            brokers: self.brokers.clone(),
-            topic: self.topic.clone(),
-            what: what.to_string(),
-            source: Box::new(source),
-        };
+        let err = |what: &str, source| kafka_error(&self.brokers, &self.topic, what, source);
         // Everything is queued first and awaited after, so the client sends the records
         // in a few batches rather than one request per record.
         let mut pending = Vec::new();
@@ -226,13 +226,7 @@ pub async fn ensure_topics(
 ) -> Result<(), SinkError> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
-    use rdkafka::types::RDKafkaErrorCode;
-    let err = |topic: &str, what: &str, source| SinkError::Kafka {
-        brokers: brokers.to_string(),
-        topic: topic.to_string(),
-        what: what.to_string(),
-        source: Box::new(source),
-    };
+    let err = |topic: &str, what: &str, source| kafka_error(brokers, topic, what, source);
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
@@ -291,12 +285,7 @@ pub async fn produce(brokers: &str, records: &[RawRecord]) -> Result<(), SinkErr
         .set("queue.buffering.max.messages", "1000000")
         .set("message.timeout.ms", "300000")
         .create()
-        .map_err(|source| SinkError::Kafka {
-            brokers: brokers.to_string(),
-            topic: "*".into(),
-            what: "creating a producer".into(),
-            source: Box::new(source),
-        })?;
+        .map_err(|e| kafka_error(brokers, "*", "creating a producer", e))?;
     // Queued first and awaited after (see `enqueue`), in chunks so that the futures of a
     // huge log are not all alive at once.
     for chunk in records.chunks(50_000) {
@@ -308,19 +297,15 @@ pub async fn produce(brokers: &str, records: &[RawRecord]) -> Result<(), SinkErr
             if let Some(k) = &r.key {
                 rec = rec.key(k.as_slice());
             }
-            let err = |what: &str, source| SinkError::Kafka {
-                brokers: brokers.to_string(),
-                topic: r.topic.clone(),
-                what: what.to_string(),
-                source: Box::new(source),
-            };
             let delivery = enqueue(&producer, rec)
                 .await
-                .map_err(|e| err("queueing", e))?;
-            pending.push((err, delivery));
+                .map_err(|e| kafka_error(brokers, &r.topic, "queueing", e))?;
+            pending.push((&r.topic, delivery));
         }
-        for (err, delivery) in pending {
-            delivered(delivery).await.map_err(|e| err("producing", e))?;
+        for (topic, delivery) in pending {
+            delivered(delivery)
+                .await
+                .map_err(|e| kafka_error(brokers, topic, "producing", e))?;
         }
     }
     Ok(())
@@ -328,12 +313,7 @@ pub async fn produce(brokers: &str, records: &[RawRecord]) -> Result<(), SinkErr
 
 /// Reads every message of `topic` up to its current end: (partition, offset, key, payload).
 pub fn read_all(brokers: &str, topic: &str) -> Result<Vec<ReadMessage>, SinkError> {
-    let err = |source| SinkError::Kafka {
-        brokers: brokers.to_string(),
-        topic: topic.to_string(),
-        what: "reading the topic".into(),
-        source: Box::new(source),
-    };
+    let err = |source| kafka_error(brokers, topic, "reading the topic", source);
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "shopflow-read-all")

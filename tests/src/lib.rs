@@ -45,6 +45,17 @@ pub fn partition(messages: &[GenMessage], topics: &Topics, partitions: i32) -> V
         .collect()
 }
 
+/// The value of the environment variable `name` (a test's size or seed), or `default`
+/// when it is unset; panics, naming it, when it does not parse.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
+        Err(_) => default,
+    }
+}
+
 /// An environment variable the service tests need; panics with what to do when unset.
 pub fn service_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {

@@ -14,7 +14,7 @@ use shopflow_ingest::Topics;
 use shopflow_model::DeadLetterReason;
 use shopflow_pipelines::PipelineConfig;
 use shopflow_reference::{compute, Config};
-use shopflow_tests::{partition, payloads, run_in_memory, SinkContents};
+use shopflow_tests::{env_or, partition, payloads, run_in_memory, SinkContents};
 
 /// The reasons the decoder alone may give (the rest need the order's state).
 const SCHEMA_REASONS: [DeadLetterReason; 5] = [
@@ -24,16 +24,6 @@ const SCHEMA_REASONS: [DeadLetterReason; 5] = [
     DeadLetterReason::MistypedField,
     DeadLetterReason::OutOfRange,
 ];
-
-/// A case count from the environment variable `name`, or `default`.
-fn cases(name: &str, default: u32) -> u32 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number of cases")),
-        Err(_) => default,
-    }
-}
 
 /// Valid messages to mutate: a small generated workload without bad events.
 fn valid_messages() -> &'static [Vec<u8>] {
@@ -144,7 +134,7 @@ fn apply(msg: &[u8], m: &Mutation) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases("SHOPFLOW_FUZZ_CASES", 2000)))]
+    #![proptest_config(ProptestConfig::with_cases(env_or("SHOPFLOW_FUZZ_CASES", 2000)))]
 
     /// Arbitrary bytes: decoded or rejected with a schema reason, never a panic.
     #[test]
@@ -173,7 +163,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases("SHOPFLOW_FUZZ_STREAMS", 12)))]
+    #![proptest_config(ProptestConfig::with_cases(env_or("SHOPFLOW_FUZZ_STREAMS", 12)))]
 
     /// A workload with a share of mutated messages mixed in: the pipeline does not panic,
     /// every message is accounted for, and every view equals the reference model's.
