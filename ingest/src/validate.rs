@@ -40,6 +40,9 @@ pub struct Accepted {
     pub time: Millis,
     /// Whether it arrived below the frontier (a late event, applied at the frontier).
     pub late: bool,
+    /// For an order event other than `order.placed`: the order's state before the event
+    /// (the state after it is [`StreamValidator::order`]).
+    pub before: Option<Box<OrderState>>,
 }
 
 /// Dedup, life cycle and time for one input stream.
@@ -77,22 +80,33 @@ impl StreamValidator {
     /// Decodes and validates one message, updating the stream's state only if the event is
     /// accepted (or marks its id as seen, for schema-valid events).
     pub fn process(&mut self, payload: &[u8]) -> Outcome {
+        self.process_at(payload, 0)
+    }
+
+    /// [`StreamValidator::process`] for a worker whose dataflow is already at `min_time`:
+    /// an accepted event is applied at `max(effective time, stream frontier, min_time)`.
+    pub fn process_at(&mut self, payload: &[u8], min_time: Millis) -> Outcome {
         match decode(payload) {
             Err(r) => Outcome::Rejected(r),
-            Ok(event) => self.process_event(event),
+            Ok(event) => self.process_event_at(event, min_time),
         }
     }
 
     /// [`StreamValidator::process`] for an already decoded (schema-valid) event.
     pub fn process_event(&mut self, event: Event) -> Outcome {
+        self.process_event_at(event, 0)
+    }
+
+    /// [`StreamValidator::process_at`] for an already decoded (schema-valid) event.
+    pub fn process_event_at(&mut self, event: Event, min_time: Millis) -> Outcome {
         if self.is_duplicate(&event) {
             return Outcome::Duplicate;
         }
-        let effective_time = match self.apply_order_rules(&event) {
+        let floor = self.frontier().max(min_time);
+        let (effective_time, before) = match self.apply_order_rules(&event, floor) {
             Ok(t) => t,
             Err(r) => return Outcome::Rejected(r),
         };
-        let floor = self.frontier();
         let time = effective_time.max(floor);
         self.max_time = Some(
             self.max_time
@@ -103,7 +117,13 @@ impl StreamValidator {
             effective_time,
             time,
             late: effective_time < floor,
+            before,
         })
+    }
+
+    /// The current state of an order this stream placed.
+    pub fn order(&self, order_id: u64) -> Option<&OrderState> {
+        self.orders.get(&order_id)
     }
 
     /// Dedup (SPEC §8): every schema-valid event marks its id; a duplicate is an id first
@@ -130,11 +150,17 @@ impl StreamValidator {
         self.evict_at = (self.seen.len() * 2).max(1 << 16);
     }
 
-    /// Order existence and life cycle; returns the effective time. Non-order events are
-    /// always allowed at their own `ts`.
-    fn apply_order_rules(&mut self, event: &Event) -> Result<Millis, Rejection> {
+    /// Order existence and life cycle; returns the effective time and, for an order event
+    /// other than a placement, the order's state before it. An accepted order event is
+    /// applied at max(effective time, `floor`). Non-order events are always allowed at
+    /// their own `ts`.
+    fn apply_order_rules(
+        &mut self,
+        event: &Event,
+        floor: Millis,
+    ) -> Result<(Millis, Option<Box<OrderState>>), Rejection> {
         let Some(order_id) = event.body.order_id() else {
-            return Ok(event.ts);
+            return Ok((event.ts, None));
         };
         if let EventBody::OrderPlaced { .. } = event.body {
             if self.orders.contains_key(&order_id) {
@@ -143,9 +169,10 @@ impl StreamValidator {
                     format!("order {order_id} was already placed"),
                 ));
             }
-            let state = OrderState::placed(&event.body, event.ts).expect("order.placed");
+            let mut state = OrderState::placed(&event.body, event.ts).expect("order.placed");
+            state.steps.placed = event.ts.max(floor);
             self.orders.insert(order_id, state);
-            return Ok(event.ts);
+            return Ok((event.ts, None));
         }
         let Some(state) = self.orders.get_mut(&order_id) else {
             return Err(Rejection::new(
@@ -154,8 +181,9 @@ impl StreamValidator {
             ));
         };
         let time = state.effective_time(event.ts);
-        state.apply(&event.body, time)?;
-        Ok(time)
+        let before = Box::new(state.clone());
+        state.apply_at(&event.body, time, time.max(floor))?;
+        Ok((time, Some(before)))
     }
 
     /// The stream's frontier: no later event is applied before it. It is the latest

@@ -1,23 +1,24 @@
-//! Wires the input collections to the views and the output.
+//! Wires the inputs to the views and the output.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
-use differential_dataflow::input::{Input, InputSession};
-use differential_dataflow::AsCollection;
 use shopflow_model::{Millis, Output};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::vec::{Input, Map, Partition};
 use timely::dataflow::operators::{Concat, Probe};
-use timely::dataflow::Scope;
+use timely::dataflow::{InputHandleVec, Scope};
 
-use crate::members::{members, MemberEvent};
-use crate::orders::{order_states, placements, stock_effects, OrderEvent, StockDelta};
+use crate::catalog::catalog;
+use crate::effects::{Effect, MemberMsg, SkuMsg, StockDelta};
+use crate::members::members;
+use crate::ordered::End;
+use crate::orders::{owned_effects, OrderMsg};
 use crate::output::{send_batches, Row};
-use crate::products::{also_bought, baskets, ratings, ReviewEvent};
-use crate::sales::sales;
-use crate::settlements::{listings, settlements, CategoryEvent, ProductEvent};
-use crate::stock::{low_stock_alerts, stock_levels};
+use crate::products::{also_bought, ratings, ReviewMsg};
+use crate::settlements::{sellers, SellerMsg};
+use crate::stock::stock_levels;
 
 /// Settings of the views.
 #[derive(Clone, Copy, Debug)]
@@ -46,25 +47,26 @@ impl Default for ViewConfig {
     }
 }
 
-/// The dataflow's inputs, one set per worker.
+/// A timely input of timed records.
+pub type TimedInput<D> = InputHandleVec<Millis, (D, Millis)>;
+
+/// The dataflow's inputs, one set per worker. Every record carries the exact time it
+/// takes effect, never earlier than the input's time (see [`crate::ordered`]).
 pub struct Inputs {
-    /// Accepted order events keyed by order.
-    pub orders: InputSession<Millis, (u64, OrderEvent), isize>,
-    /// Direct stock effects of non-order events, keyed by SKU (the diff carries the
-    /// amounts: on_hand, reserved, mentions).
-    pub stock: InputSession<Millis, u64, StockDelta>,
+    /// Accepted order events: their effects (see [`crate::effects`]).
+    pub orders: TimedInput<OrderMsg>,
+    /// Stock effects of non-order events, keyed by SKU.
+    pub stock: TimedInput<(u64, StockDelta)>,
     /// Accepted review events keyed by review.
-    pub reviews: InputSession<Millis, (u64, ReviewEvent), isize>,
+    pub reviews: TimedInput<(u64, ReviewMsg)>,
     /// Accepted member events keyed by member.
-    pub members: InputSession<Millis, (u64, MemberEvent), isize>,
-    /// Accepted `product.upserted` events keyed by SKU.
-    pub products: InputSession<Millis, (u64, ProductEvent), isize>,
-    /// Accepted `category.upserted` events keyed by category.
-    pub categories: InputSession<Millis, (u64, CategoryEvent), isize>,
-    /// Sellers, each at the earliest time a `product.upserted` named it.
-    pub sellers: InputSession<Millis, u64, isize>,
-    /// Time markers (see [`Row::Tick`]).
-    pub ticks: InputSession<Millis, (), isize>,
+    pub members: TimedInput<(u64, MemberMsg)>,
+    /// Accepted `product.upserted` events: (sku, seller, listing record).
+    pub products: TimedInput<(u64, u64, SkuMsg)>,
+    /// Accepted `category.upserted` events.
+    pub categories: TimedInput<(u64, SkuMsg)>,
+    /// The last time the views show, set by the worker loop at the end of a bounded input.
+    pub end: End,
 }
 
 impl Inputs {
@@ -76,11 +78,9 @@ impl Inputs {
         self.members.advance_to(time);
         self.products.advance_to(time);
         self.categories.advance_to(time);
-        self.sellers.advance_to(time);
-        self.ticks.advance_to(time);
     }
 
-    /// Sends buffered updates into the dataflow.
+    /// Sends buffered records into the dataflow.
     pub fn flush(&mut self) {
         self.orders.flush();
         self.stock.flush();
@@ -88,8 +88,6 @@ impl Inputs {
         self.members.flush();
         self.products.flush();
         self.categories.flush();
-        self.sellers.flush();
-        self.ticks.flush();
     }
 
     /// The time the inputs are at.
@@ -106,75 +104,73 @@ pub fn build<'s>(
     out: SyncSender<Output>,
     failed: Arc<AtomicBool>,
 ) -> (Inputs, ProbeHandle<Millis>) {
-    let (orders_in, orders) = scope.new_collection::<(u64, OrderEvent), isize>();
-    let (stock_in, direct_stock) = scope.new_collection::<u64, StockDelta>();
-    let (reviews_in, reviews) = scope.new_collection::<(u64, ReviewEvent), isize>();
-    let (members_in, member_events) = scope.new_collection::<(u64, MemberEvent), isize>();
-    let (products_in, products) = scope.new_collection::<(u64, ProductEvent), isize>();
-    let (categories_in, categories) = scope.new_collection::<(u64, CategoryEvent), isize>();
-    let (sellers_in, sellers) = scope.new_collection::<u64, isize>();
-    let (ticks_in, ticks) = scope.new_collection::<(), isize>();
+    let end: End = Default::default();
+    let (orders_in, orders) = scope.new_input::<(OrderMsg, Millis)>();
+    let (stock_in, direct_stock) = scope.new_input::<((u64, StockDelta), Millis)>();
+    let (reviews_in, reviews) = scope.new_input::<((u64, ReviewMsg), Millis)>();
+    let (members_in, member_events) = scope.new_input::<((u64, MemberMsg), Millis)>();
+    let (products_in, products) = scope.new_input::<((u64, u64, SkuMsg), Millis)>();
+    let (categories_in, categories) = scope.new_input::<((u64, SkuMsg), Millis)>();
 
-    let owned = placements(orders.clone());
-    let member_placements = owned
-        .clone()
-        .flat_map(|(order_id, (effective, body))| match body {
-            shopflow_model::EventBody::OrderPlaced { member_id, .. } => {
-                Some((member_id, (effective, order_id)))
-            }
-            _ => None,
-        });
-    let states = order_states(orders);
-    let order_rows = states.clone().map(|(_, state)| Row::Order(state.view()));
-    let recommendations = also_bought(
-        baskets(
-            states.clone(),
-            config.basket_max_skus,
-            config.basket_window_ms,
-        ),
-        config.also_bought_top,
-    )
-    .map(|(_, row)| Row::AlsoBought(row));
-    let rating_rows = ratings(reviews).map(|(_, row)| Row::Rating(row));
-    let order_stock = states
-        .clone()
-        .explode(|(_, state)| stock_effects(&state).collect::<Vec<_>>());
-    let levels = stock_levels(direct_stock.concat(order_stock));
-    let alerts = low_stock_alerts(levels.clone(), config.low_stock_threshold)
-        .as_collection()
-        .map(Row::Alert);
+    // The owner's effects of every order event, split by the view they feed.
+    let mut parts = owned_effects(orders, &end)
+        .partition(5, |(e, t)| {
+            let part = match &e {
+                Effect::View(_) => 0,
+                Effect::Stock(..) => 1,
+                Effect::Basket(..) => 2,
+                Effect::Member(..) => 3,
+                Effect::Sku(..) => 4,
+            };
+            (part, (e, t))
+        })
+        .into_iter();
+    let mut next = || parts.next().expect("five parts");
+    let order_rows = next().flat_map(|(e, t)| match e {
+        Effect::View(v) => Some((Row::Order(v), t)),
+        _ => None,
+    });
+    let order_stock = next().flat_map(|(e, t)| match e {
+        Effect::Stock(sku, d) => Some(((sku, d), t)),
+        _ => None,
+    });
+    let baskets = next().flat_map(|(e, t)| match e {
+        Effect::Basket(skus, d) => Some(((skus, d), t)),
+        _ => None,
+    });
+    let order_members = next().flat_map(|(e, t)| match e {
+        Effect::Member(m, msg) => Some(((m, msg), t)),
+        _ => None,
+    });
+    let order_skus = next().flat_map(|(e, t)| match e {
+        Effect::Sku(sku, msg) => Some(((sku, msg), t)),
+        _ => None,
+    });
 
-    let member_views = members(
-        states.clone(),
-        member_events,
-        member_placements,
-        config.spend_window_ms,
+    let stock_rows = stock_levels(
+        direct_stock.concat(order_stock),
+        config.low_stock_threshold,
+        &end,
     );
-    let listing = listings(products);
-    let settled = settlements(states.clone(), sellers, listing.clone(), categories);
-    let sold = sales(owned, states.clone(), listing);
+    let recommendations = also_bought(baskets, config.also_bought_top, &end);
+    let rating_rows = ratings(reviews, &end);
+    let member_rows = members(member_events.concat(order_members), &end);
+    let listings = products
+        .clone()
+        .map(|((sku, _seller, listing), t)| ((sku, listing), t));
+    let named = products.map(|((_sku, seller, _), t)| ((seller, SellerMsg::Named), t));
+    let seller_records = catalog(order_skus.concat(listings), categories, &end);
+    let seller_rows = sellers(seller_records.concat(named), &end);
 
-    let rows = levels
-        .map(Row::Stock)
-        .inner
-        .concat(order_rows.inner)
-        .concat(alerts.inner)
-        .concat(recommendations.inner)
-        .concat(rating_rows.inner)
-        .concat(member_views.views.map(Row::Member).inner)
-        .concat(member_views.recent_orders.map(Row::MemberOrders).inner)
-        .concat(member_views.points.map(Row::Points).inner)
-        .concat(member_views.alerts.as_collection().map(Row::Alert).inner)
-        .concat(settled.entries.map(Row::Settlement).inner)
-        .concat(settled.payouts.map(Row::Payout).inner)
-        .concat(settled.invoices.map(Row::Invoice).inner)
-        .concat(settled.sellers.map(Row::Seller).inner)
-        .concat(sold.facts.map(Row::SalesFact).inner)
-        .concat(sold.minutes.map(Row::SalesMinute).inner)
-        .concat(ticks.map(|()| Row::Tick).inner);
+    let rows = order_rows
+        .concat(stock_rows)
+        .concat(recommendations)
+        .concat(rating_rows)
+        .concat(member_rows)
+        .concat(seller_rows);
     let probe = ProbeHandle::new();
     let rows = rows.probe_with(&probe);
-    send_batches(rows, out, failed);
+    send_batches(rows, out, failed, &end);
     (
         Inputs {
             orders: orders_in,
@@ -183,8 +179,7 @@ pub fn build<'s>(
             members: members_in,
             products: products_in,
             categories: categories_in,
-            sellers: sellers_in,
-            ticks: ticks_in,
+            end,
         },
         probe,
     )

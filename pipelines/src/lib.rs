@@ -16,15 +16,16 @@
 //! - [`metrics`] exports those counts, the consumer lag and the frontier to Prometheus.
 #![forbid(missing_docs)]
 
+pub mod catalog;
 pub mod dataflow;
-pub mod lookup;
+pub mod effects;
 pub mod members;
 pub mod metrics;
+pub mod ordered;
 pub mod orders;
 pub mod output;
 pub mod products;
 pub mod runtime;
-pub mod sales;
 pub mod settlements;
 pub mod stock;
 

@@ -1,15 +1,25 @@
-//! The order life cycle in differential dataflow: each order's accepted events, in log
-//! order, folded through the life cycle state machine.
+//! Orders: which stream owns an order, and the owner's effects handed on to the views.
 
-use differential_dataflow::VecCollection;
-use shopflow_ingest::lifecycle::OrderState;
+use std::collections::HashMap;
+
 use shopflow_model::{EventBody, Millis};
+use timely::dataflow::channels::pact::Exchange;
 
-/// One accepted order event: (effective time, stream, offset in its stream, dataflow time,
-/// body). `stream` identifies the partition it came from (see [`stream_id`]). Within one
-/// stream, ordering by this tuple is the order's log order (the dataflow time never
-/// decreases within an order either).
-pub type OrderEvent = (Millis, u64, i64, Millis, EventBody);
+use crate::effects::Effect;
+use crate::ordered::{ordered, End, Timed};
+
+/// What one accepted order event of one stream changes (see [`crate::effects`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OrderMsg {
+    /// The order.
+    pub order_id: u64,
+    /// The stream (topic, partition) the event came from (see [`stream_id`]).
+    pub stream: u64,
+    /// The `order.placed` body, for a placement.
+    pub placement: Option<EventBody>,
+    /// The event's effects, each dated.
+    pub effects: Vec<(Effect, Millis)>,
+}
 
 /// A number that identifies the stream (topic, partition) an event came from, the same in
 /// every worker and run (FNV-1a over the topic name, then the partition).
@@ -22,118 +32,60 @@ pub fn stream_id(topic: &str, partition: i32) -> u64 {
     h
 }
 
-/// The stream that owns an order: validation is per partition, so hostile input can place
-/// one order id in two partitions. The placement applied first owns the order (ties: the
-/// smaller placement body, then the smaller stream id); the other partitions' events of
-/// that id are left out of every view. With producers keyed by order id (SPEC §1) every
-/// order has one placement and this changes nothing.
-pub fn owner<'a>(events: impl Iterator<Item = &'a OrderEvent>) -> Option<u64> {
-    events
-        .filter(|e| matches!(e.4, EventBody::OrderPlaced { .. }))
-        .min_by(|a, b| (a.3, &a.4, a.1).cmp(&(b.3, &b.4, b.1)))
-        .map(|e| e.1)
-}
-
-/// Stock effect of one SKU: (on_hand, reserved, mentions). `mentions` counts accepted
-/// events naming the SKU, so a known SKU never sums to nothing.
-pub type StockDelta = (isize, isize, isize);
-
-/// Folds each order's events (those of the stream that owns it, see [`owner`]) into its
-/// current [`OrderState`].
-pub fn order_states<'s>(
-    events: VecCollection<'s, Millis, (u64, OrderEvent), isize>,
-) -> VecCollection<'s, Millis, (u64, OrderState), isize> {
-    events.reduce_named("OrderLifecycle", |_order_id, input, output| {
-        let Some(stream) = owner(input.iter().map(|(e, _)| *e)) else {
-            return;
-        };
-        let mut state: Option<OrderState> = None;
-        for ((time, _, _offset, applied, body), mult) in input.iter().filter(|(e, _)| e.1 == stream)
-        {
-            debug_assert!(*mult > 0, "order events only accumulate");
-            match state.as_mut() {
-                None => {
-                    state = OrderState::placed(body, *time);
-                    if let Some(s) = state.as_mut() {
-                        s.steps.placed = *applied;
+/// The effects of the events of each order's owning stream.
+///
+/// Validation is per partition, so hostile input can place one order id in two
+/// partitions. The placement applied first owns the order (ties: the smaller placement
+/// body, then the smaller stream id); the other partitions' events of that id are left out
+/// of every view. With producers keyed by order id (SPEC §1) every order has one placement
+/// and this changes nothing. Each worker remembers the owner of the orders it is given
+/// (one number per order).
+pub fn owned_effects<'s>(changes: Timed<'s, OrderMsg>, end: &End) -> Timed<'s, Effect> {
+    let by_order = Exchange::new(|(m, _): &(OrderMsg, Millis)| m.order_id);
+    let mut owners: HashMap<u64, u64, foldhash::fast::RandomState> = HashMap::default();
+    ordered(
+        changes,
+        by_order,
+        "OrderOwner",
+        end,
+        move |_time, msgs, out| {
+            // Placements of orders not yet owned: the best one at this time wins.
+            let mut contested: HashMap<u64, (&EventBody, u64)> = HashMap::new();
+            for m in &msgs {
+                if let Some(body) = &m.placement {
+                    if owners.contains_key(&m.order_id) {
+                        continue;
                     }
-                }
-                // Every event here passed the same checks in the validator, in this order.
-                Some(s) => {
-                    let _ = s.apply_at(body, *time, *applied);
-                }
-            }
-        }
-        if let Some(s) = state {
-            output.push((s, 1));
-        }
-    })
-}
-
-/// Each order's owning placement: (order, (effective time, `order.placed` body)).
-pub fn placements<'s>(
-    events: VecCollection<'s, Millis, (u64, OrderEvent), isize>,
-) -> VecCollection<'s, Millis, (u64, (Millis, EventBody)), isize> {
-    events
-        .filter(|(_, e)| matches!(e.4, EventBody::OrderPlaced { .. }))
-        .reduce_named("OrderPlacement", |_order_id, input, output| {
-            if let Some(stream) = owner(input.iter().map(|(e, _)| *e)) {
-                if let Some(((effective, _, _, _, body), _)) =
-                    input.iter().find(|(e, _)| e.1 == stream)
-                {
-                    output.push(((*effective, body.clone()), 1));
+                    contested
+                        .entry(m.order_id)
+                        .and_modify(|best| {
+                            if (body, m.stream) < *best {
+                                *best = (body, m.stream);
+                            }
+                        })
+                        .or_insert((body, m.stream));
                 }
             }
-        })
-}
-
-/// What an order contributes to stock, per SKU (SPEC §5.1): its lines are reserved in
-/// PLACED or PAID, leave `on_hand` once shipped, and come back when refunded with restock.
-pub fn stock_effects(state: &OrderState) -> impl Iterator<Item = (u64, StockDelta)> + '_ {
-    state.lines.iter().map(move |l| {
-        let qty = l.line.qty as isize;
-        let reserved = if state.stage.reserves_stock() { qty } else { 0 };
-        let shipped = if state.stage.reached_shipped() {
-            qty
-        } else {
-            0
-        };
-        (l.line.sku, (l.restocked as isize - shipped, reserved, 1))
-    })
+            let winners: Vec<(u64, u64)> = contested
+                .into_iter()
+                .map(|(order, (_, stream))| (order, stream))
+                .collect();
+            owners.extend(winners);
+            for m in msgs {
+                if owners.get(&m.order_id) == Some(&m.stream) {
+                    out.extend(m.effects);
+                }
+            }
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shopflow_model::{OrderLine, Shipping};
-
-    fn placed(member_id: u64) -> EventBody {
-        EventBody::OrderPlaced {
-            order_id: 1,
-            member_id,
-            shipping: Shipping::Rocket,
-            lines: vec![OrderLine {
-                line_no: 1,
-                sku: 1,
-                qty: 1,
-                unit_price: 100,
-            }],
-        }
-    }
 
     #[test]
-    fn the_placement_applied_first_owns_the_order() {
-        let a: OrderEvent = (10, 7, 0, 20, placed(1));
-        let b: OrderEvent = (15, 9, 0, 15, placed(2));
-        let paid: OrderEvent = (5, 3, 1, 5, EventBody::PaymentFailed { order_id: 1 });
-        // b was applied first although its effective time is later.
-        assert_eq!(owner([&a, &b, &paid].into_iter()), Some(9));
-        // Same applied time: the smaller placement body, whatever the stream.
-        let c: OrderEvent = (15, 1, 0, 15, placed(3));
-        assert_eq!(owner([&c, &b].into_iter()), Some(9));
-        // No placement: nobody owns the order.
-        assert_eq!(owner([&paid].into_iter()), None);
-        // Stream ids differ by topic and by partition.
+    fn stream_ids_differ_by_topic_and_partition() {
         assert_ne!(stream_id("shop.orders", 0), stream_id("shop.orders", 1));
         assert_ne!(stream_id("shop.orders", 0), stream_id("shop.catalog", 0));
     }

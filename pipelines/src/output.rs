@@ -1,10 +1,12 @@
 //! Turns the views' changes into [`ViewBatch`]es as the frontier advances.
 //!
-//! Every view's updates are routed to worker 0, where one operator waits until the
-//! frontier passes their times and then hands the sink writer each changed row's value as
-//! of T = frontier − 1. Rows of a batch are mutually consistent: they are all as of T.
+//! Every view's rows are routed to worker 0, where one operator waits until the frontier
+//! passes their times and then hands the sink writer each changed row's value as of
+//! T = frontier − 1. Rows of a batch are mutually consistent: they are all as of T.
 
 use std::collections::{BTreeMap, HashMap};
+
+use crate::ordered::{End, Timed};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
@@ -15,98 +17,104 @@ use shopflow_model::{
 };
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::Stream;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 pub use shopflow_model::{Output, ViewBatch};
 
-/// A change to some view.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+/// A change to some view: an upsert (the row's new value replaces the one of its key), a
+/// removal, or an append-only record.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Row {
-    /// A stock row.
+    /// A stock row (upsert by SKU).
     Stock(StockLevel),
-    /// An order row.
+    /// An order row (upsert by order).
     Order(OrderView),
     /// An alert (only ever added).
     Alert(Alert),
-    /// A rating row.
-    Rating(RatingView),
-    /// A recommendation row.
-    AlsoBought(AlsoBought),
-    /// A member row.
+    /// A SKU's rating row, `None` when its last review went (upsert by SKU).
+    Rating(u64, Option<RatingView>),
+    /// A SKU's recommendations, `None` when no current basket pairs it (upsert by SKU).
+    AlsoBought(u64, Option<AlsoBought>),
+    /// A member row (upsert by member).
     Member(MemberView),
-    /// A member's recent orders.
+    /// A member's recent orders (upsert by member).
     MemberOrders(MemberOrders),
     /// A points ledger entry (only ever added).
     Points(PointsEntry),
     /// A settlement entry (only ever added).
     Settlement(SettlementEntry),
-    /// A weekly payout row.
+    /// A weekly payout row (upsert by seller and week).
     Payout(Payout),
-    /// A monthly tax invoice row.
+    /// A monthly tax invoice row (upsert by seller and month).
     Invoice(TaxInvoice),
     /// A known seller (only ever added).
     Seller(u64),
     /// A sales fact (only ever added).
     SalesFact(SalesFact),
-    /// A per-seller minute rollup.
+    /// A per-seller minute rollup (upsert by seller and minute).
     SalesMinute(SalesMinute),
-    /// A time marker: the latest event time a worker accepted, so the final `as_of` of a
-    /// bounded run is the largest event time seen even if that event changed no row.
-    Tick,
 }
 
-/// Sends batches of view changes to `out` from worker 0 as the frontier advances. The
-/// other workers' instances of the operator receive nothing and send nothing.
+/// Sends batches of view changes to `out` from worker 0 as the frontier advances: each
+/// batch holds, for every key changed at a time ≤ T = frontier − 1, its value as of T
+/// (the last one written), and every append-only record dated ≤ T. The other workers'
+/// instances of the operator receive nothing and send nothing.
+///
+/// When the input ends the last batch is marked complete; it is as of the last frontier
+/// (the worker loop drives the frontier past the largest event time first), and rows
+/// dated after it (windows that would end later) are not applied.
 ///
 /// If the receiver is gone, sets `failed` and drops further batches (the worker loop
 /// notices and stops).
 pub fn send_batches<'s>(
-    rows: Stream<'s, Millis, Vec<(Row, Millis, isize)>>,
+    rows: Timed<'s, Row>,
     out: SyncSender<Output>,
     failed: Arc<AtomicBool>,
+    end: &End,
 ) {
+    let end = end.clone();
     let sender = rows.scope().index() == 0;
     rows.sink(
-        Exchange::new(|_: &(Row, Millis, isize)| 0u64),
+        Exchange::new(|_: &(Row, Millis)| 0u64),
         "SendViewBatches",
         {
-            // Updates not yet handed over, by time. Many are far in the future (the
+            // Rows not yet handed over, by time. Many are far in the future (the
             // scheduled end of a basket's or a payment's window), so they are kept ordered
             // and only the ready prefix is taken each time, not scanned again.
-            let mut pending: BTreeMap<Millis, Vec<(Row, isize)>> = BTreeMap::new();
+            let mut pending: BTreeMap<Millis, Vec<Row>> = BTreeMap::new();
             let mut as_of: Option<Millis> = None;
-            let mut max_tick: Option<Millis> = None;
             let mut done = false;
             move |(input, frontier)| {
                 input.for_each(|_cap, data| {
-                    for (row, t, d) in data.drain(..) {
-                        if row == Row::Tick {
-                            max_tick = Some(max_tick.map_or(t, |m| m.max(t)));
-                        }
-                        pending.entry(t).or_default().push((row, d));
+                    for (row, t) in data.drain(..) {
+                        pending.entry(t).or_default().push(row);
                     }
                 });
                 if done || !sender {
                     return;
                 }
-                // At the end of a bounded input the views are as of the largest event time;
-                // updates scheduled after it (basket expiries) are not applied.
-                let (new_as_of, complete) = match frontier.frontier().first() {
+                let (mut new_as_of, mut complete) = match frontier.frontier().first() {
                     Some(&0) => return,
                     Some(&f) => (f - 1, false),
-                    None => (max_tick.max(as_of).unwrap_or(0), true),
+                    None => (as_of.unwrap_or(0), true),
                 };
-                let upto = new_as_of.saturating_add(1);
+                if let Some(e) = end.get() {
+                    if new_as_of >= e {
+                        new_as_of = e;
+                        complete = true;
+                    }
+                }
                 if !complete && as_of == Some(new_as_of) {
                     return;
                 }
-                let later = pending.split_off(&upto);
-                let ready = std::mem::replace(&mut pending, later)
-                    .into_values()
-                    .flatten();
-                let batch = consolidate(ready, new_as_of, complete);
+                let later = pending.split_off(&(new_as_of + 1));
+                let ready = std::mem::replace(&mut pending, later);
+                let mut batch = consolidate(ready.into_values().flatten(), new_as_of);
+                batch.complete = complete;
+                if complete {
+                    pending.clear();
+                }
                 as_of = Some(new_as_of);
                 done = complete;
                 if out.send(Output::Views(batch)).is_err() {
@@ -117,53 +125,78 @@ pub fn send_batches<'s>(
     );
 }
 
-/// Net effect of `updates` (all with time ≤ `as_of`) as one batch.
-fn consolidate(
-    updates: impl Iterator<Item = (Row, isize)>,
-    as_of: Millis,
-    complete: bool,
-) -> ViewBatch {
-    let mut net: HashMap<Row, isize> = HashMap::new();
-    for (row, d) in updates {
-        *net.entry(row).or_insert(0) += d;
-    }
+/// The rows of `rows` (in time order, all dated ≤ `as_of`) as one batch: the last value
+/// of every key, and every append-only record.
+fn consolidate(rows: impl Iterator<Item = Row>, as_of: Millis) -> ViewBatch {
+    let mut stock: FastMap<u64, StockLevel> = FastMap::default();
+    let mut orders: FastMap<u64, OrderView> = FastMap::default();
+    let mut ratings: FastMap<u64, Option<RatingView>> = FastMap::default();
+    let mut also_bought: FastMap<u64, Option<AlsoBought>> = FastMap::default();
+    let mut members: FastMap<u64, MemberView> = FastMap::default();
+    let mut member_orders: FastMap<u64, MemberOrders> = FastMap::default();
+    let mut payouts: FastMap<(u64, Millis), Payout> = FastMap::default();
+    let mut invoices: FastMap<(u64, Millis), TaxInvoice> = FastMap::default();
+    let mut minutes: FastMap<(u64, Millis), SalesMinute> = FastMap::default();
     let mut batch = ViewBatch {
         as_of,
-        complete,
+        complete: false,
         ..ViewBatch::default()
     };
-    for (row, d) in net {
-        if d > 0 {
-            match row {
-                Row::Stock(s) => batch.stock.push(s),
-                Row::Order(o) => batch.orders.push(o),
-                Row::Alert(a) => batch.alerts.push(a),
-                Row::Rating(r) => batch.ratings.push(r),
-                Row::AlsoBought(r) => batch.also_bought.push(r),
-                Row::Member(m) => batch.members.push(m),
-                Row::MemberOrders(m) => batch.member_orders.push(m),
-                Row::Points(e) => batch.points.push(e),
-                Row::Settlement(e) => batch.settlements.push(e),
-                Row::Payout(p) => batch.payouts.push(p),
-                Row::Invoice(i) => batch.invoices.push(i),
-                Row::Seller(s) => batch.sellers.push(s),
-                Row::SalesFact(f) => batch.sales_facts.push(f),
-                Row::SalesMinute(m) => batch.sales_minutes.push(m),
-                Row::Tick => {}
+    for row in rows {
+        match row {
+            Row::Stock(s) => {
+                stock.insert(s.sku, s);
             }
-        } else if d < 0 {
-            // A row retracted: removed unless a new value for its key came in.
-            match row {
-                Row::Rating(r) => batch.ratings_removed.push(r.sku),
-                Row::AlsoBought(r) => batch.also_bought_removed.push(r.sku),
-                _ => {}
+            Row::Order(o) => {
+                orders.insert(o.order_id, o);
+            }
+            Row::Alert(a) => batch.alerts.push(a),
+            Row::Rating(sku, r) => {
+                ratings.insert(sku, r);
+            }
+            Row::AlsoBought(sku, r) => {
+                also_bought.insert(sku, r);
+            }
+            Row::Member(m) => {
+                members.insert(m.member_id, m);
+            }
+            Row::MemberOrders(m) => {
+                member_orders.insert(m.member_id, m);
+            }
+            Row::Points(e) => batch.points.push(e),
+            Row::Settlement(e) => batch.settlements.push(e),
+            Row::Payout(p) => {
+                payouts.insert((p.seller_id, p.week_start), p);
+            }
+            Row::Invoice(i) => {
+                invoices.insert((i.seller_id, i.month_start), i);
+            }
+            Row::Seller(s) => batch.sellers.push(s),
+            Row::SalesFact(f) => batch.sales_facts.push(f),
+            Row::SalesMinute(m) => {
+                minutes.insert((m.seller_id, m.minute), m);
             }
         }
     }
-    let kept: std::collections::HashSet<u64> = batch.ratings.iter().map(|r| r.sku).collect();
-    batch.ratings_removed.retain(|s| !kept.contains(s));
-    let kept: std::collections::HashSet<u64> = batch.also_bought.iter().map(|r| r.sku).collect();
-    batch.also_bought_removed.retain(|s| !kept.contains(s));
+    batch.stock = stock.into_values().collect();
+    batch.orders = orders.into_values().collect();
+    for (sku, r) in ratings {
+        match r {
+            Some(r) => batch.ratings.push(r),
+            None => batch.ratings_removed.push(sku),
+        }
+    }
+    for (sku, r) in also_bought {
+        match r {
+            Some(r) => batch.also_bought.push(r),
+            None => batch.also_bought_removed.push(sku),
+        }
+    }
+    batch.members = members.into_values().collect();
+    batch.member_orders = member_orders.into_values().collect();
+    batch.payouts = payouts.into_values().collect();
+    batch.invoices = invoices.into_values().collect();
+    batch.sales_minutes = minutes.into_values().collect();
     batch.ratings.sort_unstable_by_key(|r| r.sku);
     batch.also_bought.sort_unstable_by_key(|r| r.sku);
     batch.ratings_removed.sort_unstable();

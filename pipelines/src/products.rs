@@ -1,100 +1,172 @@
 //! Product views: the co-purchase graph ("frequently bought together", SPEC §5.4) and
 //! ratings (SPEC §5.6).
 
-use differential_dataflow::{AsCollection, VecCollection};
-use shopflow_ingest::lifecycle::OrderState;
-use shopflow_model::{AlsoBought, Millis, RatingView};
-use timely::dataflow::operators::vec::Map;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap};
 
-/// One accepted review event: (dataflow time, partition, offset, the review after it:
-/// `Some((sku, rating))` when posted, `None` when deleted). The latest by this tuple wins.
-pub type ReviewEvent = (Millis, i32, i64, Option<(u64, u64)>);
+use shopflow_model::{AlsoBought, Millis, RatingView};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+
+use crate::ordered::{ordered, End, Timed};
+use crate::output::Row;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// One accepted review event: the review after it (`Some((sku, rating))` when posted,
+/// `None` when deleted), with the partition and offset it was read at. Of a review's
+/// events the latest by (dataflow time, partition, offset) wins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReviewMsg {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// The review after the event.
+    pub review: Option<(u64, u64)>,
+}
 
 /// Ratings per SKU over current reviews. A review is current when its latest event is a
-/// post; re-posting under another SKU moves it.
-pub fn ratings<'s>(
-    reviews: VecCollection<'s, Millis, (u64, ReviewEvent), isize>,
-) -> VecCollection<'s, Millis, (u64, RatingView), isize> {
-    reviews
-        .reduce_named("CurrentReview", |_id, input, output| {
-            // Values arrive sorted: the last is the latest event.
-            let ((_, _, _, latest), _) = input[input.len() - 1];
-            if let Some((sku, rating)) = latest {
-                output.push(((*sku, *rating), 1));
-            }
-        })
-        .map(|(_id, sku_rating)| sku_rating)
-        .reduce_named("Ratings", |sku, input, output| {
-            let mut view = RatingView {
-                sku: *sku,
-                ..RatingView::default()
-            };
-            for (rating, n) in input {
-                let n = *n as u64;
-                view.count += n;
-                view.sum += *rating * n;
-                view.histogram[(*rating - 1) as usize] += n;
-            }
-            output.push((view, 1));
-        })
-}
-
-/// Baskets (SPEC §5.4, §8): each qualifying order's distinct unrefunded SKUs, present while
-/// p ≤ T < p + `window` (p = payment time). Each version of a basket is retracted at
-/// p + `window` by an update scheduled at that future time, so baskets expire on time
-/// even when no event arrives.
-pub fn baskets<'s>(
-    states: VecCollection<'s, Millis, (u64, OrderState), isize>,
-    max_skus: usize,
-    window: Millis,
-) -> VecCollection<'s, Millis, (u64, Vec<u64>), isize> {
-    states
-        .flat_map(move |(order_id, state)| {
-            state
-                .basket(max_skus)
-                .map(|(paid_at, skus)| (order_id, paid_at, skus))
-        })
-        .inner
-        .flat_map(move |((order_id, paid_at, skus), t, d)| {
-            let end = paid_at.saturating_add(window).max(t);
-            [
-                ((order_id, skus.clone()), t, d),
-                ((order_id, skus), end, -d),
-            ]
-        })
-        .as_collection()
-}
-
-/// The top `k` co-purchased SKUs per SKU: pair weights counted over current baskets,
-/// ordered by weight descending, then SKU ascending.
-///
-/// A basket of n SKUs contributes n·(n−1) ordered pairs; the basket cap keeps that under
-/// 2,450 per basket.
-pub fn also_bought<'s>(
-    baskets: VecCollection<'s, Millis, (u64, Vec<u64>), isize>,
-    k: usize,
-) -> VecCollection<'s, Millis, (u64, AlsoBought), isize> {
-    baskets
-        .flat_map(|(_order, skus)| {
-            let mut pairs = Vec::with_capacity(skus.len() * skus.len().saturating_sub(1));
-            for &a in &skus {
-                for &b in &skus {
-                    if a != b {
-                        pairs.push((a, b));
+/// post; re-posting under another SKU moves it. A SKU whose last review goes loses its row.
+pub fn ratings<'s>(reviews: Timed<'s, (u64, ReviewMsg)>, end: &End) -> Timed<'s, Row> {
+    let by_review = Exchange::new(|((id, _), _): &((u64, ReviewMsg), Millis)| *id);
+    // Per review: the key of its latest event and what it says.
+    type Latest = ((Millis, i32, i64), Option<(u64, u64)>);
+    let mut current: FastMap<u64, Latest> = FastMap::default();
+    let changes = ordered(
+        reviews,
+        by_review,
+        "CurrentReview",
+        end,
+        move |time, events, out| {
+            for (id, ev) in events {
+                let key = (time, ev.partition, ev.offset);
+                let old = match current.get(&id) {
+                    Some((latest, _)) if *latest > key => continue,
+                    Some((_, review)) => *review,
+                    None => None,
+                };
+                current.insert(id, (key, ev.review));
+                if old != ev.review {
+                    if let Some((sku, rating)) = old {
+                        out.push(((sku, rating, -1i64), time));
+                    }
+                    if let Some((sku, rating)) = ev.review {
+                        out.push(((sku, rating, 1i64), time));
                     }
                 }
             }
-            pairs
-        })
-        .count()
-        .map(|((a, b), weight)| (a, (std::cmp::Reverse(weight as u64), b)))
-        .reduce_named("TopK", move |sku, input, output| {
-            // Values are sorted by (weight desc, sku asc): the first k are the answer.
-            let items = input
+        },
+    );
+    let by_sku = Exchange::new(|((sku, _, _), _): &((u64, u64, i64), Millis)| *sku);
+    let mut views: FastMap<u64, RatingView> = FastMap::default();
+    ordered(
+        changes,
+        by_sku,
+        "Ratings",
+        end,
+        move |time, mut changes, out| {
+            changes.sort_unstable();
+            for group in changes.chunk_by(|a, b| a.0 == b.0) {
+                let sku = group[0].0;
+                let view = views.entry(sku).or_insert_with(|| RatingView {
+                    sku,
+                    ..RatingView::default()
+                });
+                let before = *view;
+                for &(_, rating, n) in group {
+                    view.count = view.count.wrapping_add_signed(n);
+                    view.sum = view.sum.wrapping_add_signed(rating as i64 * n);
+                    let slot = &mut view.histogram[(rating - 1) as usize];
+                    *slot = slot.wrapping_add_signed(n);
+                }
+                if *view == before {
+                    continue;
+                }
+                if view.count == 0 {
+                    views.remove(&sku);
+                    out.push((Row::Rating(sku, None), time));
+                } else {
+                    out.push((Row::Rating(sku, Some(*view)), time));
+                }
+            }
+        },
+    )
+}
+
+/// The top `k` co-purchased SKUs per SKU over the current baskets: pair weights ordered
+/// by weight descending, then SKU ascending.
+///
+/// A basket of n SKUs changes n·(n−1) ordered pairs (the basket cap keeps that under
+/// 2,450). Each worker keeps, per SKU it owns, every partner's weight both by partner and
+/// in rank order, so a change costs O(log partners) and reading the top k costs O(k),
+/// whatever the SKU's popularity; a row is written only when the top k changed.
+pub fn also_bought<'s>(baskets: Timed<'s, (Vec<u64>, i64)>, k: usize, end: &End) -> Timed<'s, Row> {
+    let pairs = ordered(
+        baskets,
+        Pipeline,
+        "BasketPairs",
+        end,
+        |time, baskets, out| {
+            for (skus, d) in baskets {
+                for &a in &skus {
+                    for &b in &skus {
+                        if a != b {
+                            out.push(((a, b, d), time));
+                        }
+                    }
+                }
+            }
+        },
+    );
+    #[derive(Default)]
+    struct Partners {
+        weight: FastMap<u64, u64>,
+        ranked: BTreeSet<(Reverse<u64>, u64)>,
+        shown: Vec<(u64, u64)>,
+    }
+    let by_sku = Exchange::new(|((a, _, _), _): &((u64, u64, i64), Millis)| *a);
+    let mut graph: FastMap<u64, Partners> = FastMap::default();
+    ordered(pairs, by_sku, "TopK", end, move |time, mut pairs, out| {
+        pairs.sort_unstable();
+        for group in pairs.chunk_by(|x, y| x.0 == y.0) {
+            let a = group[0].0;
+            let p = graph.entry(a).or_default();
+            for run in group.chunk_by(|x, y| x.1 == y.1) {
+                let b = run[0].1;
+                let d: i64 = run.iter().map(|x| x.2).sum();
+                if d == 0 {
+                    continue;
+                }
+                let w = p.weight.entry(b).or_insert(0);
+                if *w > 0 {
+                    p.ranked.remove(&(Reverse(*w), b));
+                }
+                *w = w.wrapping_add_signed(d);
+                if *w > 0 {
+                    p.ranked.insert((Reverse(*w), b));
+                } else {
+                    p.weight.remove(&b);
+                }
+            }
+            let top: Vec<(u64, u64)> = p
+                .ranked
                 .iter()
                 .take(k)
-                .map(|((std::cmp::Reverse(w), b), _)| (*b, *w))
+                .map(|(Reverse(w), b)| (*b, *w))
                 .collect();
-            output.push((AlsoBought { sku: *sku, items }, 1));
-        })
+            if top == p.shown {
+                continue;
+            }
+            if top.is_empty() {
+                graph.remove(&a);
+                out.push((Row::AlsoBought(a, None), time));
+            } else {
+                p.shown = top.clone();
+                out.push((
+                    Row::AlsoBought(a, Some(AlsoBought { sku: a, items: top })),
+                    time,
+                ));
+            }
+        }
+    })
 }

@@ -1,24 +1,20 @@
 //! The worker loop: sources → validation → dataflow inputs → frontier (SPEC §3, §4).
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
-use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shopflow_ingest::validate::{DEFAULT_DEDUP_HORIZON_MS, DEFAULT_LATENESS_MS};
-use shopflow_ingest::{Outcome, Source, SourceError, StreamValidator};
+use shopflow_ingest::{Accepted, Outcome, Source, SourceError, StreamValidator};
 use shopflow_model::health::Health;
 use shopflow_model::{DeadLetter, DeadLetterReason, EventBody, Millis, Output};
 
 use crate::dataflow::{build, Inputs, ViewConfig};
-use crate::members::MemberEvent;
+use crate::effects::{order_effects, MemberMsg, SkuMsg};
 use crate::metrics::PipelineMetrics;
-use crate::orders::stream_id;
-use crate::products::ReviewEvent;
-use crate::settlements::{CategoryEvent, ProductEvent};
+use crate::orders::{stream_id, OrderMsg};
+use crate::products::ReviewMsg;
 
 /// How the pipeline runs.
 #[derive(Clone, Debug)]
@@ -167,8 +163,9 @@ where
 {
     let workers = config.workers.max(1);
     let stats2 = stats.clone();
+    let ends = Arc::new(Ends::new(workers));
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
-        worker_main(worker, &config, &make_source, out.clone(), &stats2)
+        worker_main(worker, &config, &make_source, out.clone(), &stats2, &ends)
     })
     .map_err(PipelineError::Worker)?;
     for result in guards.join() {
@@ -189,11 +186,13 @@ fn worker_main<F>(
     make_source: &F,
     out: SyncSender<Output>,
     stats: &Stats,
+    ends: &Ends,
 ) -> Result<(), PipelineError>
 where
     F: Fn(usize, usize) -> Result<Box<dyn Source>, SourceError>,
 {
     let index = worker.index();
+    let _guard = EndGuard { ends, index };
     let failed = Arc::new(AtomicBool::new(false));
     let (mut inputs, probe) = {
         let out = out.clone();
@@ -213,7 +212,6 @@ where
     let mut validators: Vec<StreamValidator> = (0..streams)
         .map(|_| StreamValidator::new(config.dedup_horizon_ms, config.lateness_ms))
         .collect();
-    let mut latest = Latest::default();
     let mut cap: Millis = 0;
     let mut buf = Vec::with_capacity(config.poll_batch);
     let mut dead = Vec::new();
@@ -261,10 +259,10 @@ where
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
         for m in buf.drain(..) {
             tally.read[m.stream] += 1;
-            match validators[m.stream].process(&m.payload) {
+            let validator = &mut validators[m.stream];
+            match validator.process_at(&m.payload, cap) {
                 Outcome::Accepted(a) => {
-                    let time = a.time.max(cap);
-                    if time > a.effective_time {
+                    if a.late {
                         stats.late.fetch_add(1, Ordering::Relaxed);
                         tally.late += 1;
                     }
@@ -272,10 +270,9 @@ where
                     tally.accepted += 1;
                     feed(
                         &mut inputs,
-                        &mut latest,
-                        a.event.body,
-                        a.effective_time,
-                        time,
+                        &config.views,
+                        validator,
+                        a,
                         (stream_ids[m.stream], m.offset),
                     );
                 }
@@ -319,6 +316,7 @@ where
         if next > cap {
             cap = next;
             inputs.advance_to(cap);
+            ends.caps[index].store(cap, Ordering::Release);
         }
         inputs.flush();
         // Backpressure: let the dataflow reach the previous frontier before reading more.
@@ -332,13 +330,51 @@ where
         source_recovered(stats, index);
     }
 
-    // End of input: mark the largest event time seen, close the inputs, drain.
+    // End of input: the views end as of the largest event time any worker saw (SPEC §8).
+    // Every worker learns it, drives the frontier past it so that every row dated up to it
+    // reaches the sinks, and only then closes its inputs (work scheduled later, such as
+    // windows that would end after the input, is dropped).
     let max_time = validators
         .iter()
         .filter_map(StreamValidator::max_time)
-        .max();
-    if let Some(t) = max_time {
-        inputs.ticks.update_at((), t.max(cap), 1);
+        .max()
+        .map(|t| t.max(cap));
+    if max_time.is_some() {
+        ends.any_event.store(true, Ordering::Release);
+    }
+    ends.finals[index].store(max_time.unwrap_or(cap) + 1, Ordering::Release);
+    let last = loop {
+        if failed.load(Ordering::Relaxed) {
+            return Err(PipelineError::SinkGone);
+        }
+        if let Some(last) = ends.last_time() {
+            break last;
+        }
+        if ends.aborted.load(Ordering::Acquire) {
+            return Err(PipelineError::Worker("another worker stopped".into()));
+        }
+        if let Some(t) = ends.slowest_reader() {
+            if t > cap {
+                cap = t;
+                inputs.advance_to(cap);
+                inputs.flush();
+            }
+        }
+        worker.step();
+        publish_as_of(&probe);
+    };
+    if let Some(t) = last {
+        inputs.end.set(Some(t));
+        let end = t.saturating_add(1);
+        inputs.advance_to(end);
+        inputs.flush();
+        while probe.less_than(&end) {
+            if failed.load(Ordering::Relaxed) {
+                return Err(PipelineError::SinkGone);
+            }
+            worker.step();
+            publish_as_of(&probe);
+        }
     }
     inputs.flush();
     drop(inputs);
@@ -517,80 +553,110 @@ fn next_frontier(
     next.max(cap)
 }
 
-/// What each worker remembers so that a superseded "latest wins" event leaves the dataflow:
-/// without it, every upsert, WOW toggle and review edit would stay in the arrangements
-/// forever and memory would grow with the number of events instead of the number of keys.
-///
-/// For every key it keeps the live event with the largest (time, partition, offset), the
-/// order in which the views pick the latest. A newer event retracts the live one at its own
-/// time; an event that arrives already superseded (late, within the lateness) is added and
-/// retracted at the time of the one that supersedes it. At every time the latest event is
-/// therefore still present, so the views are unchanged; only history is dropped.
-#[derive(Default)]
-struct Latest {
-    reviews: HashMap<u64, ReviewEvent>,
-    /// Keyed by (member, is a WOW event): `member.joined` and WOW events are separate.
-    members: HashMap<(u64, bool), MemberEvent>,
-    products: HashMap<u64, ProductEvent>,
-    categories: HashMap<u64, CategoryEvent>,
-    /// The earliest time each seller was named (a seller stays known once named).
-    sellers: HashMap<u64, Millis>,
+/// How the workers of this process end a run together. A bounded run's views end as of
+/// the largest event time any worker saw (SPEC §8), so every worker must drive the
+/// frontier past that time before any of them closes its inputs; a worker that runs out of
+/// input first must meanwhile not hold the frontier back (the others wait on it). Each
+/// worker publishes its input time; a finished worker follows the slowest unfinished one.
+struct Ends {
+    /// Each worker's input time.
+    caps: Vec<AtomicU64>,
+    /// 0 while the worker reads; then 1 + the last time its views need.
+    finals: Vec<AtomicU64>,
+    /// Whether some worker accepted an event.
+    any_event: AtomicBool,
+    /// Whether some worker stopped with an error (the others then stop too).
+    aborted: AtomicBool,
 }
 
-/// Admits `new` as the event of `key`; returns the event to retract and when (see
-/// [`Latest`]). `V` orders by (time, …) and `time` reads its time.
-fn supersede<K: Hash + Eq, V: Ord + Clone>(
-    live: &mut HashMap<K, V>,
-    key: K,
-    new: V,
-    time: impl Fn(&V) -> Millis,
-) -> Option<(V, Millis)> {
-    match live.entry(key) {
-        Entry::Vacant(e) => {
-            e.insert(new);
-            None
-        }
-        Entry::Occupied(mut e) => {
-            if new > *e.get() {
-                let at = time(&new);
-                let old = e.insert(new);
-                Some((old, at))
-            } else {
-                let at = time(e.get());
-                Some((new, at))
-            }
+/// Marks a worker finished (and the run aborted) if it leaves before finishing normally.
+struct EndGuard<'a> {
+    ends: &'a Ends,
+    index: usize,
+}
+
+impl Drop for EndGuard<'_> {
+    fn drop(&mut self) {
+        let f = &self.ends.finals[self.index];
+        if f.load(Ordering::Acquire) == 0 {
+            self.ends.aborted.store(true, Ordering::Release);
+            f.store(1, Ordering::Release);
         }
     }
 }
 
-/// Routes one accepted event into the dataflow at `time`.
+impl Ends {
+    fn new(workers: usize) -> Self {
+        Ends {
+            caps: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            finals: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            any_event: AtomicBool::new(false),
+            aborted: AtomicBool::new(false),
+        }
+    }
+
+    /// The input time of the slowest worker still reading, if any.
+    fn slowest_reader(&self) -> Option<Millis> {
+        self.finals
+            .iter()
+            .zip(&self.caps)
+            .filter(|(f, _)| f.load(Ordering::Acquire) == 0)
+            .map(|(_, c)| c.load(Ordering::Acquire))
+            .min()
+    }
+
+    /// Once every worker finished: the last time of the run, if any event was accepted.
+    fn last_time(&self) -> Option<Option<Millis>> {
+        let mut last = 0;
+        for f in &self.finals {
+            match f.load(Ordering::Acquire) {
+                0 => return None,
+                v => last = last.max(v - 1),
+            }
+        }
+        Some(self.any_event.load(Ordering::Acquire).then_some(last))
+    }
+}
+
+/// Routes one accepted event into the dataflow: an order event as its effects (computed
+/// from the order's state before and after it, which `validator` holds), any other event
+/// as the records of the views it feeds.
 fn feed(
     inputs: &mut Inputs,
-    latest: &mut Latest,
-    body: EventBody,
-    effective: Millis,
-    time: Millis,
+    views: &ViewConfig,
+    validator: &StreamValidator,
+    accepted: Accepted,
     ((stream, partition), offset): ((u64, i32), i64),
 ) {
-    match body {
+    let time = accepted.time;
+    match accepted.event.body {
         EventBody::ReviewPosted {
             review_id,
             sku,
             rating,
             ..
         } => {
-            inputs.stock.update_at(sku, time, (0, 0, 1));
-            let ev = (time, partition, offset, Some((sku, rating)));
-            review(inputs, latest, review_id, ev);
+            inputs.stock.send(((sku, (0, 0, 1)), time));
+            let review = ReviewMsg {
+                partition,
+                offset,
+                review: Some((sku, rating)),
+            };
+            inputs.reviews.send(((review_id, review), time));
         }
         EventBody::ReviewDeleted { review_id } => {
-            review(inputs, latest, review_id, (time, partition, offset, None));
+            let review = ReviewMsg {
+                partition,
+                offset,
+                review: None,
+            };
+            inputs.reviews.send(((review_id, review), time));
         }
         EventBody::StockReceived { sku, qty } => {
-            inputs.stock.update_at(sku, time, (qty as isize, 0, 1));
+            inputs.stock.send(((sku, (qty as i64, 0, 1)), time));
         }
         EventBody::StockAdjusted { sku, delta } => {
-            inputs.stock.update_at(sku, time, (delta as isize, 0, 1));
+            inputs.stock.send(((sku, (delta, 0, 1)), time));
         }
         EventBody::ProductUpserted {
             sku,
@@ -598,78 +664,57 @@ fn feed(
             category_id,
             ..
         } => {
-            inputs.stock.update_at(sku, time, (0, 0, 1));
-            let ev = (time, partition, offset, (seller_id, category_id));
-            inputs.products.update_at((sku, ev), time, 1);
-            if let Some((old, at)) = supersede(&mut latest.products, sku, ev, |e| e.0) {
-                inputs.products.update_at((sku, old), at, -1);
-            }
-            match latest.sellers.entry(seller_id) {
-                Entry::Vacant(e) => {
-                    e.insert(time);
-                    inputs.sellers.update_at(seller_id, time, 1);
-                }
-                Entry::Occupied(mut e) if time < *e.get() => {
-                    let before = e.insert(time);
-                    inputs.sellers.update_at(seller_id, time, 1);
-                    inputs.sellers.update_at(seller_id, before, -1);
-                }
-                Entry::Occupied(_) => {}
-            }
+            inputs.stock.send(((sku, (0, 0, 1)), time));
+            let listing = SkuMsg::Listing {
+                partition,
+                offset,
+                seller_id,
+                category_id,
+            };
+            inputs.products.send(((sku, seller_id, listing), time));
         }
         EventBody::CategoryUpserted {
             category_id,
             commission_bp,
             ..
         } => {
-            let ev = (time, partition, offset, commission_bp as u32);
-            inputs.categories.update_at((category_id, ev), time, 1);
-            if let Some((old, at)) = supersede(&mut latest.categories, category_id, ev, |e| e.0) {
-                inputs.categories.update_at((category_id, old), at, -1);
-            }
+            let category = SkuMsg::Category {
+                category_id,
+                partition,
+                offset,
+                commission_bp: commission_bp as u32,
+            };
+            inputs.categories.send(((category_id, category), time));
         }
         EventBody::MemberJoined { member_id } => {
-            member(inputs, latest, member_id, (time, partition, offset, None));
+            inputs.members.send(((member_id, MemberMsg::Joined), time));
         }
-        EventBody::WowSubscribed { member_id } => {
-            member(
-                inputs,
-                latest,
-                member_id,
-                (time, partition, offset, Some(true)),
-            );
-        }
-        EventBody::WowCancelled { member_id } => {
-            member(
-                inputs,
-                latest,
-                member_id,
-                (time, partition, offset, Some(false)),
-            );
+        EventBody::WowSubscribed { member_id } | EventBody::WowCancelled { member_id } => {
+            let on = matches!(accepted.event.body, EventBody::WowSubscribed { .. });
+            let wow = MemberMsg::Wow {
+                partition,
+                offset,
+                on,
+            };
+            inputs.members.send(((member_id, wow), time));
         }
         body => {
-            if let Some(order_id) = body.order_id() {
-                inputs.orders.update_at(
-                    (order_id, (effective, stream, offset, time, body)),
-                    time,
-                    1,
-                );
-            }
+            let Some(order_id) = body.order_id() else {
+                return;
+            };
+            let Some(after) = validator.order(order_id) else {
+                return;
+            };
+            let mut effects = Vec::new();
+            order_effects(accepted.before.as_deref(), after, time, views, &mut effects);
+            let placement = matches!(body, EventBody::OrderPlaced { .. }).then_some(body);
+            let msg = OrderMsg {
+                order_id,
+                stream,
+                placement,
+                effects,
+            };
+            inputs.orders.send((msg, time));
         }
-    }
-}
-
-fn review(inputs: &mut Inputs, latest: &mut Latest, review_id: u64, ev: ReviewEvent) {
-    inputs.reviews.update_at((review_id, ev), ev.0, 1);
-    if let Some((old, at)) = supersede(&mut latest.reviews, review_id, ev, |e| e.0) {
-        inputs.reviews.update_at((review_id, old), at, -1);
-    }
-}
-
-fn member(inputs: &mut Inputs, latest: &mut Latest, member_id: u64, ev: MemberEvent) {
-    inputs.members.update_at((member_id, ev), ev.0, 1);
-    let key = (member_id, ev.3.is_some());
-    if let Some((old, at)) = supersede(&mut latest.members, key, ev, |e| e.0) {
-        inputs.members.update_at((member_id, old), at, -1);
     }
 }

@@ -1,176 +1,142 @@
-//! Seller settlements (SPEC §5.3, §8): the commission ledger, weekly payouts and monthly
-//! tax invoices.
+//! Per-seller views (SPEC §5.3, §5.5, §8): weekly payouts, monthly tax invoices, the
+//! per-minute sales rollups, and the sellers known.
 
-use differential_dataflow::operators::count::CountTotal;
-use differential_dataflow::{AsCollection, VecCollection};
-use shopflow_ingest::lifecycle::OrderState;
+use std::collections::{HashMap, HashSet};
+
+use shopflow_model::sales::MINUTE_MS;
 use shopflow_model::time::{kst_month_start, kst_week_start};
-use shopflow_model::{EntryCause, Millis, Payout, SettlementEntry, TaxInvoice};
-use timely::dataflow::operators::vec::Map;
+use shopflow_model::{
+    Millis, Payout, SalesEffect, SalesFact, SalesMinute, SettlementEntry, TaxInvoice,
+};
+use timely::dataflow::channels::pact::Exchange;
 
-use crate::lookup::lookup_when_known;
+use crate::ordered::{ordered, End, Timed};
+use crate::output::Row;
 
-/// One accepted `product.upserted`: (dataflow time, partition, offset, (seller, category)).
-/// The latest by this tuple is the product's current listing.
-pub type ProductEvent = (Millis, i32, i64, (u64, u64));
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
-/// One accepted `category.upserted`: (dataflow time, partition, offset, commission_bp).
-pub type CategoryEvent = (Millis, i32, i64, u32);
-
-/// What a line's settlement is frozen at: (line_no, seller, commission_bp, dated).
-type LineTerms = (u64, u64, u32, Millis);
-
-/// Everything the settlement views produce.
-pub struct SettlementOutputs<'s> {
-    /// Ledger entries (only ever added).
-    pub entries: VecCollection<'s, Millis, SettlementEntry, isize>,
-    /// Weekly payouts per seller.
-    pub payouts: VecCollection<'s, Millis, Payout, isize>,
-    /// Monthly tax invoices per seller.
-    pub invoices: VecCollection<'s, Millis, TaxInvoice, isize>,
-    /// Known sellers.
-    pub sellers: VecCollection<'s, Millis, u64, isize>,
+/// One record for the per-seller views, keyed by seller.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SellerMsg {
+    /// A `product.upserted` named the seller.
+    Named,
+    /// A settlement entry of the seller.
+    Entry(SettlementEntry),
+    /// A sales fact of the seller, and whether its order had been paid.
+    Fact(SalesFact, bool),
 }
 
-/// Each SKU's current listing (seller, category): its latest `product.upserted`.
-pub fn listings<'s>(
-    products: VecCollection<'s, Millis, (u64, ProductEvent), isize>,
-) -> VecCollection<'s, Millis, (u64, (u64, u64)), isize> {
-    products.reduce_named("CurrentListing", |_sku, input, output| {
-        // Sorted by (time, partition, offset): the last is the latest.
-        let ((_, _, _, listing), _) = input[input.len() - 1];
-        output.push((*listing, 1isize));
-    })
+impl SellerMsg {
+    /// The seller of an entry or fact (`0` for [`SellerMsg::Named`], which travels with
+    /// its key).
+    pub fn seller(&self) -> u64 {
+        match self {
+            SellerMsg::Named => 0,
+            SellerMsg::Entry(e) => e.seller_id,
+            SellerMsg::Fact(f, _) => f.seller_id,
+        }
+    }
 }
 
-/// Builds the settlement views from order states, the known sellers (each fed once, at
-/// the earliest `product.upserted` naming it), the current listings (see [`listings`])
-/// and the categories' upserts.
-pub fn settlements<'s>(
-    states: VecCollection<'s, Millis, (u64, OrderState), isize>,
-    sellers: VecCollection<'s, Millis, u64, isize>,
-    listing: VecCollection<'s, Millis, (u64, (u64, u64)), isize>,
-    categories: VecCollection<'s, Millis, (u64, CategoryEvent), isize>,
-) -> SettlementOutputs<'s> {
-    let sellers = sellers.distinct();
-    let rates = categories.reduce_named("CurrentRate", |_category, input, output| {
-        let ((_, _, _, bp), _) = input[input.len() - 1];
-        output.push((*bp, 1isize));
-    });
-    // sku → (seller, commission_bp), present once both the SKU and its category are known.
-    let terms = listing
-        .map(|(sku, (seller, category))| (category, (sku, seller)))
-        .join_map(rates, |_category, (sku, seller), bp| (*sku, (*seller, *bp)));
-
-    // One query per confirmed line with units left at confirmation.
-    let queries = states.clone().flat_map(|(order_id, s)| {
-        let mut lines = Vec::new();
-        if s.confirmed_applied.is_some() {
-            for (i, l) in s.lines.iter().enumerate() {
-                if s.settled_qty(i) > 0 {
-                    lines.push((l.line.sku, (order_id, l.line.line_no)));
+/// Builds the per-seller rows: a seller is known from the first `product.upserted` naming
+/// it; payouts sum each week's (KST) entries, tax invoices each month's fees; minute
+/// rollups count paid orders, paid units and gross, and refunds (cancellations after
+/// payment and refunded units), per line. Entries and facts pass through as rows.
+pub fn sellers<'s>(records: Timed<'s, (u64, SellerMsg)>, end: &End) -> Timed<'s, Row> {
+    let by_seller = Exchange::new(|((s, _), _): &((u64, SellerMsg), Millis)| *s);
+    let mut known: FastSet<u64> = FastSet::default();
+    let mut payouts: FastMap<(u64, Millis), (i128, u64)> = FastMap::default();
+    let mut invoices: FastMap<(u64, Millis), (i128, u64)> = FastMap::default();
+    let mut minutes: FastMap<(u64, Millis), SalesMinute> = FastMap::default();
+    // (seller, minute, order) of every paid order counted in a minute.
+    let mut paid_orders: FastSet<(u64, Millis, u64)> = FastSet::default();
+    ordered(
+        records,
+        by_seller,
+        "Sellers",
+        end,
+        move |time, records, out| {
+            let mut weeks: Vec<(u64, Millis)> = Vec::new();
+            let mut months: Vec<(u64, Millis)> = Vec::new();
+            let mut mins: Vec<(u64, Millis)> = Vec::new();
+            for (seller, msg) in records {
+                match msg {
+                    SellerMsg::Named => {
+                        if known.insert(seller) {
+                            out.push((Row::Seller(seller), time));
+                        }
+                    }
+                    SellerMsg::Entry(e) => {
+                        let week = (seller, kst_week_start(e.ts));
+                        let p = payouts.entry(week).or_default();
+                        p.0 += e.payout as i128;
+                        p.1 += 1;
+                        weeks.push(week);
+                        let month = (seller, kst_month_start(e.ts));
+                        let i = invoices.entry(month).or_default();
+                        i.0 += e.commission as i128 + e.payment_fee as i128;
+                        i.1 += 1;
+                        months.push(month);
+                        out.push((Row::Settlement(e), time));
+                    }
+                    SellerMsg::Fact(f, paid) => {
+                        let counts = match f.effect {
+                            SalesEffect::Paid | SalesEffect::Refunded => true,
+                            SalesEffect::Cancelled => paid,
+                            _ => false,
+                        };
+                        if counts {
+                            let minute = f.ts - f.ts % MINUTE_MS;
+                            let row = minutes.entry((seller, minute)).or_insert(SalesMinute {
+                                seller_id: seller,
+                                minute,
+                                orders: 0,
+                                units: 0,
+                                gross: 0,
+                                refunds: 0,
+                                net: 0,
+                            });
+                            if f.effect == SalesEffect::Paid {
+                                if paid_orders.insert((seller, minute, f.order_id)) {
+                                    row.orders += 1;
+                                }
+                                row.units = row.units.saturating_add(f.qty);
+                                row.gross = row.gross.saturating_add(f.amount);
+                            } else {
+                                row.refunds = row.refunds.saturating_add(f.amount.saturating_abs());
+                            }
+                            row.net = row.gross.saturating_sub(row.refunds);
+                            mins.push((seller, minute));
+                        }
+                        out.push((Row::SalesFact(f), time));
+                    }
                 }
             }
-        }
-        lines
-    });
-    let frozen = lookup_when_known(queries, terms, "SettlementTerms")
-        .map(|((order_id, line_no), (seller, bp), at)| (order_id, (line_no, seller, bp, at)));
-    let entries = states
-        .join_map(frozen, |_, state, terms| line_entries(state, *terms))
-        .flat_map(|e| e);
-
-    let payouts = entries
-        .clone()
-        .inner
-        .map(|(e, t, d)| {
-            let d = d as i128;
-            (
-                (e.seller_id, kst_week_start(e.ts)),
-                t,
-                (e.payout as i128 * d, d),
-            )
-        })
-        .as_collection()
-        .count_total()
-        .map(|((seller_id, week_start), (amount, n))| Payout {
-            seller_id,
-            week_start,
-            amount,
-            entries: n as u64,
-        });
-    let invoices = entries
-        .clone()
-        .inner
-        .map(|(e, t, d)| {
-            let d = d as i128;
-            let fees = e.commission as i128 + e.payment_fee as i128;
-            ((e.seller_id, kst_month_start(e.ts)), t, (fees * d, d))
-        })
-        .as_collection()
-        .count_total()
-        .map(|((seller_id, month_start), (supply, n))| {
-            TaxInvoice::new(seller_id, month_start, supply, n as u64)
-        });
-
-    SettlementOutputs {
-        entries,
-        payouts,
-        invoices,
-        sellers,
-    }
-}
-
-/// The settlement entries of one confirmed line on its frozen terms: the confirmation
-/// entry on the units left at confirmation, dated when the terms were read, and one
-/// negated entry per later refund of the line, dated max(refund time, that date).
-pub fn line_entries(
-    state: &OrderState,
-    (line_no, seller, bp, dated): LineTerms,
-) -> Vec<SettlementEntry> {
-    let Some(i) = state.lines.iter().position(|l| l.line.line_no == line_no) else {
-        return Vec::new();
-    };
-    let line = state.lines[i].line;
-    let entry = |cause, refund: u32, ts, qty: u64, sign: i64| {
-        let (gross, commission, payment_fee, payout) =
-            SettlementEntry::amounts(qty, line.unit_price, bp);
-        SettlementEntry {
-            id: SettlementEntry::entry_id(state.order_id, line_no, cause, refund),
-            seller_id: seller,
-            order_id: state.order_id,
-            line_no,
-            sku: line.sku,
-            cause,
-            ts,
-            qty: sign * qty as i64,
-            unit_price: line.unit_price as i64,
-            commission_bp: bp,
-            gross: sign * gross,
-            commission: sign * commission,
-            payment_fee: sign * payment_fee,
-            payout: sign * payout,
-        }
-    };
-    let mut entries = vec![entry(
-        EntryCause::Confirmed,
-        0,
-        dated,
-        state.settled_qty(i),
-        1,
-    )];
-    for (n, refund) in state
-        .refunds
-        .iter()
-        .enumerate()
-        .skip(state.confirmed_refunds)
-    {
-        for &(li, qty) in &refund.lines {
-            if li == i {
-                let ts = refund.applied.max(dated);
-                entries.push(entry(EntryCause::Refund, n as u32 + 1, ts, qty, -1));
+            for keys in [&mut weeks, &mut months, &mut mins] {
+                keys.sort_unstable();
+                keys.dedup();
             }
-        }
-    }
-    entries
+            for (seller_id, week_start) in weeks {
+                let (amount, entries) = payouts[&(seller_id, week_start)];
+                out.push((
+                    Row::Payout(Payout {
+                        seller_id,
+                        week_start,
+                        amount,
+                        entries,
+                    }),
+                    time,
+                ));
+            }
+            for (seller_id, month_start) in months {
+                let (supply, entries) = invoices[&(seller_id, month_start)];
+                let invoice = TaxInvoice::new(seller_id, month_start, supply, entries);
+                out.push((Row::Invoice(invoice), time));
+            }
+            for key in mins {
+                out.push((Row::SalesMinute(minutes[&key]), time));
+            }
+        },
+    )
 }

@@ -6,7 +6,7 @@ use shopflow_ingest::Topics;
 use shopflow_pipelines::dataflow::ViewConfig;
 use shopflow_pipelines::PipelineConfig;
 use shopflow_reference::{compute, Config};
-use shopflow_tests::{partition, payloads, run_in_memory, SinkContents};
+use shopflow_tests::{env_or, partition, payloads, run_in_memory, SinkContents};
 
 fn check(gen: &GenConfig, partitions: i32, workers: usize, threshold: i64) {
     check_with(gen, partitions, workers, threshold, 50);
@@ -125,7 +125,7 @@ fn every_dead_letter_reason_occurs_and_matches() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 8, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig::with_cases(env_or("SHOPFLOW_EQUIVALENCE_CASES", 8)))]
 
     #[test]
     fn generated_workloads_match_reference(

@@ -1,0 +1,293 @@
+//! The catalog at a point in time: each SKU's listing (seller, category) and each
+//! category's commission, read by settlements (SPEC §5.3) and sales facts (SPEC §5.5).
+//!
+//! Ledgers need the opposite of a join: a settlement uses the seller and commission *at
+//! confirmation* and a sale belongs to the seller *at placement*; later catalog changes
+//! must not rewrite them. The catalog operator, partitioned by SKU (every worker also
+//! keeps every category, they are few), handles each time's catalog updates first, then
+//! its queries, and freezes each line's answer for the line's later entries and facts. A
+//! query about a SKU or category not yet known waits, holding no capability, and is
+//! answered when both become known, at that time.
+
+use std::collections::HashMap;
+
+use shopflow_model::{EntryCause, Millis, SalesEffect, SalesFact, SettlementEntry};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Concat, Exchange};
+
+use crate::effects::{FactDraft, SkuMsg};
+use crate::ordered::{ordered, End, Timed};
+use crate::settlements::SellerMsg;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Key of an upsert: (dataflow time, partition, offset); the largest is the latest.
+type EventKey = (Millis, i32, i64);
+
+/// What the catalog operator of one worker keeps.
+#[derive(Default)]
+struct Catalog {
+    /// Current listing of each SKU: (seller, category).
+    listings: FastMap<u64, (EventKey, u64, u64)>,
+    /// Current commission of every category.
+    categories: FastMap<u64, (EventKey, u32)>,
+    /// Each placed line's listing at placement: (seller, category).
+    sale_terms: FastMap<(u64, u64), (u64, u64)>,
+    /// Each confirmed line's settlement terms: (seller, commission_bp, dated).
+    settle_terms: FastMap<(u64, u64), (u64, u32, Millis)>,
+    /// Facts of lines whose SKU was not listed at placement, per SKU, in arrival order.
+    waiting_facts: FastMap<u64, Vec<FactDraft>>,
+    /// Settlement queries waiting for the SKU or its category, per SKU, in arrival order.
+    waiting_settle: FastMap<u64, Vec<SkuMsg>>,
+}
+
+impl Catalog {
+    fn listing(&self, sku: u64) -> Option<(u64, u64)> {
+        self.listings.get(&sku).map(|&(_, s, c)| (s, c))
+    }
+
+    /// (seller, commission_bp) of a SKU now, if the SKU and its category are known.
+    fn terms(&self, sku: u64) -> Option<(u64, u32)> {
+        let (seller, category) = self.listing(sku)?;
+        let &(_, bp) = self.categories.get(&category)?;
+        Some((seller, bp))
+    }
+
+    /// A fact on its line's frozen listing, or `None` if the line is still waiting.
+    fn fact(&mut self, sku: u64, d: &FactDraft, time: Millis) -> Option<SellerMsg> {
+        let line = (d.order_id, d.line_no);
+        let (seller, category) = match self.sale_terms.get(&line) {
+            Some(t) => *t,
+            None if d.effect == SalesEffect::Placed => {
+                let t = self.listing(sku)?;
+                self.sale_terms.insert(line, t);
+                t
+            }
+            None => return None,
+        };
+        let _ = time;
+        Some(SellerMsg::Fact(
+            complete_fact(sku, d, seller, category),
+            d.paid,
+        ))
+    }
+
+    /// A settlement query's entry, or `None` if it must wait.
+    fn settle(&mut self, sku: u64, q: &SkuMsg, time: Millis) -> Option<SettlementEntry> {
+        match *q {
+            SkuMsg::Settle {
+                order_id,
+                line_no,
+                qty,
+                unit_price,
+            } => {
+                let (seller, bp) = self.terms(sku)?;
+                self.settle_terms
+                    .insert((order_id, line_no), (seller, bp, time));
+                let line = Line {
+                    order_id,
+                    line_no,
+                    sku,
+                    unit_price,
+                };
+                Some(line.entry(EntryCause::Confirmed, 0, time, qty, seller, bp))
+            }
+            SkuMsg::SettleRefund {
+                order_id,
+                line_no,
+                refund,
+                qty,
+                unit_price,
+            } => {
+                let &(seller, bp, dated) = self.settle_terms.get(&(order_id, line_no))?;
+                let line = Line {
+                    order_id,
+                    line_no,
+                    sku,
+                    unit_price,
+                };
+                Some(line.entry(EntryCause::Refund, refund, time.max(dated), qty, seller, bp))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Builds settlement entries and sales facts from the catalog records and the order
+/// effects for it, keyed by SKU; categories go to every worker. The output is keyed by
+/// seller (see [`crate::settlements::sellers`]).
+pub fn catalog<'s>(
+    by_sku: Timed<'s, (u64, SkuMsg)>,
+    categories: Timed<'s, (u64, SkuMsg)>,
+    end: &End,
+) -> Timed<'s, (u64, SellerMsg)> {
+    let records = by_sku
+        .exchange(|((sku, _), _)| *sku)
+        .concat(categories.broadcast());
+    let mut c = Catalog::default();
+    ordered(
+        records,
+        Pipeline,
+        "Catalog",
+        end,
+        move |time, records, out| {
+            // Catalog updates at this time first: a lookup at t sees every update at t.
+            let mut listed: Vec<u64> = Vec::new();
+            let mut categories_changed = false;
+            for (sku, msg) in &records {
+                match *msg {
+                    SkuMsg::Listing {
+                        partition,
+                        offset,
+                        seller_id,
+                        category_id,
+                    } => {
+                        let key = (time, partition, offset);
+                        let current = c.listings.get(sku).map(|l| l.0);
+                        if current.is_none_or(|k| key > k) {
+                            c.listings.insert(*sku, (key, seller_id, category_id));
+                            listed.push(*sku);
+                        }
+                    }
+                    SkuMsg::Category {
+                        category_id,
+                        partition,
+                        offset,
+                        commission_bp,
+                    } => {
+                        let key = (time, partition, offset);
+                        let current = c.categories.get(&category_id).map(|l| l.0);
+                        if current.is_none_or(|k| key > k) {
+                            c.categories.insert(category_id, (key, commission_bp));
+                            categories_changed = true;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // Queries that were waiting for what just became known.
+            listed.sort_unstable();
+            listed.dedup();
+            for sku in &listed {
+                if c.listing(*sku).is_some() {
+                    if let Some(facts) = c.waiting_facts.remove(sku) {
+                        for d in facts {
+                            let msg = c.fact(*sku, &d, time).expect("the SKU is listed");
+                            out.push(((msg.seller(), msg), time));
+                        }
+                    }
+                }
+            }
+            let mut waiting: Vec<u64> = if categories_changed {
+                c.waiting_settle.keys().copied().collect()
+            } else {
+                listed
+            };
+            waiting.sort_unstable();
+            for sku in waiting {
+                if c.terms(sku).is_none() {
+                    continue;
+                }
+                if let Some(queries) = c.waiting_settle.remove(&sku) {
+                    for q in queries {
+                        if let Some(e) = c.settle(sku, &q, time) {
+                            out.push(((e.seller_id, SellerMsg::Entry(e)), time));
+                        }
+                    }
+                }
+            }
+            // Then this time's queries, in arrival order.
+            for (sku, msg) in records {
+                match msg {
+                    SkuMsg::Listing { .. } | SkuMsg::Category { .. } => {}
+                    SkuMsg::Fact(d) => match c.fact(sku, &d, time) {
+                        Some(msg) => out.push(((msg.seller(), msg), time)),
+                        None => c.waiting_facts.entry(sku).or_default().push(d),
+                    },
+                    q @ SkuMsg::Settle { .. } => match c.settle(sku, &q, time) {
+                        Some(e) => out.push(((e.seller_id, SellerMsg::Entry(e)), time)),
+                        None => c.waiting_settle.entry(sku).or_default().push(q),
+                    },
+                    q @ SkuMsg::SettleRefund { .. } => match c.settle(sku, &q, time) {
+                        Some(e) => out.push(((e.seller_id, SellerMsg::Entry(e)), time)),
+                        None => {
+                            // The line's confirmation is still waiting (a line never confirmed
+                            // has no refund entries).
+                            if let Some(w) = c.waiting_settle.get_mut(&sku) {
+                                w.push(q);
+                            }
+                        }
+                    },
+                }
+            }
+        },
+    )
+}
+
+/// One order line as a settlement entry needs it.
+struct Line {
+    order_id: u64,
+    line_no: u64,
+    sku: u64,
+    unit_price: u64,
+}
+
+impl Line {
+    /// The entry of `qty` units on the frozen terms, negated for a refund (SPEC §5.3).
+    fn entry(
+        &self,
+        cause: EntryCause,
+        refund: u32,
+        ts: Millis,
+        qty: u64,
+        seller: u64,
+        bp: u32,
+    ) -> SettlementEntry {
+        let sign = match cause {
+            EntryCause::Confirmed => 1,
+            EntryCause::Refund => -1,
+        };
+        let (gross, commission, payment_fee, payout) =
+            SettlementEntry::amounts(qty, self.unit_price, bp);
+        SettlementEntry {
+            id: SettlementEntry::entry_id(self.order_id, self.line_no, cause, refund),
+            seller_id: seller,
+            order_id: self.order_id,
+            line_no: self.line_no,
+            sku: self.sku,
+            cause,
+            ts,
+            qty: sign * qty as i64,
+            unit_price: self.unit_price as i64,
+            commission_bp: bp,
+            gross: sign * gross,
+            commission: sign * commission,
+            payment_fee: sign * payment_fee,
+            payout: sign * payout,
+        }
+    }
+}
+
+/// A fact with its seller and category.
+fn complete_fact(sku: u64, d: &FactDraft, seller_id: u64, category_id: u64) -> SalesFact {
+    let id = match d.effect {
+        SalesEffect::Refunded => format!("{}:{}:refunded:{}", d.order_id, d.line_no, d.refund),
+        effect => format!("{}:{}:{}", d.order_id, d.line_no, effect.as_str()),
+    };
+    let amount =
+        (d.qty as i128 * d.unit_price as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+    SalesFact {
+        id,
+        order_id: d.order_id,
+        line_no: d.line_no,
+        sku,
+        seller_id,
+        category_id,
+        member_id: d.member_id,
+        effect: d.effect,
+        qty: d.qty,
+        amount,
+        ts: d.ts,
+    }
+}
