@@ -59,6 +59,9 @@ pub struct PipelineArgs {
     give_up_after_secs: u64,
 }
 
+/// Messages per round when reading a file (see `run`).
+const FILE_POLL_BATCH: usize = 16_384;
+
 impl PipelineArgs {
     fn config(&self, live: bool) -> PipelineConfig {
         PipelineConfig {
@@ -587,9 +590,16 @@ pub fn run(args: RunArgs) -> Result<()> {
         alerts,
         dead_letters,
     };
+    let mut config = args.pipeline.config(live);
+    if args.file.is_some() {
+        // A file is one stream, read by one worker: larger rounds cost fewer waits for the
+        // dataflow (a 1M-event file ran about 15 % faster with 16,384 than with 4,096). A
+        // Kafka source keeps the default so that a stalled sink stops reading sooner.
+        config.poll_batch = FILE_POLL_BATCH;
+    }
     let (summary, sink_stats) = execute(
         &rt,
-        args.pipeline.config(live),
+        config,
         args.pipeline.writer(),
         make,
         sinks,

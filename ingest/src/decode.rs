@@ -9,7 +9,11 @@
 //! type is still recognised as an integer (and rejected as `out_of_range`), while `1.0` or
 //! `1e3` is `mistyped_field`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use serde_json::value::RawValue;
 use shopflow_model::{DeadLetterReason, Event, EventBody, OrderLine, RefundLine, Shipping, MAX_ID};
@@ -285,14 +289,74 @@ fn distinct_line_nos(nos: impl Iterator<Item = u64>) -> Result<()> {
 
 /// A JSON object whose members are kept as raw text until a field is asked for.
 struct Obj<'a> {
-    fields: BTreeMap<String, &'a RawValue>,
+    /// Members in document order; with a repeated name the last one counts.
+    fields: Vec<(Cow<'a, str>, &'a RawValue)>,
     /// Prefix for field names in details (`""` at the top level, `"lines[3]."` inside).
     path: String,
+}
+
+/// An object's members in one pass over its text, names borrowed unless escaped.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Name<'a>(Cow<'a, str>);
+        impl<'de> Deserialize<'de> for Name<'de> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = Name<'de>;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a member name")
+                    }
+                    fn visit_borrowed_str<E>(
+                        self,
+                        v: &'de str,
+                    ) -> std::result::Result<Name<'de>, E> {
+                        Ok(Name(Cow::Borrowed(v)))
+                    }
+                    fn visit_str<E>(self, v: &str) -> std::result::Result<Name<'de>, E> {
+                        Ok(Name(Cow::Owned(v.to_owned())))
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Members<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(Name(name)) = map.next_key::<Name<'de>>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    fields.push((name, value));
+                }
+                Ok(Members(fields))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 impl<'a> Obj<'a> {
     /// The whole message: anything but a JSON object is `malformed_json`.
     fn parse(text: &'a str, what: &str) -> Result<Obj<'a>> {
+        // The common case in one pass; anything else (or an error) takes the checks below,
+        // which give the detail of the rejection.
+        if text.starts_with('{') {
+            if let Ok(Members(fields)) = serde_json::from_str(text) {
+                return Ok(Obj {
+                    fields,
+                    path: String::new(),
+                });
+            }
+        }
         let value: &RawValue = serde_json::from_str(text)
             .map_err(|e| Rejection::new(DeadLetterReason::MalformedJson, format!("{what}: {e}")))?;
         if !value.get().starts_with('{') {
@@ -301,7 +365,7 @@ impl<'a> Obj<'a> {
                 format!("{what} is JSON but not an object"),
             ));
         }
-        let fields = serde_json::from_str(value.get())
+        let Members(fields) = serde_json::from_str(value.get())
             .map_err(|e| Rejection::new(DeadLetterReason::MalformedJson, format!("{what}: {e}")))?;
         Ok(Obj {
             fields,
@@ -317,7 +381,7 @@ impl<'a> Obj<'a> {
                 format!("{path} is not an object"),
             ));
         }
-        let fields = serde_json::from_str(raw.get())
+        let Members(fields) = serde_json::from_str(raw.get())
             .map_err(|e| Rejection::new(DeadLetterReason::MalformedJson, format!("{path}: {e}")))?;
         Ok(Obj {
             fields,
@@ -326,7 +390,8 @@ impl<'a> Obj<'a> {
     }
 
     fn raw(&self, name: &str) -> Result<&'a str> {
-        self.fields.get(name).map(|r| r.get()).ok_or_else(|| {
+        let found = self.fields.iter().rev().find(|(n, _)| n == name);
+        found.map(|(_, r)| r.get()).ok_or_else(|| {
             Rejection::new(
                 DeadLetterReason::MissingField,
                 format!("{}{name} is missing", self.path),

@@ -8,6 +8,11 @@
 
 use std::collections::HashMap;
 
+/// The validator's maps hash event ids and order ids with foldhash, not SipHash: they are
+/// touched once or twice per event. Its seed is random per process, so producers cannot
+/// choose colliding keys ahead of time.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 use shopflow_model::{DeadLetterReason, Event, EventBody, Millis};
 
 use crate::decode::{decode, Rejection};
@@ -51,9 +56,9 @@ pub struct StreamValidator {
     horizon: Millis,
     lateness: Millis,
     /// `event_id` → event time at which it was (last) accepted as new.
-    seen: HashMap<String, Millis>,
+    seen: FastMap<String, Millis>,
     max_seen_ts: Millis,
-    orders: HashMap<u64, OrderState>,
+    orders: FastMap<u64, OrderState>,
     /// Largest effective time of an accepted event.
     max_time: Option<Millis>,
     /// Lower bound of future dataflow times on this stream, raised by the wall clock or
@@ -68,9 +73,9 @@ impl StreamValidator {
         StreamValidator {
             horizon,
             lateness,
-            seen: HashMap::new(),
+            seen: FastMap::default(),
             max_seen_ts: 0,
-            orders: HashMap::new(),
+            orders: FastMap::default(),
             max_time: None,
             floor: 0,
             evict_at: 1 << 16,

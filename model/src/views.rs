@@ -438,16 +438,33 @@ impl ViewBatch {
 
     /// Keeps only the last row per key (rows later in the vectors win).
     pub fn dedup_keys(&mut self) {
+        /// Which rows are the last of their key (keys may borrow from the rows).
+        fn last_of_key<'a, T, K: std::hash::Hash + Eq>(
+            rows: &'a [T],
+            key: impl Fn(&'a T) -> K,
+        ) -> Vec<bool> {
+            let mut seen: std::collections::HashSet<K, foldhash::fast::RandomState> =
+                std::collections::HashSet::with_capacity_and_hasher(rows.len(), Default::default());
+            let mut keep: Vec<bool> = rows.iter().rev().map(|r| seen.insert(key(r))).collect();
+            keep.reverse();
+            keep
+        }
+        /// Keeps the last row of every key, in order.
         fn keep_last<T, K: std::hash::Hash + Eq>(rows: &mut Vec<T>, key: impl Fn(&T) -> K) {
-            let mut seen = std::collections::HashSet::new();
-            let mut out: Vec<T> = Vec::with_capacity(rows.len());
-            for row in rows.drain(..).rev() {
-                if seen.insert(key(&row)) {
-                    out.push(row);
-                }
+            let keep = last_of_key(rows, &key);
+            retain_flagged(rows, keep);
+        }
+        /// [`keep_last`] for rows keyed by their string id (borrowed, not cloned).
+        fn keep_last_id<T>(rows: &mut Vec<T>, id: impl Fn(&T) -> &str) {
+            let keep = last_of_key(rows, id);
+            retain_flagged(rows, keep);
+        }
+        fn retain_flagged<T>(rows: &mut Vec<T>, keep: Vec<bool>) {
+            if keep.iter().all(|k| *k) {
+                return;
             }
-            out.reverse();
-            *rows = out;
+            let mut flags = keep.into_iter();
+            rows.retain(|_| flags.next().unwrap_or(true));
         }
         keep_last(&mut self.stock, |s| s.sku);
         keep_last(&mut self.orders, |o| o.order_id);
@@ -455,13 +472,13 @@ impl ViewBatch {
         keep_last(&mut self.also_bought, |r| r.sku);
         keep_last(&mut self.members, |m| m.member_id);
         keep_last(&mut self.member_orders, |m| m.member_id);
-        keep_last(&mut self.points, |e| e.id.clone());
-        keep_last(&mut self.settlements, |e| e.id.clone());
+        keep_last_id(&mut self.points, |e| e.id.as_str());
+        keep_last_id(&mut self.settlements, |e| e.id.as_str());
         keep_last(&mut self.payouts, |p| (p.seller_id, p.week_start));
         keep_last(&mut self.invoices, |i| (i.seller_id, i.month_start));
         self.sellers.sort_unstable();
         self.sellers.dedup();
-        keep_last(&mut self.sales_facts, |f| f.id.clone());
+        keep_last_id(&mut self.sales_facts, |f| f.id.as_str());
         keep_last(&mut self.sales_minutes, |m| (m.seller_id, m.minute));
         self.ratings_removed.sort_unstable();
         self.ratings_removed.dedup();

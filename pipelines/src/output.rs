@@ -1,6 +1,6 @@
 //! Turns the views' changes into [`ViewBatch`]es as the frontier advances.
 //!
-//! Every view's rows are routed to worker 0, where one operator waits until the frontier
+//! Every view's rows are routed to the last worker, where one operator waits until the frontier
 //! passes their times and then hands the sink writer each changed row's value as of
 //! T = frontier − 1. Rows of a batch are mutually consistent: they are all as of T.
 
@@ -56,7 +56,7 @@ pub enum Row {
     SalesMinute(SalesMinute),
 }
 
-/// Sends batches of view changes to `out` from worker 0 as the frontier advances: each
+/// Sends batches of view changes to `out` from the last worker as the frontier advances: each
 /// batch holds, for every key changed at a time ≤ T = frontier − 1, its value as of T
 /// (the last one written), and every append-only record dated ≤ T. The other workers'
 /// instances of the operator receive nothing and send nothing.
@@ -74,9 +74,13 @@ pub fn send_batches<'s>(
     end: &End,
 ) {
     let end = end.clone();
-    let sender = rows.scope().index() == 0;
+    // The last worker writes: worker 0 reads a file source alone (one stream), so the
+    // batches are put together where the other half of the work is.
+    let last = rows.scope().peers() - 1;
+    let sender = rows.scope().index() == last;
+    let to_last = last as u64;
     rows.sink(
-        Exchange::new(|_: &(Row, Millis)| 0u64),
+        Exchange::new(move |_: &(Row, Millis)| to_last),
         "SendViewBatches",
         {
             // Rows not yet handed over, by time. Many are far in the future (the

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shopflow_ingest::validate::{DEFAULT_DEDUP_HORIZON_MS, DEFAULT_LATENESS_MS};
-use shopflow_ingest::{Accepted, Outcome, Source, SourceError, StreamValidator};
+use shopflow_ingest::{decode, Accepted, Message, Outcome, Source, SourceError, StreamValidator};
 use shopflow_model::health::Health;
 use shopflow_model::{DeadLetter, DeadLetterReason, EventBody, Millis, Output};
 
@@ -217,10 +217,14 @@ where
     let mut dead = Vec::new();
     // Consecutive failed polls of this worker's source (0 = reading works).
     let mut source_failures: u32 = 0;
+    // Past the end of a bounded run the probe may move on to work scheduled later (window
+    // ends): the views stay as of the end.
+    let end = inputs.end.clone();
     let publish_as_of = |probe: &timely::dataflow::operators::probe::Handle<Millis>| {
         if index == 0 {
             probe.with_frontier(|f| {
                 if let Some(&t) = f.first() {
+                    let t = end.get().map_or(t, |e| t.min(e + 1));
                     stats.as_of_plus_one.fetch_max(t, Ordering::Relaxed);
                     if let Some(as_of) = t.checked_sub(1) {
                         stats.metrics.frontier.advance(as_of);
@@ -230,37 +234,74 @@ where
         }
     };
 
+    // Messages are decoded on a helper thread one batch ahead of validation: reading and
+    // decoding batch k+1 overlap with validating batch k. Everything else stays in log
+    // order, and each batch is validated with the source's state as it was read (whether
+    // each stream was caught up), so the result is that of reading and validating in turn.
+    let decoder = (streams > 0).then(Decoder::spawn);
+    // Whether a batch is with the decoder, and whether the source had finished when it
+    // was read.
+    let mut in_flight = false;
+    let mut read_all = false;
+    let mut decoded: Vec<Result<shopflow_model::Event, shopflow_ingest::Rejection>> = Vec::new();
     while !stats.stop.load(Ordering::Relaxed) {
         if failed.load(Ordering::Relaxed) {
             return Err(PipelineError::SinkGone);
         }
         // A transient source error (the broker went away) is retried with backoff; the
         // messages read before it are processed as usual.
-        match source.poll(&mut buf, config.poll_batch) {
-            Ok(()) => {
-                if source_failures > 0 {
-                    source_failures = 0;
-                    source_recovered(stats, index);
+        if !read_all {
+            match source.poll(&mut buf, config.poll_batch) {
+                Ok(()) => {
+                    if source_failures > 0 {
+                        source_failures = 0;
+                        source_recovered(stats, index);
+                    }
                 }
-            }
-            Err(e) if e.is_transient() => {
-                source_failed(stats, config, index, &e)?;
-                let pause = backoff(source_failures);
-                source_failures += 1;
-                let until = std::time::Instant::now() + pause;
-                while std::time::Instant::now() < until && !stats.stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(50));
+                Err(e) if e.is_transient() => {
+                    source_failed(stats, config, index, &e)?;
+                    let pause = backoff(source_failures);
+                    source_failures += 1;
+                    let until = std::time::Instant::now() + pause;
+                    while std::time::Instant::now() < until && !stats.stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
                 }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         }
+        let snapshot = Snapshot {
+            caught_up: (0..streams).map(|s| source.caught_up(s)).collect(),
+            finished: source.finished(),
+        };
+        let read = std::mem::take(&mut buf);
+        read_all = snapshot.finished;
+        let (current, snap) = match &decoder {
+            Some(d) => {
+                d.send(read, snapshot);
+                if !std::mem::replace(&mut in_flight, true) {
+                    // The first batch: nothing decoded yet.
+                    continue;
+                }
+                let (msgs, dec, snap) = d.recv()?;
+                decoded = dec;
+                (msgs, snap)
+            }
+            None => (read, snapshot),
+        };
         stats
             .messages
-            .fetch_add(buf.len() as u64, Ordering::Relaxed);
-        for m in buf.drain(..) {
+            .fetch_add(current.len() as u64, Ordering::Relaxed);
+        let mut decoded_iter = decoded.drain(..);
+        for m in current {
             tally.read[m.stream] += 1;
             let validator = &mut validators[m.stream];
-            match validator.process_at(&m.payload, cap) {
+            let outcome = match decoded_iter.next() {
+                Some(Ok(event)) => validator.process_event_at(event, cap),
+                Some(Err(r)) => Outcome::Rejected(r),
+                None => validator.process_at(&m.payload, cap),
+            };
+            match outcome {
                 Outcome::Accepted(a) => {
                     if a.late {
                         stats.late.fetch_add(1, Ordering::Relaxed);
@@ -307,11 +348,12 @@ where
         {
             return Err(PipelineError::SinkGone);
         }
+        drop(decoded_iter);
         tally.flush(&stats.metrics, source.as_ref(), &validators);
-        if source.finished() {
+        if snap.finished {
             break;
         }
-        let next = next_frontier(config, source.as_ref(), &validators, cap);
+        let next = next_frontier(config, &snap.caught_up, &validators, cap);
         let previous = cap;
         if next > cap {
             cap = next;
@@ -320,7 +362,11 @@ where
         }
         inputs.flush();
         // Backpressure: let the dataflow reach the previous frontier before reading more.
-        worker.step_while(|| probe.less_than(&previous) && !failed.load(Ordering::Relaxed));
+        // While waiting, park when there is nothing to do here (another worker has the
+        // work): spinning would take the core that worker needs.
+        while probe.less_than(&previous) && !failed.load(Ordering::Relaxed) {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
         worker.step();
         publish_as_of(&probe);
     }
@@ -360,7 +406,8 @@ where
                 inputs.flush();
             }
         }
-        worker.step();
+        // Park while there is nothing to do: the other workers still have input to read.
+        worker.step_or_park(Some(Duration::from_millis(1)));
         publish_as_of(&probe);
     };
     if let Some(t) = last {
@@ -372,7 +419,7 @@ where
             if failed.load(Ordering::Relaxed) {
                 return Err(PipelineError::SinkGone);
             }
-            worker.step();
+            worker.step_or_park(Some(Duration::from_millis(1)));
             publish_as_of(&probe);
         }
     }
@@ -382,7 +429,7 @@ where
         if failed.load(Ordering::Relaxed) {
             return Err(PipelineError::SinkGone);
         }
-        worker.step();
+        worker.step_or_park(Some(Duration::from_millis(1)));
         publish_as_of(&probe);
     }
     Ok(())
@@ -528,12 +575,12 @@ impl Tally {
 /// the lateness. Never goes backwards.
 fn next_frontier(
     config: &PipelineConfig,
-    source: &dyn Source,
+    caught_up: &[bool],
     validators: &[StreamValidator],
     cap: Millis,
 ) -> Millis {
     let active = (0..validators.len())
-        .filter(|&s| !source.caught_up(s))
+        .filter(|&s| !caught_up[s])
         .map(|s| validators[s].frontier())
         .min();
     let next = match active {
@@ -551,6 +598,75 @@ fn next_frontier(
         }
     };
     next.max(cap)
+}
+
+/// The source's state right after a batch was read: whether each stream was caught up
+/// and whether the source was finished.
+struct Snapshot {
+    caught_up: Vec<bool>,
+    finished: bool,
+}
+
+/// A batch read, its decoded events (one per message), and the source's state then.
+type Decoded = (
+    Vec<Message>,
+    Vec<Result<shopflow_model::Event, shopflow_ingest::Rejection>>,
+    Snapshot,
+);
+
+/// A helper thread that decodes the worker's next batch while the worker validates the
+/// current one.
+struct Decoder {
+    to: Option<SyncSender<(Vec<Message>, Snapshot)>>,
+    from: std::sync::mpsc::Receiver<Decoded>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Decoder {
+    fn spawn() -> Self {
+        let (to, rx) = std::sync::mpsc::sync_channel::<(Vec<Message>, Snapshot)>(1);
+        let (tx, from) = std::sync::mpsc::sync_channel::<Decoded>(1);
+        let thread = std::thread::Builder::new()
+            .name("shopflow-decode".into())
+            .spawn(move || {
+                for (msgs, snap) in rx {
+                    let decoded = msgs.iter().map(|m| decode(&m.payload)).collect();
+                    if tx.send((msgs, decoded, snap)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("start the decode thread");
+        Decoder {
+            to: Some(to),
+            from,
+            thread: Some(thread),
+        }
+    }
+
+    fn send(&self, msgs: Vec<Message>, snap: Snapshot) {
+        if let Some(to) = &self.to {
+            // The thread only stops when this side is dropped.
+            let _ = to.send((msgs, snap));
+        }
+    }
+
+    fn recv(&self) -> Result<Decoded, PipelineError> {
+        self.from
+            .recv()
+            .map_err(|_| PipelineError::Worker("the decode thread stopped".into()))
+    }
+}
+
+impl Drop for Decoder {
+    fn drop(&mut self) {
+        self.to = None;
+        // Unblock the thread if it waits to hand over a batch, then wait for it.
+        while self.from.try_recv().is_ok() {}
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// How the workers of this process end a run together. A bounded run's views end as of
