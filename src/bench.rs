@@ -27,6 +27,9 @@ pub struct BenchArgs {
     /// Partitions per topic for the Kafka run.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
+    /// Workload sizes of the file-source table (comma-separated); empty skips it.
+    #[arg(long, value_delimiter = ',', default_value = "200000,1000000")]
+    sizes: Vec<usize>,
 }
 
 fn rate(n: usize, started: Instant) -> f64 {
@@ -46,6 +49,9 @@ fn memory_sinks() -> SinkSet {
 
 /// Runs the bench and prints its figures.
 pub fn bench(args: BenchArgs) -> Result<()> {
+    if !args.sizes.is_empty() {
+        file_table(&args.sizes, args.workers)?;
+    }
     let log = generate(&GenConfig {
         events: args.events,
         ..GenConfig::default()
@@ -237,4 +243,125 @@ fn basket_costs(workers: usize) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// One row per workload size: `shopflow run --file W --bounded --exit-when-done` in a child
+/// process (the way a user runs it: file source, in-process stores), against the decode-only
+/// rate and the reference model's batch rate over the same log, measured in the same run.
+fn file_table(sizes: &[usize], workers: usize) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let dir = std::env::temp_dir().join(format!("shopflow-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    println!(
+        "file source, {workers} workers, in-process stores (`shopflow run --file W --bounded`):"
+    );
+    println!(
+        "  {:>9}  {:>8}  {:>9}  {:>10}  {:>13}  {:>9}  {:>8}  {:>13}",
+        "events",
+        "orders",
+        "wall s",
+        "events/s",
+        "× decode-only",
+        "× ref",
+        "peak MiB",
+        "peak B/order"
+    );
+    for &n in sizes {
+        let log = generate(&GenConfig {
+            events: n,
+            ..GenConfig::default()
+        });
+        let path = dir.join(format!("w{n}.jsonl"));
+        {
+            use std::io::Write;
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+            for m in &log {
+                f.write_all(&m.payload)?;
+                f.write_all(b"\n")?;
+            }
+        }
+        let orders = log
+            .iter()
+            .filter(|m| m.payload.windows(14).any(|w| w == b"\"order.placed\""))
+            .count();
+        // Decode and schema-check only, one thread.
+        let started = Instant::now();
+        let ok = log
+            .iter()
+            .filter(|m| shopflow_ingest::decode(&m.payload).is_ok())
+            .count();
+        std::hint::black_box(ok);
+        let decode_rate = rate(log.len(), started);
+        // The reference model: one batch pass over the same log (one stream, as the file).
+        let stream: Vec<Vec<u8>> = log.iter().map(|m| m.payload.clone()).collect();
+        drop(log);
+        let started = Instant::now();
+        std::hint::black_box(shopflow_reference::compute(
+            std::slice::from_ref(&stream),
+            shopflow_reference::Config::default(),
+        ));
+        let reference_rate = rate(stream.len(), started);
+        drop(stream);
+        let started = Instant::now();
+        let mut child = std::process::Command::new(&exe)
+            .args([
+                "run",
+                "--bounded",
+                "--exit-when-done",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--workers", &workers.to_string()])
+            .arg("--file")
+            .arg(&path)
+            .arg("--out-dir")
+            .arg(dir.join("out"))
+            .env(
+                "SHOPFLOW_JWT_SECRET",
+                "bench-secret-0123456789abcdef0123456789",
+            )
+            .env_remove("SHOPFLOW_REDIS_URL")
+            .env_remove("SHOPFLOW_MYSQL_URL")
+            .env_remove("SHOPFLOW_CLICKHOUSE_URL")
+            .env_remove("SHOPFLOW_KAFKA_BROKERS")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let peak = peak_rss_of(&mut child)?;
+        let wall = started.elapsed().as_secs_f64();
+        let run_rate = n as f64 / wall;
+        println!(
+            "  {n:>9}  {orders:>8}  {wall:>9.2}  {run_rate:>10.0}  {:>13.3}  {:>9.2}  {:>8.0}  {:>13.0}",
+            run_rate / decode_rate,
+            run_rate / reference_rate,
+            peak as f64 / (1 << 20) as f64,
+            peak as f64 / orders.max(1) as f64,
+        );
+        std::fs::remove_file(&path)?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Waits for `child` and returns its peak resident set in bytes (Linux: the high-water mark
+/// `VmHWM` read from /proc while it runs; 0 where /proc is missing).
+fn peak_rss_of(child: &mut std::process::Child) -> Result<u64> {
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status_path) {
+            if let Some(kb) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak = peak.max(kb * 1024);
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            anyhow::ensure!(status.success(), "shopflow run failed: {status}");
+            return Ok(peak);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

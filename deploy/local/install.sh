@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the local test services need, skipping whatever is already there:
 #   - Debian packages: redis-server, mariadb-server, clickhouse-server, clickhouse-client,
-#     cmake and libcurl4-openssl-dev (rdkafka's cmake-build of librdkafka 2.12 includes
-#     curl.h even with curl off), curl, and chromium (headless, for the seller page's browser
-#     test, tests/browser.rs);
+#     cmake and libcurl4-openssl-dev (kept for the broker's build; shopflow itself builds
+#     librdkafka with its own configure script and needs neither), curl, and chromium
+#     (headless, for the seller page's browser test, tests/browser.rs);
 #   - the Kafka-protocol broker Nisshi 0.8.1 with features dynostore,libsql (the libsql
 #     feature gives it durable SQLite storage, which up.sh uses with
 #     SHOPFLOW_KAFKA_STORAGE=sqlite so a broker restart keeps the log), built from crates.io
