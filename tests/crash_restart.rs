@@ -88,14 +88,19 @@ fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
         .expect("timestamps");
     let kill_from = first_ts + (final_as_of - first_ts) / 3;
 
-    // First run: kill it once the ledger is a third of the way through the log's time.
+    // First run: kill it once the ledger is a third of the way through the log's time and
+    // the sales store holds some facts. (The writer writes the ledger, then the facts, then
+    // the serving views of each batch; the pipeline can be so far ahead of the writer that
+    // its first batch already crosses the third, and a kill between that batch's ledger
+    // and its facts would leave no fact to test.)
     let mut child = shopflow(&brokers, targets, &unique)
         .spawn()
         .expect("start shopflow");
     let deadline = Instant::now() + Duration::from_secs(300);
     let killed_at = loop {
         let as_of = rt.block_on(ledger.as_of()).expect("read ledger as_of");
-        if let Some(t) = as_of.filter(|t| *t >= kill_from) {
+        let some_facts = || rt.block_on(sales.stored_fact_rows()).expect("facts") > 0;
+        if let Some(t) = as_of.filter(|t| *t >= kill_from && some_facts()) {
             child.kill().expect("SIGKILL");
             break t;
         }
