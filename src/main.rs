@@ -50,7 +50,10 @@ const DEFAULT_LOG: &str =
     "warn,rdkafka=off,librdkafka=off,shopflow_sinks::writer=info,shopflow_pipelines::runtime=info";
 
 fn main() {
+    // Colour only on a terminal: log files and journald get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
+        .with_ansi(ansi)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SHOPFLOW_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
@@ -67,7 +70,41 @@ fn main() {
         Command::Load(a) => load::load(a),
     };
     if let Err(e) = result {
-        eprintln!("shopflow: {e:#}");
+        eprintln!("shopflow: {}", one_line(&e));
         std::process::exit(1);
+    }
+}
+
+/// An error and its causes on one line, each cause once: library errors often repeat their
+/// source's text in their own message, and `{:#}` would print it again.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let e = anyhow::Error::new(io).context("cannot read /x.jsonl: No such file or directory");
+        assert_eq!(
+            one_line(&e),
+            "cannot read /x.jsonl: No such file or directory"
+        );
+        let io = std::io::Error::other("refused");
+        let e = anyhow::Error::new(io)
+            .context("connecting")
+            .context("starting");
+        assert_eq!(one_line(&e), "starting: connecting: refused");
     }
 }

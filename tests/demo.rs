@@ -74,6 +74,35 @@ fn run_refuses_to_start_without_a_jwt_secret() {
         err.contains("SHOPFLOW_JWT_SECRET") && err.contains("--jwt-secret"),
         "{err}"
     );
+    // With a secret, the missing file is the error: its cause once, and no colour codes
+    // in the log lines when stderr is not a terminal.
+    let out = Command::new(env!("CARGO_BIN_EXE_shopflow"))
+        .args([
+            "run",
+            "--file",
+            "/nonexistent.jsonl",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env(
+            "SHOPFLOW_JWT_SECRET",
+            "demo-test-secret-0123456789abcdef0123456",
+        )
+        .env_remove("SHOPFLOW_MYSQL_URL")
+        .output()
+        .expect("run shopflow run");
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        err.matches("No such file or directory").count(),
+        1,
+        "the cause once: {err}"
+    );
+    assert!(!err.contains('\u{1b}'), "colour codes on a pipe: {err:?}");
+    assert!(
+        err.contains("WARN"),
+        "the log line about the ledgers: {err}"
+    );
     // A secret that is too short is refused too.
     let out = Command::new(env!("CARGO_BIN_EXE_shopflow"))
         .args([
