@@ -22,7 +22,7 @@ partitions=$2
 [[ $partitions =~ ^[1-9][0-9]*$ ]] || fail "invalid partition count '$partitions'"
 
 cache=${SHOPFLOW_CACHE:-$HOME/.cache/shopflow}
-nisshi=${SHOPFLOW_NISSHI:-$cache/nisshi-0.8.1/bin/nisshi}
+nisshi=${SHOPFLOW_NISSHI:-$cache/nisshi-0.8.1-libsql/bin/nisshi}  # where install.sh builds it
 port=${SHOPFLOW_KAFKA_PORT:-19092}
 broker=tcp://127.0.0.1:$port
 
