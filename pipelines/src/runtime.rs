@@ -259,7 +259,7 @@ where
                     }
                 }
                 Err(e) if e.is_transient() => {
-                    source_failed(stats, config, index, &e)?;
+                    source_failed(stats, config, index, &e, source_failures)?;
                     let pause = backoff(source_failures);
                     source_failures += 1;
                     let until = std::time::Instant::now() + pause;
@@ -440,16 +440,25 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
 }
 
-/// Reports a failed read of worker `worker`: the metric, the shared health, one `warn` line
-/// per outage. Errs (the run stops) once the outage has lasted the configured limit.
+/// Reports a failed read of worker `worker` (`attempt` counts the failures before it in a
+/// row): the metric, and from the second failure in a row the shared health and one `warn`
+/// line per outage. Errs (the run stops) once the outage has lasted the configured limit.
 fn source_failed(
     stats: &Stats,
     config: &PipelineConfig,
     worker: usize,
     error: &SourceError,
+    attempt: u32,
 ) -> Result<(), SourceError> {
     stats.metrics.source_errors.inc();
     let message = error.to_string();
+    if attempt == 0 {
+        // One failed read that the immediate retry (0.1 s later) may fix is not an outage
+        // yet: right after the broker comes back, the client's first request can still time
+        // out on a connection it had given up on. It is counted, not reported.
+        tracing::debug!(worker, error = %message, "reading Kafka failed; retrying");
+        return Ok(());
+    }
     if stats.health.failed(SOURCE_COMPONENT, worker, &message) {
         let limit = match config.source_give_up_after {
             Some(d) => format!("up to {} s", d.as_secs()),
