@@ -54,19 +54,27 @@ fn mint(secret: &str, args: &[&str]) -> String {
     text.trim().to_string()
 }
 
+/// `shopflow run` over a file that does not exist, with `secret` as the JWT secret.
+fn run_missing_file(secret: Option<&str>) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shopflow"));
+    c.args([
+        "run",
+        "--file",
+        "/nonexistent.jsonl",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .env_remove("SHOPFLOW_JWT_SECRET")
+    .env_remove("SHOPFLOW_MYSQL_URL");
+    if let Some(s) = secret {
+        c.env("SHOPFLOW_JWT_SECRET", s);
+    }
+    c.output().expect("run shopflow run")
+}
+
 #[test]
 fn run_refuses_to_start_without_a_jwt_secret() {
-    let out = Command::new(env!("CARGO_BIN_EXE_shopflow"))
-        .args([
-            "run",
-            "--file",
-            "/nonexistent.jsonl",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env_remove("SHOPFLOW_JWT_SECRET")
-        .output()
-        .expect("run shopflow run");
+    let out = run_missing_file(None);
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.trim().lines().count(), 1, "{err}");
@@ -76,21 +84,7 @@ fn run_refuses_to_start_without_a_jwt_secret() {
     );
     // With a secret, the missing file is the error: its cause once, and no colour codes
     // in the log lines when stderr is not a terminal.
-    let out = Command::new(env!("CARGO_BIN_EXE_shopflow"))
-        .args([
-            "run",
-            "--file",
-            "/nonexistent.jsonl",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env(
-            "SHOPFLOW_JWT_SECRET",
-            "demo-test-secret-0123456789abcdef0123456",
-        )
-        .env_remove("SHOPFLOW_MYSQL_URL")
-        .output()
-        .expect("run shopflow run");
+    let out = run_missing_file(Some("demo-test-secret-0123456789abcdef0123456"));
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(

@@ -54,8 +54,9 @@ impl Catalog {
         Some((seller, bp))
     }
 
-    /// A fact on its line's frozen listing, or `None` if the line is still waiting.
-    fn fact(&mut self, sku: u64, d: &FactDraft, time: Millis) -> Option<SellerMsg> {
+    /// A fact on its line's frozen listing, keyed by its seller, or `None` if the line is
+    /// still waiting.
+    fn fact(&mut self, sku: u64, d: &FactDraft) -> Option<(u64, SellerMsg)> {
         let line = (d.order_id, d.line_no);
         let (seller, category) = match self.sale_terms.get(&line) {
             Some(t) => *t,
@@ -66,11 +67,8 @@ impl Catalog {
             }
             None => return None,
         };
-        let _ = time;
-        Some(SellerMsg::Fact(
-            complete_fact(sku, d, seller, category),
-            d.paid,
-        ))
+        let fact = complete_fact(sku, d, seller, category);
+        Some((seller, SellerMsg::Fact(fact, d.paid)))
     }
 
     /// A settlement query's entry, or `None` if it must wait.
@@ -173,8 +171,8 @@ pub fn catalog<'s>(
                 if c.listing(*sku).is_some() {
                     if let Some(facts) = c.waiting_facts.remove(sku) {
                         for d in facts {
-                            let msg = c.fact(*sku, &d, time).expect("the SKU is listed");
-                            out.push(((msg.seller(), msg), time));
+                            let keyed = c.fact(*sku, &d).expect("the SKU is listed");
+                            out.push((keyed, time));
                         }
                     }
                 }
@@ -201,8 +199,8 @@ pub fn catalog<'s>(
             for (sku, msg) in records {
                 match msg {
                     SkuMsg::Listing { .. } | SkuMsg::Category { .. } => {}
-                    SkuMsg::Fact(d) => match c.fact(sku, &d, time) {
-                        Some(msg) => out.push(((msg.seller(), msg), time)),
+                    SkuMsg::Fact(d) => match c.fact(sku, &d) {
+                        Some(keyed) => out.push((keyed, time)),
                         None => c.waiting_facts.entry(sku).or_default().push(d),
                     },
                     q @ SkuMsg::Settle { .. } => match c.settle(sku, &q, time) {

@@ -27,18 +27,6 @@ pub enum SellerMsg {
     Fact(SalesFact, bool),
 }
 
-impl SellerMsg {
-    /// The seller of an entry or fact (`0` for [`SellerMsg::Named`], which travels with
-    /// its key).
-    pub fn seller(&self) -> u64 {
-        match self {
-            SellerMsg::Named => 0,
-            SellerMsg::Entry(e) => e.seller_id,
-            SellerMsg::Fact(f, _) => f.seller_id,
-        }
-    }
-}
-
 /// Builds the per-seller rows: a seller is known from the first `product.upserted` naming
 /// it; payouts sum each week's (KST) entries, tax invoices each month's fees; minute
 /// rollups count paid orders, paid units and gross, and refunds (cancellations after
