@@ -175,6 +175,24 @@ fn get_ok(port: u16, path: &str, token: &str) -> Value {
     body
 }
 
+/// A whole paged list (SPEC §6): the first page with `key` holding every page's items,
+/// following `next_cursor` (the walk's pages share the first page's `as_of` and totals).
+fn get_all(port: u16, path: &str, key: &str, token: &str) -> Value {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let first = format!("{path}{sep}limit=3");
+    let mut body = get_ok(port, &first, token);
+    let mut items = body[key].as_array().cloned().unwrap_or_default();
+    let mut next = body["next_cursor"].clone();
+    while let Some(cursor) = next.as_str() {
+        let page = get_ok(port, &format!("{first}&cursor={cursor}"), token);
+        assert_eq!(page["as_of"], body["as_of"], "{path}: pages of one walk");
+        items.extend(page[key].as_array().cloned().unwrap_or_default());
+        next = page["next_cursor"].clone();
+    }
+    body[key] = Value::Array(items);
+    body
+}
+
 /// The opening tag of the element whose opening tag contains `needle` (e.g. `id="x"`).
 fn tag<'a>(dom: &'a str, needle: &str) -> &'a str {
     let at = dom
@@ -255,11 +273,12 @@ struct Expected {
 
 fn expected(port: u16, token: &str, seller: u64, bucket: &str) -> Expected {
     let base = format!("/v1/sellers/{seller}");
-    let sales = get_ok(port, &format!("{base}/sales?bucket={bucket}"), token);
+    // Small pages, so that the walk the page does is exercised here too.
+    let sales = get_all(port, &format!("{base}/sales?bucket={bucket}"), "series", token);
     let series = sales["series"].as_array().unwrap().clone();
-    let st = get_ok(port, &format!("{base}/settlements"), token);
-    let payouts = get_ok(port, &format!("{base}/payouts"), token);
-    let invoices = get_ok(port, &format!("{base}/tax-invoices"), token);
+    let st = get_all(port, &format!("{base}/settlements"), "entries", token);
+    let payouts = get_all(port, &format!("{base}/payouts"), "payouts", token);
+    let invoices = get_all(port, &format!("{base}/tax-invoices"), "tax_invoices", token);
     let mut weeks: Vec<(String, bool)> = payouts["payouts"]
         .as_array()
         .unwrap()

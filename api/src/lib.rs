@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod metrics;
 pub mod openapi;
+pub mod paging;
 pub mod seller_page;
 
 pub use auth::AuthMode;
@@ -31,6 +32,8 @@ use shopflow_model::time::{kst_date, kst_month};
 use shopflow_model::{Millis, OrderView, MAX_ID};
 use shopflow_sinks::clickhouse::Bucket;
 use shopflow_sinks::{LedgerViews, SalesStore, ServingViews};
+
+use paging::{PageQuery, LIST_LIMITS, MEMBER_ORDERS_LIMITS};
 
 /// Shared state of the API.
 #[derive(Clone, Debug)]
@@ -226,8 +229,10 @@ async fn member(
 async fn points(
     State(st): State<Arc<ApiState>>,
     RawId(raw): RawId,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id("member_id", &raw)?;
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let (entries, as_of) = st
         .ledger
         .points(id)
@@ -242,16 +247,26 @@ async fn points(
                    "rate_bp": e.rate_bp, "amount": e.amount, "points": e.points})
         })
         .collect();
+    let page = paging::page(
+        entries,
+        as_of,
+        &format!("points/{id}"),
+        &q,
+        LIST_LIMITS,
+    )?;
     Ok(Json(json!({
-        "member_id": id, "balance": money(balance), "entries": entries, "as_of": as_of,
+        "member_id": id, "balance": money(balance), "entries": page.items,
+        "next_cursor": page.next_cursor_json(), "as_of": page.as_of,
     })))
 }
 
 async fn member_orders(
     State(st): State<Arc<ApiState>>,
     RawId(raw): RawId,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id("member_id", &raw)?;
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let (orders, as_of) = st
         .views
         .member_orders(id)
@@ -259,9 +274,17 @@ async fn member_orders(
         .map_err(unavailable)?
         .ok_or_else(|| ApiError::NotFound(format!("member {id} is not known")))?;
     let orders: Vec<Value> = orders.iter().map(order_json).collect();
-    Ok(Json(
-        json!({"member_id": id, "orders": orders, "as_of": as_of}),
-    ))
+    let page = paging::page(
+        orders,
+        as_of,
+        &format!("orders/{id}"),
+        &q,
+        MEMBER_ORDERS_LIMITS,
+    )?;
+    Ok(Json(json!({
+        "member_id": id, "orders": page.items, "next_cursor": page.next_cursor_json(),
+        "as_of": page.as_of,
+    })))
 }
 
 /// Query of `settlements` and `sales`: a time range [from, to) in epoch ms (and a bucket).
@@ -270,6 +293,18 @@ struct RangeQuery {
     from: Option<String>,
     to: Option<String>,
     bucket: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl RangeQuery {
+    /// The paging part of the query.
+    fn paging(&self) -> PageQuery {
+        PageQuery {
+            limit: self.limit.clone(),
+            cursor: self.cursor.clone(),
+        }
+    }
 }
 
 fn parse_range(q: &RangeQuery) -> Result<(Millis, Millis), ApiError> {
@@ -313,9 +348,16 @@ async fn sales(
                    "refunds": p.refunds, "net": p.net})
         })
         .collect();
+    let page = paging::page(
+        series,
+        as_of,
+        &format!("sales/{id}?from={from}&to={to}&bucket={}", bucket.as_str()),
+        &q.paging(),
+        LIST_LIMITS,
+    )?;
     Ok(Json(json!({
         "seller_id": id, "bucket": bucket.as_str(), "from": from, "to": to,
-        "series": series, "as_of": as_of,
+        "series": page.items, "next_cursor": page.next_cursor_json(), "as_of": page.as_of,
     })))
 }
 
@@ -360,19 +402,29 @@ async fn settlements(
                    "payment_fee": e.payment_fee, "payout": e.payout})
         })
         .collect();
+    let page = paging::page(
+        rows,
+        as_of,
+        &format!("settlements/{id}?from={from}&to={to}"),
+        &q.paging(),
+        LIST_LIMITS,
+    )?;
     Ok(Json(json!({
-        "seller_id": id, "from": from, "to": to, "entries": rows,
+        "seller_id": id, "from": from, "to": to, "entries": page.items,
+        "next_cursor": page.next_cursor_json(),
         "totals": {"gross": money(totals[0]), "commission": money(totals[1]),
                    "payment_fee": money(totals[2]), "payout": money(totals[3])},
-        "as_of": as_of,
+        "as_of": page.as_of,
     })))
 }
 
 async fn payouts(
     State(st): State<Arc<ApiState>>,
     RawId(raw): RawId,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id("seller_id", &raw)?;
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let (rows, as_of) = st
         .ledger
         .payouts(id)
@@ -386,16 +438,20 @@ async fn payouts(
                    "entries": p.entries, "final": fin})
         })
         .collect();
-    Ok(Json(
-        json!({"seller_id": id, "payouts": rows, "as_of": as_of}),
-    ))
+    let page = paging::page(rows, as_of, &format!("payouts/{id}"), &q, LIST_LIMITS)?;
+    Ok(Json(json!({
+        "seller_id": id, "payouts": page.items, "next_cursor": page.next_cursor_json(),
+        "as_of": page.as_of,
+    })))
 }
 
 async fn tax_invoices(
     State(st): State<Arc<ApiState>>,
     RawId(raw): RawId,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id("seller_id", &raw)?;
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let (rows, as_of) = st
         .ledger
         .invoices(id)
@@ -410,9 +466,11 @@ async fn tax_invoices(
                    "final": fin})
         })
         .collect();
-    Ok(Json(
-        json!({"seller_id": id, "tax_invoices": rows, "as_of": as_of}),
-    ))
+    let page = paging::page(rows, as_of, &format!("tax_invoices/{id}"), &q, LIST_LIMITS)?;
+    Ok(Json(json!({
+        "seller_id": id, "tax_invoices": page.items, "next_cursor": page.next_cursor_json(),
+        "as_of": page.as_of,
+    })))
 }
 
 async fn rating(
@@ -828,6 +886,65 @@ mod tests {
             json!([{"month": "2026-11", "supply": 0, "vat": 0, "total": 0, "entries": 2,
                     "final": false}])
         );
+
+        // Paged: a walk one item per page gives the whole list, with whole-list totals on
+        // every page and the first page's as_of.
+        let whole = call(&app, "/v1/sellers/4/settlements").await.1;
+        assert_eq!(whole["next_cursor"], Value::Null, "one page: {whole}");
+        let first = call(&app, "/v1/sellers/4/settlements?limit=1").await.1;
+        assert_eq!(first["entries"], json!([whole["entries"][0]]));
+        assert_eq!(first["totals"], whole["totals"]);
+        let cursor = first["next_cursor"].as_str().expect("a second page").to_string();
+        // The views move on (another member's points); this list does not.
+        store.apply(Output::Views(ViewBatch {
+            as_of: monday + 8 * 86_400_000,
+            members: vec![MemberView::new(77, 0, false)],
+            ..ViewBatch::default()
+        }));
+        let second = call(
+            &app,
+            &format!("/v1/sellers/4/settlements?limit=1&cursor={cursor}"),
+        )
+        .await
+        .1;
+        assert_eq!(second["entries"], json!([whole["entries"][1]]));
+        assert_eq!(second["totals"], whole["totals"]);
+        assert_eq!(second["as_of"], first["as_of"], "tied to the first page");
+        assert_eq!(second["next_cursor"], Value::Null, "the last page");
+        // The cursor belongs to that query only.
+        let (s, b) = call(
+            &app,
+            &format!("/v1/sellers/4/settlements?from=1&limit=1&cursor={cursor}"),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+        // The list changes under a walk: the cursor expires.
+        let payouts_first = call(&app, "/v1/sellers/4/payouts?limit=1").await.1;
+        let cursor = payouts_first["next_cursor"].as_str().expect("2 payouts");
+        store.apply(Output::Views(ViewBatch {
+            as_of: monday + 9 * 86_400_000,
+            payouts: vec![Payout {
+                seller_id: 4,
+                week_start: monday,
+                amount: -17_000,
+                entries: 2,
+            }],
+            ..ViewBatch::default()
+        }));
+        let (s, b) = call(&app, &format!("/v1/sellers/4/payouts?limit=1&cursor={cursor}")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+        assert!(b["error"].as_str().unwrap_or_default().contains("cursor expired"), "{b}");
+        for uri in [
+            "/v1/sellers/4/payouts?limit=0",
+            "/v1/sellers/4/tax-invoices?limit=10001",
+            "/v1/members/2/orders?limit=21",
+            "/v1/members/2/points?cursor=nope",
+            "/v1/sellers/4/sales?limit=x",
+        ] {
+            let (s, b) = call(&app, uri).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {b}");
+        }
+
         for (uri, want) in [
             ("/v1/members/3", StatusCode::NOT_FOUND),
             ("/v1/members/3/points", StatusCode::NOT_FOUND),

@@ -6,6 +6,13 @@
 //! own Kafka consumer) may report for one component: it starts failing when the first
 //! member fails and recovers when the last failing member succeeds, so one outage gives
 //! one "failing" and one "recovered" transition however many members notice it.
+//!
+//! Readiness follows the failure at once, but saying it in the log is the caller's choice:
+//! [`Health::announce`] marks an outage as reported (once), and [`Outage::announced`] tells
+//! the caller whether its end is worth a line. The sink writer announces a failure at once;
+//! the Kafka source only once reading has failed for a few seconds, so the brief blip of a
+//! client reconnecting after a broker restart is counted and makes `/readyz` answer 503 while
+//! it lasts, without a second warning about an outage that already ended.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -28,6 +35,8 @@ pub struct Failure {
     pub error: String,
     /// Members failing now.
     members: BTreeSet<usize>,
+    /// Whether a caller has reported this outage ([`Health::announce`]).
+    announced: bool,
 }
 
 /// What a [`Health::recovered`] call ended.
@@ -37,6 +46,8 @@ pub struct Outage {
     pub lasted: Duration,
     /// Failed attempts during the outage.
     pub attempts: u64,
+    /// Whether the outage was reported ([`Health::announce`]): only then is its end.
+    pub announced: bool,
 }
 
 impl Health {
@@ -68,6 +79,7 @@ impl Health {
                         attempts: 1,
                         error: error.to_string(),
                         members: BTreeSet::from([member]),
+                        announced: false,
                     },
                 );
                 true
@@ -88,7 +100,21 @@ impl Health {
         Some(Outage {
             lasted: f.since.elapsed(),
             attempts: f.attempts,
+            announced: f.announced,
         })
+    }
+
+    /// Marks `component`'s ongoing outage as reported. Returns true the first time for this
+    /// outage (the moment to log it, once); false when it was already reported or nothing of
+    /// `component` is failing.
+    pub fn announce(&self, component: &str) -> bool {
+        match self.lock().get_mut(component) {
+            Some(f) if !f.announced => {
+                f.announced = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// How long `component` has been failing, if it is.
@@ -138,6 +164,7 @@ mod tests {
         assert_eq!(h.recovered("kafka", 0), None, "member 1 still fails");
         let o = h.recovered("kafka", 1).expect("last member recovered");
         assert_eq!(o.attempts, 3);
+        assert!(!o.announced, "nobody reported it");
         assert!(h.is_healthy());
         assert_eq!(h.recovered("kafka", 1), None, "nothing to recover from");
         // A new failure after recovering is a new outage.
@@ -146,5 +173,22 @@ mod tests {
         assert_eq!(h.problems().len(), 2);
         assert!(h.failing_for("redis").is_some());
         assert!(h.failing_for("mysql").is_none());
+    }
+
+    #[test]
+    fn an_outage_is_announced_once_and_its_end_says_so() {
+        let h = Health::new();
+        assert!(!h.announce("kafka"), "nothing fails: nothing to announce");
+        h.failed("kafka", 0, "timed out");
+        assert!(!h.is_healthy(), "not ready before it is announced");
+        assert!(h.announce("kafka"));
+        h.failed("kafka", 1, "timed out");
+        assert!(!h.announce("kafka"), "already announced");
+        assert_eq!(h.recovered("kafka", 0), None);
+        let o = h.recovered("kafka", 1).expect("last member recovered");
+        assert!(o.announced);
+        // The next outage starts unannounced.
+        h.failed("kafka", 0, "timed out");
+        assert!(!h.recovered("kafka", 0).expect("recovered").announced);
     }
 }

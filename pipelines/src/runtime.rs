@@ -44,6 +44,12 @@ pub const DEFAULT_SOURCE_GIVE_UP_AFTER: Duration = Duration::from_secs(15 * 60);
 /// The component name the source reports under in [`Stats::health`].
 pub const SOURCE_COMPONENT: &str = "kafka";
 
+/// How long reading must have failed before it is logged as an outage. Shorter failures (a
+/// client reconnecting right after the broker came back) are counted in
+/// `shopflow_source_errors_total` and make `/readyz` answer 503 while they last, but are
+/// logged at debug only.
+pub const SOURCE_REPORT_AFTER: Duration = Duration::from_secs(5);
+
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
@@ -441,8 +447,9 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// Reports a failed read of worker `worker` (`attempt` counts the failures before it in a
-/// row): the metric, and from the second failure in a row the shared health and one `warn`
-/// line per outage. Errs (the run stops) once the outage has lasted the configured limit.
+/// row): the metric and the shared health at once, and one `warn` line per outage once it
+/// has lasted [`SOURCE_REPORT_AFTER`]. Errs (the run stops) once the outage has lasted the
+/// configured limit.
 fn source_failed(
     stats: &Stats,
     config: &PipelineConfig,
@@ -452,14 +459,12 @@ fn source_failed(
 ) -> Result<(), SourceError> {
     stats.metrics.source_errors.inc();
     let message = error.to_string();
-    if attempt == 0 {
-        // One failed read that the immediate retry (0.1 s later) may fix is not an outage
-        // yet: right after the broker comes back, the client's first request can still time
-        // out on a connection it had given up on. It is counted, not reported.
-        tracing::debug!(worker, error = %message, "reading Kafka failed; retrying");
-        return Ok(());
-    }
-    if stats.health.failed(SOURCE_COMPONENT, worker, &message) {
+    stats.health.failed(SOURCE_COMPONENT, worker, &message);
+    let lasted = stats
+        .health
+        .failing_for(SOURCE_COMPONENT)
+        .unwrap_or_default();
+    if lasted >= SOURCE_REPORT_AFTER && stats.health.announce(SOURCE_COMPONENT) {
         let limit = match config.source_give_up_after {
             Some(d) => format!("up to {} s", d.as_secs()),
             None => "ever".into(),
@@ -471,12 +476,8 @@ fn source_failed(
              Check that the broker is running and reachable"
         );
     } else {
-        tracing::debug!(worker, error = %message, "reading Kafka failed again; retrying");
+        tracing::debug!(worker, attempt, error = %message, "reading Kafka failed; retrying");
     }
-    let lasted = stats
-        .health
-        .failing_for(SOURCE_COMPONENT)
-        .unwrap_or_default();
     if config.source_give_up_after.is_some_and(|d| lasted >= d) {
         tracing::error!(
             error = %message,
@@ -491,15 +492,25 @@ fn source_failed(
     Ok(())
 }
 
-/// Worker `worker` read again: logs the end of the outage when it was the last one failing.
+/// Worker `worker` read again: logs the end of the outage when it was the last one failing
+/// (at debug when the outage was too short to be reported).
 fn source_recovered(stats: &Stats, worker: usize) {
-    if let Some(outage) = stats.health.recovered(SOURCE_COMPONENT, worker) {
+    let Some(outage) = stats.health.recovered(SOURCE_COMPONENT, worker) else {
+        return;
+    };
+    if outage.announced {
         tracing::info!(
             down_s = outage.lasted.as_secs_f64(),
             failed_attempts = outage.attempts,
             "Kafka recovered after {:.1} s ({} failed attempts); reading resumes",
             outage.lasted.as_secs_f64(),
             outage.attempts
+        );
+    } else {
+        tracing::debug!(
+            down_s = outage.lasted.as_secs_f64(),
+            failed_attempts = outage.attempts,
+            "reading Kafka works again after a brief failure"
         );
     }
 }

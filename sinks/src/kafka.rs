@@ -85,6 +85,9 @@ impl KafkaWriter {
             .set("acks", "all")
             .set("linger.ms", "0")
             .set("message.timeout.ms", "300000")
+            // Reconnect within a second of the broker coming back (the default backs off
+            // to 10 s during a long outage).
+            .set("reconnect.backoff.max.ms", "1000")
             .create()
             .map_err(|e| err("creating a producer", e))?;
         let written =

@@ -839,7 +839,10 @@ impl Retry<'_> {
         stats.metrics.failed(sink);
         let message = error.to_string();
         let component = component_of(sink);
-        let first = stats.health.failed(component, WRITER_MEMBER, &message);
+        stats.health.failed(component, WRITER_MEMBER, &message);
+        // A write that fails is reported at once (the source may have noticed first without
+        // reporting a blip yet).
+        let first = stats.health.announce(component);
         if first && component == "kafka" {
             tracing::warn!(
                 sink,
@@ -879,7 +882,11 @@ impl Retry<'_> {
     /// fails.
     fn succeeded(&self, sink: &str) {
         let component = component_of(sink);
-        let outage = self.stats.health.recovered(component, WRITER_MEMBER);
+        let outage = self
+            .stats
+            .health
+            .recovered(component, WRITER_MEMBER)
+            .filter(|o| o.announced);
         if let (Some(outage), "kafka") = (outage, component) {
             tracing::info!(
                 sink,

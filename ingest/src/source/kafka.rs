@@ -119,6 +119,9 @@ fn source_consumer(
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "50")
+        // Reconnect within a second of the broker coming back (the default backs off to
+        // 10 s during a long outage, and reading would wait that long after it).
+        .set("reconnect.backoff.max.ms", "1000")
         .create_with_context(context)
         .map_err(|source| SourceError::Kafka {
             brokers: brokers.to_string(),
