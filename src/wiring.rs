@@ -240,13 +240,25 @@ fn serve(
     Ok(())
 }
 
-/// Prints a progress line every second until the pipeline finishes.
+/// Prints a progress line every second until the pipeline finishes. Unpark its thread
+/// after setting `finished`: it then ends at once instead of at its next tick.
 fn progress(stats: Arc<Stats>, sink: Arc<SinkStats>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let start = Instant::now();
         let mut last = 0;
-        while !stats.finished.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(1000));
+        let mut tick = start;
+        loop {
+            tick += Duration::from_millis(1000);
+            while !stats.finished.load(Ordering::SeqCst) {
+                let now = Instant::now();
+                if now >= tick {
+                    break;
+                }
+                std::thread::park_timeout(tick - now);
+            }
+            if stats.finished.load(Ordering::SeqCst) {
+                break;
+            }
             // A failing source does not pass through the writer: keep `shopflow_ready` current.
             sink.refresh_ready();
             let n = stats.messages.load(Ordering::Relaxed);
@@ -373,6 +385,7 @@ fn execute(
     ctrlc_stop(stop);
     let result = shopflow_pipelines::run(config, make_source, tx, stats.clone());
     stats.finished.store(true, Ordering::SeqCst);
+    reporter.thread().unpark();
     let written = writer.join().expect("sink writer thread");
     let _ = reporter.join();
     let summary = result.context("pipeline stopped")?;
@@ -617,8 +630,12 @@ pub fn run(args: RunArgs) -> Result<()> {
     if !args.exit_when_done {
         eprintln!("serving until Ctrl-C…");
         wait_for_ctrl_c();
+        return Ok(());
     }
-    Ok(())
+    // Done: every sink is written and flushed (the writer thread has ended). Exit without
+    // freeing the views and stores piece by piece — on a 1M-event run with the embedded
+    // stores that took 0.3 s, and the OS reclaims the memory at once.
+    std::process::exit(0)
 }
 
 /// `shopflow gen`

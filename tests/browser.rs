@@ -274,7 +274,12 @@ struct Expected {
 fn expected(port: u16, token: &str, seller: u64, bucket: &str) -> Expected {
     let base = format!("/v1/sellers/{seller}");
     // Small pages, so that the walk the page does is exercised here too.
-    let sales = get_all(port, &format!("{base}/sales?bucket={bucket}"), "series", token);
+    let sales = get_all(
+        port,
+        &format!("{base}/sales?bucket={bucket}"),
+        "series",
+        token,
+    );
     let series = sales["series"].as_array().unwrap().clone();
     let st = get_all(port, &format!("{base}/settlements"), "entries", token);
     let payouts = get_all(port, &format!("{base}/payouts"), "payouts", token);

@@ -247,13 +247,7 @@ async fn points(
                    "rate_bp": e.rate_bp, "amount": e.amount, "points": e.points})
         })
         .collect();
-    let page = paging::page(
-        entries,
-        as_of,
-        &format!("points/{id}"),
-        &q,
-        LIST_LIMITS,
-    )?;
+    let page = paging::page(entries, as_of, &format!("points/{id}"), &q, LIST_LIMITS)?;
     Ok(Json(json!({
         "member_id": id, "balance": money(balance), "entries": page.items,
         "next_cursor": page.next_cursor_json(), "as_of": page.as_of,
@@ -894,7 +888,10 @@ mod tests {
         let first = call(&app, "/v1/sellers/4/settlements?limit=1").await.1;
         assert_eq!(first["entries"], json!([whole["entries"][0]]));
         assert_eq!(first["totals"], whole["totals"]);
-        let cursor = first["next_cursor"].as_str().expect("a second page").to_string();
+        let cursor = first["next_cursor"]
+            .as_str()
+            .expect("a second page")
+            .to_string();
         // The views move on (another member's points); this list does not.
         store.apply(Output::Views(ViewBatch {
             as_of: monday + 8 * 86_400_000,
@@ -931,9 +928,19 @@ mod tests {
             }],
             ..ViewBatch::default()
         }));
-        let (s, b) = call(&app, &format!("/v1/sellers/4/payouts?limit=1&cursor={cursor}")).await;
+        let (s, b) = call(
+            &app,
+            &format!("/v1/sellers/4/payouts?limit=1&cursor={cursor}"),
+        )
+        .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
-        assert!(b["error"].as_str().unwrap_or_default().contains("cursor expired"), "{b}");
+        assert!(
+            b["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("cursor expired"),
+            "{b}"
+        );
         for uri in [
             "/v1/sellers/4/payouts?limit=0",
             "/v1/sellers/4/tax-invoices?limit=10001",

@@ -229,8 +229,14 @@ mod tests {
                 loop {
                     // The views move on between pages; this list does not.
                     let as_of = 100 + pages;
-                    let p = page(list(n), as_of, "s", &query(Some(&l), cursor.as_deref()), SMALL)
-                        .unwrap();
+                    let p = page(
+                        list(n),
+                        as_of,
+                        "s",
+                        &query(Some(&l), cursor.as_deref()),
+                        SMALL,
+                    )
+                    .unwrap();
                     assert_eq!(p.as_of, 100, "n={n} limit={limit}: tied to the first page");
                     assert!(p.items.len() <= limit);
                     seen.extend(p.items);

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::id::IdBuf;
 use crate::Millis;
 
 /// Member grade by 6-month spend (SPEC §5.2).
@@ -136,8 +137,12 @@ impl PointsEntry {
     /// The entry id for `cause` (`refund` is the order's refund number, from 1).
     pub fn entry_id(order_id: u64, cause: EntryCause, refund: u32) -> String {
         match cause {
-            EntryCause::Confirmed => format!("{order_id}:confirmed"),
-            EntryCause::Refund => format!("{order_id}:refund:{refund}"),
+            EntryCause::Confirmed => IdBuf::new().num(order_id).word("confirmed").finish(),
+            EntryCause::Refund => IdBuf::new()
+                .num(order_id)
+                .word("refund")
+                .num(refund.into())
+                .finish(),
         }
     }
 }
@@ -183,8 +188,17 @@ impl SettlementEntry {
     /// The entry id for a line and cause.
     pub fn entry_id(order_id: u64, line_no: u64, cause: EntryCause, refund: u32) -> String {
         match cause {
-            EntryCause::Confirmed => format!("{order_id}:{line_no}:confirmed"),
-            EntryCause::Refund => format!("{order_id}:{line_no}:refund:{refund}"),
+            EntryCause::Confirmed => IdBuf::new()
+                .num(order_id)
+                .num(line_no)
+                .word("confirmed")
+                .finish(),
+            EntryCause::Refund => IdBuf::new()
+                .num(order_id)
+                .num(line_no)
+                .word("refund")
+                .num(refund.into())
+                .finish(),
         }
     }
 

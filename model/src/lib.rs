@@ -8,6 +8,7 @@
 
 pub mod event;
 pub mod health;
+pub mod id;
 pub mod ledger;
 pub mod sales;
 pub mod time;

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 
+use shopflow_model::id::IdBuf;
 use shopflow_model::{EntryCause, Millis, SalesEffect, SalesFact, SettlementEntry};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::vec::Broadcast;
@@ -270,8 +271,17 @@ impl Line {
 /// A fact with its seller and category.
 fn complete_fact(sku: u64, d: &FactDraft, seller_id: u64, category_id: u64) -> SalesFact {
     let id = match d.effect {
-        SalesEffect::Refunded => format!("{}:{}:refunded:{}", d.order_id, d.line_no, d.refund),
-        effect => format!("{}:{}:{}", d.order_id, d.line_no, effect.as_str()),
+        SalesEffect::Refunded => IdBuf::new()
+            .num(d.order_id)
+            .num(d.line_no)
+            .word("refunded")
+            .num(d.refund.into())
+            .finish(),
+        effect => IdBuf::new()
+            .num(d.order_id)
+            .num(d.line_no)
+            .word(effect.as_str())
+            .finish(),
     };
     let amount =
         (d.qty as i128 * d.unit_price as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;

@@ -28,18 +28,21 @@ pub struct MemoryState {
     pub members: HashMap<u64, MemberView>,
     /// Recent orders per member.
     pub member_orders: HashMap<u64, MemberOrders>,
-    /// The points ledger by entry id.
-    pub points: BTreeMap<String, PointsEntry>,
-    /// The settlement ledger by entry id.
-    pub settlements: BTreeMap<String, SettlementEntry>,
+    /// The points ledger by (member, ts, entry id): a member's entries in time order are
+    /// one range. An entry never changes once written, so writing it again (a replay)
+    /// finds the same key.
+    pub points: BTreeMap<(u64, Millis, String), PointsEntry>,
+    /// The settlement ledger by (seller, ts, entry id): a seller's entries in a time range
+    /// are one range.
+    pub settlements: BTreeMap<(u64, Millis, String), SettlementEntry>,
     /// Weekly payouts by (seller, week start).
     pub payouts: BTreeMap<(u64, Millis), Payout>,
     /// Monthly tax invoices by (seller, month start).
     pub invoices: BTreeMap<(u64, Millis), TaxInvoice>,
     /// Known sellers.
     pub sellers: BTreeSet<u64>,
-    /// Sales facts by id.
-    pub sales_facts: BTreeMap<String, SalesFact>,
+    /// Sales facts by id (nothing reads them in order: a hash map).
+    pub sales_facts: HashMap<String, SalesFact>,
     /// Minute rollups by (seller, minute).
     pub sales_minutes: BTreeMap<(u64, Millis), SalesMinute>,
     /// Alerts in the order written.
@@ -83,12 +86,18 @@ impl MemoryStore {
 
     /// Applies the rows of a batch (not its alerts).
     pub fn write_views(&self, batch: &ViewBatch) {
-        let mut s = self.inner.write().expect("memory store lock");
         let rows_only = ViewBatch {
             alerts: Vec::new(),
             ..batch.clone()
         };
-        apply_views(&mut s, rows_only);
+        self.write_views_owned(rows_only);
+    }
+
+    /// Applies the rows of a batch (not its alerts), taking it: no copy of its rows.
+    pub fn write_views_owned(&self, mut batch: ViewBatch) {
+        batch.alerts.clear();
+        let mut s = self.inner.write().expect("memory store lock");
+        apply_views(&mut s, batch);
     }
 
     /// Whether `other` is a handle to this same store.
@@ -131,10 +140,10 @@ fn apply_views(s: &mut MemoryState, batch: ViewBatch) {
         s.member_orders.insert(row.member_id, row);
     }
     for e in batch.points {
-        s.points.insert(e.id.clone(), e);
+        s.points.insert((e.member_id, e.ts, e.id.clone()), e);
     }
     for e in batch.settlements {
-        s.settlements.insert(e.id.clone(), e);
+        s.settlements.insert((e.seller_id, e.ts, e.id.clone()), e);
     }
     for p in batch.payouts {
         s.payouts.insert((p.seller_id, p.week_start), p);

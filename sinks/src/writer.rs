@@ -332,13 +332,13 @@ impl LedgerViews {
         match self {
             LedgerViews::Memory(m) => Ok(m.read(|s| {
                 s.members.get(&member_id)?;
-                let mut entries: Vec<PointsEntry> = s
+                // In (ts, id) order: the key's order within the member.
+                let entries: Vec<PointsEntry> = s
                     .points
-                    .values()
-                    .filter(|e| e.member_id == member_id)
-                    .cloned()
+                    .range((member_id, 0, String::new())..)
+                    .take_while(|((m, _, _), _)| *m == member_id)
+                    .map(|(_, e)| e.clone())
                     .collect();
-                entries.sort_by(|a, b| (a.ts, &a.id).cmp(&(b.ts, &b.id)));
                 Some((entries, s.as_of.unwrap_or(0)))
             })),
             LedgerViews::Mysql(l) => {
@@ -369,13 +369,13 @@ impl LedgerViews {
         match self {
             LedgerViews::Memory(m) => Ok(m.read(|s| {
                 s.sellers.get(&seller_id)?;
-                let mut entries: Vec<SettlementEntry> = s
+                // In (ts, id) order: the key's order within the seller.
+                let entries: Vec<SettlementEntry> = s
                     .settlements
-                    .values()
-                    .filter(|e| e.seller_id == seller_id && e.ts >= from && e.ts < to)
-                    .cloned()
+                    .range((seller_id, from, String::new())..)
+                    .take_while(|((seller, ts, _), _)| *seller == seller_id && *ts < to)
+                    .map(|(_, e)| e.clone())
                     .collect();
-                entries.sort_by(|a, b| (a.ts, &a.id).cmp(&(b.ts, &b.id)));
                 Some((entries, s.as_of.unwrap_or(0)))
             })),
             LedgerViews::Mysql(l) => {
@@ -586,6 +586,26 @@ async fn write_loop(
                     image
                 }
             };
+            let rows = total_rows(&batch);
+            let as_of = batch.as_of;
+            // Embedded mode: one in-process store holds views, ledgers and sales. It takes
+            // the batch itself (no copy of its rows).
+            if let Some(store) = sinks.single_memory_store() {
+                let (ledger_rows, sales_rows, view_rows) = part_rows(&batch);
+                // Members are both ledger and view rows: counted once, as below.
+                let memory_rows = ledger_rows - batch.members.len() + sales_rows + view_rows;
+                let started = Instant::now();
+                store.write_views_owned(batch);
+                stats
+                    .metrics
+                    .wrote("memory", memory_rows, started.elapsed());
+                stats.metrics.holds("memory", as_of);
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
+                stats.as_of_plus_one.fetch_max(as_of + 1, Ordering::Relaxed);
+                stats.refresh_ready();
+                continue;
+            }
             // Ledgers before serving views: after a crash between the two, the ledger is
             // ahead, and its own `as_of` guard skips what it already holds.
             // Writes to the in-process store are timed together as one `memory` write. One
@@ -644,32 +664,47 @@ async fn write_loop(
                 stats.metrics.wrote("memory", rows, took);
                 stats.metrics.holds("memory", batch.as_of);
             }
-            let rows = batch.stock.len()
-                + batch.orders.len()
-                + batch.ratings.len()
-                + batch.also_bought.len()
-                + batch.ratings_removed.len()
-                + batch.also_bought_removed.len()
-                + batch.members.len()
-                + batch.member_orders.len()
-                + batch.points.len()
-                + batch.settlements.len()
-                + batch.payouts.len()
-                + batch.invoices.len()
-                + batch.sales_facts.len()
-                + batch.sales_minutes.len();
             stats.batches.fetch_add(1, Ordering::Relaxed);
             stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
-            stats
-                .as_of_plus_one
-                .fetch_max(batch.as_of + 1, Ordering::Relaxed);
+            stats.as_of_plus_one.fetch_max(as_of + 1, Ordering::Relaxed);
             stats.refresh_ready();
         }
     }
     Ok(())
 }
 
+/// Rows of a batch, each counted once (what `shopflow_sink_rows` and the run summary count).
+fn total_rows(batch: &ViewBatch) -> usize {
+    batch.stock.len()
+        + batch.orders.len()
+        + batch.ratings.len()
+        + batch.also_bought.len()
+        + batch.ratings_removed.len()
+        + batch.also_bought_removed.len()
+        + batch.members.len()
+        + batch.member_orders.len()
+        + batch.points.len()
+        + batch.settlements.len()
+        + batch.payouts.len()
+        + batch.invoices.len()
+        + batch.sales_facts.len()
+        + batch.sales_minutes.len()
+}
+
 impl SinkSet {
+    /// The one in-process store that holds views, ledgers and sales, if this set writes
+    /// only there (the embedded default).
+    fn single_memory_store(&self) -> Option<&MemoryStore> {
+        match (&self.views, &self.ledger, &self.sales) {
+            (ViewStore::Memory(v), LedgerStore::Memory(l), SalesStore::Memory(s))
+                if v.same_store(l) && v.same_store(s) =>
+            {
+                Some(v)
+            }
+            _ => None,
+        }
+    }
+
     /// The `sink` labels of the stores this set writes (see [`crate::metrics`]).
     pub fn names(&self) -> Vec<&'static str> {
         let mut names = vec!["dead_letters", "alerts"];

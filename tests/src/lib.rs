@@ -25,6 +25,19 @@ use shopflow_sinks::redis::RedisViews;
 use shopflow_sinks::writer::SinkStats;
 use shopflow_sinks::{spawn_writer, EventLog, MemoryStore, SinkSet, ViewStore};
 
+/// A ledger as a map by entry id; panics if two stored entries share an id (the store keys
+/// entries by owner and time too, so one written twice with different times would show
+/// here as two).
+fn by_id<V>(what: &str, entries: impl Iterator<Item = (String, V)>) -> BTreeMap<String, V> {
+    let mut out = BTreeMap::new();
+    for (id, v) in entries {
+        if out.insert(id.clone(), v).is_some() {
+            panic!("{what}: the store holds entry {id} twice (with different owners or times)");
+        }
+    }
+    out
+}
+
 /// One stream of raw messages: its id and (key, payload) pairs in log order.
 pub type Stream = (StreamId, Vec<(Option<Vec<u8>>, Vec<u8>)>);
 
@@ -250,13 +263,23 @@ impl SinkContents {
                     .iter()
                     .map(|(k, v)| (*k, v.clone()))
                     .collect(),
-                points: s.points.clone(),
-                settlements: s.settlements.clone(),
+                points: by_id(
+                    "points",
+                    s.points.values().map(|e| (e.id.clone(), e.clone())),
+                ),
+                settlements: by_id(
+                    "settlements",
+                    s.settlements.values().map(|e| (e.id.clone(), e.clone())),
+                ),
                 payouts: s.payouts.clone(),
                 invoices: s.invoices.clone(),
                 sellers: s.sellers.clone(),
                 ledger_as_of: s.as_of,
-                sales_facts: s.sales_facts.clone(),
+                sales_facts: s
+                    .sales_facts
+                    .iter()
+                    .map(|(id, f)| (id.clone(), f.clone()))
+                    .collect(),
                 sales_minutes: s.sales_minutes.clone(),
                 sales_as_of: s.as_of,
             };
