@@ -51,39 +51,70 @@ where
 {
     let end = end.clone();
     stream.unary_frontier(pact, name, move |_cap, _info| {
-        // Records by time, and one capability no later than any of them.
-        let mut pending: BTreeMap<Millis, Vec<D>> = BTreeMap::new();
+        // Records not handled yet, in two places: `near`, in time order (stable: arrival
+        // order within a time), holds those due soon; `future` holds those dated at least
+        // NEAR past the frontier when they arrived (windows that close months later), so
+        // that they are not sorted again at every activation. For one time, `future`'s
+        // records arrived before `near`'s (see `handle`).
+        let mut near: Vec<(D, Millis)> = Vec::new();
+        let mut future: BTreeMap<Millis, Vec<D>> = BTreeMap::new();
+        // One capability no later than any waiting record.
         let mut held: Option<Capability<Millis>> = None;
         let mut out: Vec<(O, Millis)> = Vec::new();
+        // The frontier and end of the last pass over the waiting records, and whether
+        // `near` is still sorted.
+        let mut passed: Option<(Millis, Option<Millis>)> = None;
+        let mut sorted = true;
         move |(input, frontier), output| {
+            let before = near.len();
             input.for_each(|cap, data| {
                 let at = *cap.least().expect("a message has a time");
                 if held.as_ref().is_none_or(|h| at < *h.time()) {
                     held = cap.retain_least(0);
                 }
-                for (d, t) in data.drain(..) {
-                    debug_assert!(t >= at, "a record earlier than its message");
-                    pending.entry(t).or_default().push(d);
-                }
+                debug_assert!(
+                    data.iter().all(|(_, t)| *t >= at),
+                    "a record before its message"
+                );
+                near.append(data);
             });
-            if frontier.is_empty() {
-                pending.clear();
+            let Some(&f) = frontier.frontier().first() else {
+                near.clear();
+                future.clear();
                 held = None;
                 return;
+            };
+            sorted &= near.len() == before;
+            let e = end.get();
+            // A record arrives no earlier than the frontier: unless the frontier (or the
+            // end) moved, nothing new is ready.
+            if passed == Some((f, e)) {
+                return;
             }
-            while let Some(entry) = pending.first_entry() {
-                let t = *entry.key();
-                if frontier.less_equal(&t) || end.get().is_some_and(|e| t > e) {
-                    break;
-                }
-                logic(t, entry.remove(), &mut out);
+            passed = Some((f, e));
+            if !sorted {
+                // The sorted part and the new arrivals (mostly in time order): merging runs.
+                near.sort_by_key(|(_, t)| *t);
+                sorted = true;
+            }
+            let ready = |t: Millis| t < f && e.is_none_or(|e| t <= e);
+            handle(&mut near, &mut future, ready, &mut logic, &mut out);
+            // What stays in `near` and is dated far ahead moves to `future`.
+            let far = near.partition_point(|(_, t)| *t < f.saturating_add(NEAR));
+            for (d, t) in near.drain(far..) {
+                future.entry(t).or_default().push(d);
             }
             if !out.is_empty() {
                 let cap = held.as_ref().expect("output without a capability");
                 output.session(cap).give_iterator(out.drain(..));
             }
-            match pending.keys().next() {
-                Some(&t) => {
+            let earliest = match (near.first(), future.keys().next()) {
+                (Some((_, a)), Some(b)) => Some((*a).min(*b)),
+                (Some((_, a)), None) => Some(*a),
+                (None, b) => b.copied(),
+            };
+            match earliest {
+                Some(t) => {
                     if let Some(h) = held.as_mut() {
                         h.downgrade(&t);
                     }
@@ -92,4 +123,48 @@ where
             }
         }
     })
+}
+
+/// Records dated this far (ms) past the frontier when they arrive wait in a map by time
+/// rather than in the sorted vector.
+const NEAR: Millis = 3_600_000;
+
+/// Hands every ready time's records to `logic`, in time order: for one time, the records
+/// waiting in `future` first, then those of `near` (sorted by time), all in arrival order.
+/// A record went to `future` only if it was dated NEAR or more past the frontier when it
+/// arrived; a later record of the same time arrives at a frontier no earlier, so it is in
+/// `future` too or after it in arrival order — never before.
+fn handle<D, O, L>(
+    near: &mut Vec<(D, Millis)>,
+    future: &mut BTreeMap<Millis, Vec<D>>,
+    ready: impl Fn(Millis) -> bool,
+    logic: &mut L,
+    out: &mut Vec<(O, Millis)>,
+) where
+    L: FnMut(Millis, Vec<D>, &mut Vec<(O, Millis)>),
+{
+    let k = near.partition_point(|(_, t)| ready(*t));
+    let mut now = near.drain(..k).peekable();
+    loop {
+        let from_future = future
+            .first_key_value()
+            .map(|(t, _)| *t)
+            .filter(|t| ready(*t));
+        let from_near = now.peek().map(|(_, t)| *t);
+        let t = match (from_future, from_near) {
+            (None, None) => break,
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) => a,
+            (None, Some(b)) => b,
+        };
+        let mut group = if from_future == Some(t) {
+            future.pop_first().map(|(_, g)| g).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        while let Some((d, _)) = now.next_if(|(_, u)| *u == t) {
+            group.push(d);
+        }
+        logic(t, group, out);
+    }
 }
