@@ -3,11 +3,12 @@
 //! API token; `load` puts a running API under concurrent load.
 
 mod bench;
+mod config;
 mod load;
 mod token;
 mod wiring;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// mimalloc instead of the system allocator: the dataflow allocates and frees small
 /// vectors all the time, and glibc's malloc took about a third of a worker's time.
@@ -37,9 +38,30 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Print a signed API token (HS256 JWT) for a role, e.g. `--role seller --seller-id 7`.
     Token(token::TokenArgs),
+    /// Check a configuration file (`config check FILE`) or print the effective
+    /// configuration of `run` with where each value came from (`config show [run flags]`).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Concurrent GETs at a running API (bounded in count and time): throughput, latency
     /// percentiles, counts by status; fails on any error, 5xx or unexpected answer.
     Load(load::LoadArgs),
+}
+
+/// `shopflow config …`
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check FILE (keys, types, ranges) without starting anything.
+    Check(CheckArgs),
+    /// Print every setting of `run` as it would start (flags, environment, `--config` file,
+    /// defaults), with its origin; secrets redacted.
+    Show(Box<wiring::RunArgs>),
+}
+
+/// `shopflow config check`
+#[derive(Args)]
+struct CheckArgs {
+    /// The configuration file.
+    file: std::path::PathBuf,
 }
 
 /// The log filter without `SHOPFLOW_LOG`: warnings, plus the one-line reports of a sink or
@@ -60,10 +82,35 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // The matches of `run` / `config show`: where each flag's value came from.
+    let run_matches = || {
+        matches
+            .subcommand_matches("run")
+            .cloned()
+            .unwrap_or_default()
+    };
+    let show_matches = || {
+        matches
+            .subcommand_matches("config")
+            .and_then(|m| m.subcommand_matches("show"))
+            .cloned()
+            .unwrap_or_default()
+    };
     let result = match cli.command {
         Command::Demo(a) => wiring::demo(a),
-        Command::Run(a) => wiring::run(a),
+        Command::Run(a) => with_config(a, &run_matches()).and_then(|(a, _)| wiring::run(a)),
+        Command::Config(ConfigCommand::Check(c)) => config::FileConfig::load(&c.file).map(|_| {
+            println!("{}: ok", c.file.display());
+        }),
+        Command::Config(ConfigCommand::Show(a)) => {
+            with_config(*a, &show_matches()).map(|(_, settings)| {
+                for s in settings {
+                    println!("{:<32} {:<8} {}", s.key, s.origin.as_str(), s.value);
+                }
+            })
+        }
         Command::Gen(a) => wiring::gen(a),
         Command::Bench(a) => bench::bench(a),
         Command::Token(a) => token::token(a),
@@ -73,6 +120,20 @@ fn main() {
         eprintln!("shopflow: {}", one_line(&e));
         std::process::exit(1);
     }
+}
+
+/// `args` with what flags and the environment left unset taken from its `--config` file
+/// (if any), and every setting with its origin.
+fn with_config(
+    mut args: wiring::RunArgs,
+    matches: &clap::ArgMatches,
+) -> anyhow::Result<(wiring::RunArgs, Vec<config::Setting>)> {
+    let file = match &args.config {
+        Some(path) => config::FileConfig::load(path)?,
+        None => config::FileConfig::default(),
+    };
+    let settings = config::merge(&mut args, &file, matches)?;
+    Ok((args, settings))
 }
 
 /// An error and its causes on one line, each cause once: library errors often repeat their

@@ -34,29 +34,29 @@ use shopflow_sinks::{
 #[derive(Args, Clone, Debug)]
 pub struct PipelineArgs {
     /// Timely worker threads.
-    #[arg(long, default_value_t = 2)]
-    workers: usize,
+    #[arg(long, default_value_t = 2, env = "SHOPFLOW_WORKERS")]
+    pub(crate) workers: usize,
     /// Allowed lateness in ms (SPEC §4).
-    #[arg(long, default_value_t = 5_000)]
-    lateness_ms: u64,
+    #[arg(long, default_value_t = 5_000, env = "SHOPFLOW_LATENESS_MS")]
+    pub(crate) lateness_ms: u64,
     /// Low-stock alert threshold.
-    #[arg(long, default_value_t = 10)]
-    low_stock_threshold: i64,
+    #[arg(long, default_value_t = 10, env = "SHOPFLOW_LOW_STOCK_THRESHOLD")]
+    pub(crate) low_stock_threshold: i64,
     /// Co-purchase baskets with more distinct SKUs are skipped.
-    #[arg(long, default_value_t = 50)]
-    basket_max_skus: usize,
+    #[arg(long, default_value_t = 50, env = "SHOPFLOW_BASKET_MAX_SKUS")]
+    pub(crate) basket_max_skus: usize,
     /// Where the API listens.
     #[arg(long, default_value = "127.0.0.1:8080", env = "SHOPFLOW_LISTEN")]
-    listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// HS256 secret of the API's bearer tokens (at least 32 bytes). `run` refuses to start
     /// without one; `demo` generates one for the session.
     #[arg(long, env = shopflow_api::auth::SECRET_ENV, hide_env_values = true)]
-    jwt_secret: Option<String>,
+    pub(crate) jwt_secret: Option<String>,
     /// How long a sink or the Kafka source may keep failing (retried with backoff, the
     /// pipeline waiting meanwhile) before the run gives up and exits with the error;
     /// 0 retries forever.
     #[arg(long, default_value_t = 900, env = "SHOPFLOW_GIVE_UP_AFTER_SECS")]
-    give_up_after_secs: u64,
+    pub(crate) give_up_after_secs: u64,
 }
 
 /// Messages per round when reading a file (see `run`).
@@ -114,51 +114,55 @@ pub struct DemoArgs {
 /// `shopflow run`
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    /// A TOML configuration file (see `deploy/shopflow.example.toml`): flags and the
+    /// environment win over it, it wins over the built-in defaults.
+    #[arg(long, env = "SHOPFLOW_CONFIG")]
+    pub(crate) config: Option<std::path::PathBuf>,
     /// Kafka bootstrap servers to read from (and write alerts and dead letters to).
     #[arg(long, env = "SHOPFLOW_KAFKA_BROKERS")]
-    kafka: Option<String>,
+    pub(crate) kafka: Option<String>,
     /// Read a JSON-lines file instead of Kafka (takes precedence over `--kafka` and
     /// `SHOPFLOW_KAFKA_BROKERS`).
-    #[arg(long)]
-    file: Option<String>,
+    #[arg(long, env = "SHOPFLOW_FILE")]
+    pub(crate) file: Option<String>,
     /// Stop at the end of the input as it is at start (replay, backfill) instead of running live.
-    #[arg(long)]
-    bounded: bool,
+    #[arg(long, env = "SHOPFLOW_BOUNDED")]
+    pub(crate) bounded: bool,
     /// Redis for the serving views; without it they are kept in process.
     #[arg(long, env = "SHOPFLOW_REDIS_URL")]
-    redis: Option<String>,
+    pub(crate) redis: Option<String>,
     /// Most KiB fetched per partition per request: smaller reads partitions more evenly
     /// (finer frontier steps), larger reads faster.
-    #[arg(long, default_value_t = 1024)]
-    kafka_fetch_kb: usize,
+    #[arg(long, default_value_t = 1024, env = "SHOPFLOW_KAFKA_FETCH_KB")]
+    pub(crate) kafka_fetch_kb: usize,
     /// MySQL (or MariaDB) for the ledgers, e.g. `mysql://user:pass@host:3306/shopflow`;
     /// without it they are kept in process (not durable).
     #[arg(long, env = "SHOPFLOW_MYSQL_URL")]
-    mysql: Option<String>,
+    pub(crate) mysql: Option<String>,
     /// ClickHouse HTTP endpoint for the sales analytics, e.g. `http://127.0.0.1:8123`;
     /// without it they are kept in process.
     #[arg(long, env = "SHOPFLOW_CLICKHOUSE_URL")]
-    clickhouse: Option<String>,
+    pub(crate) clickhouse: Option<String>,
     /// ClickHouse database of the sales tables (created if missing).
     #[arg(long, env = "SHOPFLOW_CLICKHOUSE_DB", default_value = "shopflow")]
-    clickhouse_db: String,
+    pub(crate) clickhouse_db: String,
     /// Turn on the ClickHouse client's row validation (servers newer than 18.16).
-    #[arg(long)]
-    clickhouse_validation: bool,
+    #[arg(long, env = "SHOPFLOW_CLICKHOUSE_VALIDATION")]
+    pub(crate) clickhouse_validation: bool,
     /// Prefix of every Redis key.
-    #[arg(long, default_value = "shopflow:")]
-    redis_prefix: String,
+    #[arg(long, default_value = "shopflow:", env = "SHOPFLOW_REDIS_PREFIX")]
+    pub(crate) redis_prefix: String,
     /// Prefix of every topic name (e.g. `staging.` → `staging.shop.orders`).
-    #[arg(long, default_value = "")]
-    topic_prefix: String,
+    #[arg(long, default_value = "", env = "SHOPFLOW_TOPIC_PREFIX")]
+    pub(crate) topic_prefix: String,
     /// Where alerts and dead letters go when not to Kafka.
-    #[arg(long, default_value = ".shopflow/run")]
-    out_dir: String,
+    #[arg(long, default_value = ".shopflow/run", env = "SHOPFLOW_OUT_DIR")]
+    pub(crate) out_dir: String,
     /// Exit when a bounded input is processed instead of serving until Ctrl-C.
-    #[arg(long)]
-    exit_when_done: bool,
+    #[arg(long, env = "SHOPFLOW_EXIT_WHEN_DONE")]
+    pub(crate) exit_when_done: bool,
     #[command(flatten)]
-    pipeline: PipelineArgs,
+    pub(crate) pipeline: PipelineArgs,
 }
 
 /// `shopflow gen`
