@@ -106,6 +106,10 @@ pub struct PipelineSection {
     /// `--basket-max-skus`: co-purchase baskets with more distinct SKUs are skipped.
     #[serde(default, deserialize_with = "in_range::<_, 2, 1_000>")]
     pub basket_max_skus: Option<u64>,
+    /// `--read-ahead-ms`: how far a partition may run ahead in event time before it is
+    /// paused.
+    #[serde(default, deserialize_with = "in_range::<_, 1_000, 86_400_000>")]
+    pub read_ahead_ms: Option<u64>,
 }
 
 /// `[api]`
@@ -412,6 +416,13 @@ pub fn merge(args: &mut RunArgs, file: &FileConfig, matches: &ArgMatches) -> Res
         p.basket_max_skus,
         q.basket_max_skus,
         |v| v as usize
+    );
+    setting!(
+        "pipeline.read_ahead_ms",
+        "read_ahead_ms",
+        p.read_ahead_ms,
+        q.read_ahead_ms,
+        |v| v
     );
     setting!("api.listen", "listen", p.listen, file.api.listen, |v| v);
     let secret_origin = Origin::of(matches, "jwt_secret");

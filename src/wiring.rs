@@ -45,6 +45,11 @@ pub struct PipelineArgs {
     /// Co-purchase baskets with more distinct SKUs are skipped.
     #[arg(long, default_value_t = 50, env = "SHOPFLOW_BASKET_MAX_SKUS")]
     pub(crate) basket_max_skus: usize,
+    /// Read-ahead window in ms of event time: a Kafka partition whose event time runs this
+    /// far ahead of the worker's frontier is paused until the others catch up (bounds the
+    /// memory a backlog takes; at least the lateness plus 1 s is used).
+    #[arg(long, default_value_t = shopflow_pipelines::runtime::DEFAULT_READ_AHEAD_MS, env = "SHOPFLOW_READ_AHEAD_MS")]
+    pub(crate) read_ahead_ms: u64,
     /// Where the API listens.
     #[arg(long, default_value = "127.0.0.1:8080", env = "SHOPFLOW_LISTEN")]
     pub(crate) listen: SocketAddr,
@@ -74,6 +79,7 @@ impl PipelineArgs {
             },
             live,
             source_give_up_after: self.give_up_after(),
+            read_ahead_ms: self.read_ahead_ms,
             ..PipelineConfig::default()
         }
     }

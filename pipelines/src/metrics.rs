@@ -12,7 +12,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    CounterVec, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use shopflow_model::{DeadLetterReason, Millis};
 
 /// The pipeline's metrics. Cheap to clone; clones share their values.
@@ -31,6 +33,12 @@ pub struct PipelineMetrics {
     /// `shopflow_consumer_lag_messages{topic,partition}`: messages known to exist but not
     /// yet read (set only for sources that can tell).
     pub consumer_lag: IntGaugeVec,
+    /// `shopflow_source_event_time_ms{topic,partition}`: the latest event time read from
+    /// each input partition (where its reading stands in event time).
+    pub source_event_time: IntGaugeVec,
+    /// `shopflow_source_paused_seconds_total{topic,partition}`: how long each partition was
+    /// paused because its event time ran ahead of the worker's frontier.
+    pub source_paused: CounterVec,
     /// `shopflow_source_errors_total`: failed attempts at reading the input (an unreachable
     /// broker), each retried with backoff.
     pub source_errors: IntCounter,
@@ -85,6 +93,22 @@ impl PipelineMetrics {
                 &["topic", "partition"],
             )
             .expect("valid metric"),
+            source_event_time: IntGaugeVec::new(
+                Opts::new(
+                    "shopflow_source_event_time_ms",
+                    "Latest event time read from the input partition (epoch ms).",
+                ),
+                &["topic", "partition"],
+            )
+            .expect("valid metric"),
+            source_paused: CounterVec::new(
+                Opts::new(
+                    "shopflow_source_paused_seconds_total",
+                    "Seconds the input partition was paused because its event time ran ahead of the worker's frontier by more than the read-ahead window.",
+                ),
+                &["topic", "partition"],
+            )
+            .expect("valid metric"),
             source_errors: counter(
                 "shopflow_source_errors_total",
                 "Failed attempts at reading the input (e.g. the Kafka broker unreachable), each retried with backoff.",
@@ -105,6 +129,8 @@ impl PipelineMetrics {
         registry.register(Box::new(self.duplicates.clone()))?;
         registry.register(Box::new(self.late.clone()))?;
         registry.register(Box::new(self.consumer_lag.clone()))?;
+        registry.register(Box::new(self.source_event_time.clone()))?;
+        registry.register(Box::new(self.source_paused.clone()))?;
         registry.register(Box::new(self.source_errors.clone()))?;
         registry.register(Box::new(self.frontier.clone()))?;
         Ok(())

@@ -36,7 +36,16 @@ pub struct PipelineConfig {
     /// before the run stops with it; `None` retries forever. Default 15 minutes, like the
     /// sink writer's.
     pub source_give_up_after: Option<Duration>,
+    /// Read-ahead window (ms of event time): a stream whose frontier runs further than this
+    /// ahead of the worker's input frontier is paused until the others catch up, so what
+    /// waits in memory for the frontier stays bounded whatever the backlog. At least the
+    /// lateness plus one second is used (the stream that holds the frontier is never
+    /// paused). Default 60 s.
+    pub read_ahead_ms: Millis,
 }
+
+/// The default [`PipelineConfig::read_ahead_ms`].
+pub const DEFAULT_READ_AHEAD_MS: Millis = 60_000;
 
 /// The default [`PipelineConfig::source_give_up_after`].
 pub const DEFAULT_SOURCE_GIVE_UP_AFTER: Duration = Duration::from_secs(15 * 60);
@@ -60,6 +69,7 @@ impl Default for PipelineConfig {
             live: false,
             poll_batch: 4096,
             source_give_up_after: Some(DEFAULT_SOURCE_GIVE_UP_AFTER),
+            read_ahead_ms: DEFAULT_READ_AHEAD_MS,
         }
     }
 }
@@ -215,6 +225,12 @@ where
         .map(|s| (stream_id(&s.topic, s.partition), s.partition))
         .collect();
     let mut tally = Tally::new(&stats.metrics, source.as_ref());
+    let mut pauses = Pauses::new(
+        streams,
+        config
+            .read_ahead_ms
+            .max(config.lateness_ms.saturating_add(1_000)),
+    );
     let mut validators: Vec<StreamValidator> = (0..streams)
         .map(|_| StreamValidator::new(config.dedup_horizon_ms, config.lateness_ms))
         .collect();
@@ -257,6 +273,7 @@ where
         // A transient source error (the broker went away) is retried with backoff; the
         // messages read before it are processed as usual.
         if !read_all {
+            pauses.update(source.as_mut(), &validators, cap, &tally.paused);
             match source.poll(&mut buf, config.poll_batch) {
                 Ok(()) => {
                     if source_failures > 0 {
@@ -527,6 +544,8 @@ struct Tally {
     dead: [u64; 7],
     events_in: Vec<prometheus::IntCounter>,
     lag: Vec<prometheus::IntGauge>,
+    event_time: Vec<prometheus::IntGauge>,
+    paused: Vec<prometheus::Counter>,
     dead_letters: Vec<prometheus::IntCounter>,
 }
 
@@ -547,6 +566,14 @@ impl Tally {
             lag: streams
                 .iter()
                 .map(|s| metrics.consumer_lag.with_label_values(&labels(s)))
+                .collect(),
+            event_time: streams
+                .iter()
+                .map(|s| metrics.source_event_time.with_label_values(&labels(s)))
+                .collect(),
+            paused: streams
+                .iter()
+                .map(|s| metrics.source_paused.with_label_values(&labels(s)))
                 .collect(),
             dead_letters: DeadLetterReason::ALL
                 .iter()
@@ -579,12 +606,61 @@ impl Tally {
                 gauge.set(i64::try_from(lag).unwrap_or(i64::MAX));
             }
         }
+        for (gauge, v) in self.event_time.iter().zip(validators) {
+            if let Some(t) = v.max_time() {
+                gauge.set(i64::try_from(t).unwrap_or(i64::MAX));
+            }
+        }
         if let Some(t) = validators
             .iter()
             .filter_map(StreamValidator::max_time)
             .max()
         {
             metrics.frontier.saw_event_time(t);
+        }
+    }
+}
+
+/// Which streams of a worker are paused: those whose frontier is more than `window` ahead
+/// of the worker's input frontier. The stream that holds the input frontier is never
+/// paused (the window exceeds the lateness), so reading always progresses.
+struct Pauses {
+    window: Millis,
+    /// Since when each stream is paused.
+    since: Vec<Option<std::time::Instant>>,
+}
+
+impl Pauses {
+    fn new(streams: usize, window: Millis) -> Self {
+        Pauses {
+            window,
+            since: vec![None; streams],
+        }
+    }
+
+    /// Pauses and resumes `source`'s streams for input frontier `cap`, adding the time each
+    /// was paused to its counter when it resumes.
+    fn update(
+        &mut self,
+        source: &mut dyn Source,
+        validators: &[StreamValidator],
+        cap: Millis,
+        counters: &[prometheus::Counter],
+    ) {
+        for (s, v) in validators.iter().enumerate() {
+            let ahead = v.frontier() > cap.saturating_add(self.window);
+            match (ahead, self.since[s]) {
+                (true, None) => {
+                    self.since[s] = Some(std::time::Instant::now());
+                    source.set_paused(s, true);
+                }
+                (false, Some(at)) => {
+                    self.since[s] = None;
+                    counters[s].inc_by(at.elapsed().as_secs_f64());
+                    source.set_paused(s, false);
+                }
+                _ => {}
+            }
         }
     }
 }

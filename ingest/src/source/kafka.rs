@@ -12,14 +12,15 @@
 //! loop retries with backoff and reports it). Offsets are checked per partition: a message
 //! delivered again (at or below the last offset read) is skipped, so nothing is read twice.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -76,12 +77,17 @@ pub struct KafkaConfig {
 /// A source over this worker's share of the partitions of some topics.
 pub struct KafkaSource {
     brokers: String,
-    consumer: BaseConsumer<SourceContext>,
+    consumer: Arc<BaseConsumer<SourceContext>>,
+    /// Each stream's own queue.
+    queues: Vec<PartitionQueue<SourceContext>>,
+    /// Streams the worker paused.
+    paused: Vec<bool>,
+    /// The stream the next poll reads first (turns rotate).
+    next: usize,
     context: SourceContext,
     /// An error was reported and not yet cleared by a successful request to the broker.
     suspect: bool,
     streams: Vec<StreamId>,
-    index: HashMap<(String, i32), usize>,
     /// Next offset to read, per stream.
     position: Vec<i64>,
     /// Offset one past the last message known to exist, per stream.
@@ -194,20 +200,30 @@ impl KafkaSource {
             what: "assigning partitions".into(),
             source: Box::new(source),
         })?;
-        let index = streams
+        let consumer = Arc::new(consumer);
+        let queues = streams
             .iter()
-            .enumerate()
-            .map(|(i, s)| ((s.topic.clone(), s.partition), i))
-            .collect();
+            .map(|s| {
+                consumer
+                    .split_partition_queue(&s.topic, s.partition)
+                    .ok_or_else(|| SourceError::Kafka {
+                        brokers: config.brokers.clone(),
+                        what: format!("opening the queue of {}/{}", s.topic, s.partition),
+                        source: Box::new(KafkaError::Subscription("no partition queue".into())),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut me = KafkaSource {
             brokers: config.brokers.clone(),
             consumer,
+            queues,
+            paused: vec![false; streams.len()],
+            next: 0,
             context,
             suspect: false,
             position: vec![0; streams.len()],
             end: vec![0; streams.len()],
             streams,
-            index,
             bounded: config.bounded,
             last_refresh: Instant::now(),
         };
@@ -259,6 +275,40 @@ impl KafkaSource {
     }
 }
 
+/// Where one stream's reading stands: its next offset and its end.
+struct Cursor<'a> {
+    bounded: bool,
+    position: &'a mut i64,
+    end: &'a mut i64,
+}
+
+impl Cursor<'_> {
+    /// Appends message `m` of stream `stream` to `out` unless it is past a bounded end or
+    /// was read before; whether it was appended.
+    fn take(&mut self, stream: usize, m: &BorrowedMessage<'_>, out: &mut Vec<Message>) -> bool {
+        let offset = m.offset();
+        if self.bounded && offset >= *self.end {
+            return false;
+        }
+        // Delivered again (a fetch restarted after the broker came back): already read.
+        if offset < *self.position {
+            tracing::debug!(stream, offset, "skipping a message read before");
+            return false;
+        }
+        *self.position = offset + 1;
+        if !self.bounded && *self.position > *self.end {
+            *self.end = *self.position;
+        }
+        out.push(Message {
+            stream,
+            offset,
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().unwrap_or_default().to_vec(),
+        });
+        true
+    }
+}
+
 impl Source for KafkaSource {
     fn streams(&self) -> &[StreamId] {
         &self.streams
@@ -282,50 +332,76 @@ impl Source for KafkaSource {
         if !self.bounded && self.last_refresh.elapsed() > Duration::from_millis(500) {
             self.refresh_ends()?;
         }
-        let mut wait = Duration::from_millis(20);
-        for _ in 0..max {
-            let Some(result) = self.consumer.poll(wait) else {
-                break;
-            };
-            wait = Duration::ZERO;
-            // An error event (the connection dropped, a fetch failed): keep what was read and
-            // let the next poll's watermark request tell whether the broker is down.
-            let m = match result {
-                Ok(m) => m,
-                Err(error) => {
-                    tracing::debug!(%error, "consumer error; checking the broker");
-                    self.suspect = true;
-                    break;
+        // The consumer's own queue carries events and errors only (messages come through
+        // the partition queues); serving it runs the client's callbacks.
+        if let Some(Err(error)) = self.consumer.poll(Duration::ZERO) {
+            tracing::debug!(%error, "consumer error; checking the broker");
+            self.suspect = true;
+            return Ok(());
+        }
+        let n = self.streams.len();
+        let turn: Vec<usize> = (0..n)
+            .map(|i| (self.next + i) % n)
+            .filter(|&s| {
+                let done = self.bounded && self.position[s] >= self.end[s];
+                !self.paused[s] && !done
+            })
+            .collect();
+        self.next = (self.next + 1) % n;
+        if turn.is_empty() {
+            // Everything left is paused (the worker waits for the frontier) or read.
+            std::thread::sleep(Duration::from_millis(2));
+            return Ok(());
+        }
+        let deadline = Instant::now() + Duration::from_millis(20);
+        let mut got = 0;
+        loop {
+            // Passes over the readable streams, each taking an equal share of what is left,
+            // until the batch is full or a pass finds nothing.
+            let before = got;
+            let share = ((max - got) / turn.len()).max(1);
+            for &s in &turn {
+                let mut taken = 0;
+                let mut cursor = Cursor {
+                    bounded: self.bounded,
+                    position: &mut self.position[s],
+                    end: &mut self.end[s],
+                };
+                while taken < share && got < max {
+                    match self.queues[s].poll(Duration::ZERO) {
+                        None => break,
+                        Some(Ok(m)) => {
+                            if cursor.take(s, &m, out) {
+                                taken += 1;
+                                got += 1;
+                            }
+                        }
+                        Some(Err(error)) => {
+                            // A fetch failed: keep what was read and let the next poll's
+                            // watermark request tell whether the broker is down.
+                            tracing::debug!(%error, "consumer error; checking the broker");
+                            self.suspect = true;
+                            return Ok(());
+                        }
+                    }
                 }
-            };
-            let Some(&stream) = self.index.get(&(m.topic().to_string(), m.partition())) else {
-                continue;
-            };
-            let offset = m.offset();
-            if self.bounded && offset >= self.end[stream] {
-                continue;
             }
-            // Delivered again (a fetch restarted after the broker came back): already read.
-            if offset < self.position[stream] {
-                tracing::debug!(stream, offset, "skipping a message read before");
-                continue;
+            if got >= max || (got == before && (got > 0 || Instant::now() >= deadline)) {
+                break;
             }
-            self.position[stream] = offset + 1;
-            if !self.bounded && self.position[stream] > self.end[stream] {
-                self.end[stream] = self.position[stream];
+            if got == before {
+                std::thread::sleep(Duration::from_millis(1));
             }
-            out.push(Message {
-                stream,
-                offset,
-                key: m.key().map(<[u8]>::to_vec),
-                payload: m.payload().unwrap_or_default().to_vec(),
-            });
         }
         Ok(())
     }
 
     fn caught_up(&self, stream: usize) -> bool {
         self.position[stream] >= self.end[stream]
+    }
+
+    fn set_paused(&mut self, stream: usize, paused: bool) {
+        self.paused[stream] = paused;
     }
 
     fn finished(&self) -> bool {

@@ -106,6 +106,12 @@ pub trait Source: Send {
     fn lag(&self, _stream: usize) -> Option<u64> {
         None
     }
+
+    /// Stops (`true`) or resumes reading stream `stream`: the worker pauses a stream whose
+    /// event time runs too far ahead of the others, so that what waits in memory for the
+    /// frontier stays bounded. Sources that hold their input in memory anyway, or have one
+    /// stream, may ignore it (the default).
+    fn set_paused(&mut self, _stream: usize, _paused: bool) {}
 }
 
 /// Whether stream number `index` (in a list every worker sees the same) belongs to worker
