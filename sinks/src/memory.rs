@@ -41,8 +41,8 @@ pub struct MemoryState {
     pub invoices: BTreeMap<(u64, Millis), TaxInvoice>,
     /// Known sellers.
     pub sellers: BTreeSet<u64>,
-    /// Sales facts by id (nothing reads them in order: a hash map).
-    pub sales_facts: HashMap<String, SalesFact>,
+    /// Sales facts by id.
+    pub sales_facts: BTreeMap<String, SalesFact>,
     /// Minute rollups by (seller, minute).
     pub sales_minutes: BTreeMap<(u64, Millis), SalesMinute>,
     /// Alerts in the order written.
