@@ -2,6 +2,14 @@
 //! Kafka and Redis; `gen` writes a workload; `bench` measures throughput; `token` mints an
 //! API token; `load` puts a running API under concurrent load.
 
+/// Writes an operator's status line (progress, "API on …", "finished: …") to stderr: as is,
+/// or with `--log-format json` as a JSON object like the log lines (level INFO).
+macro_rules! say {
+    ($($t:tt)*) => {
+        $crate::status_line(&format!($($t)*))
+    };
+}
+
 mod bench;
 mod config;
 mod load;
@@ -22,8 +30,21 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Streaming views for a marketplace: Kafka in, Redis/MySQL/ClickHouse out."
 )]
 struct Cli {
+    /// Log lines as text (colour only on a terminal) or as JSON objects, one per line, for
+    /// log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SHOPFLOW_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// See [`Cli::log_format`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields.message`, `target`).
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -72,18 +93,31 @@ const DEFAULT_LOG: &str =
     "warn,rdkafka=off,librdkafka=off,shopflow_sinks::writer=info,shopflow_pipelines::runtime=info";
 
 fn main() {
-    // Colour only on a terminal: log files and journald get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_ansi(ansi)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SHOPFLOW_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("SHOPFLOW_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG))
+    };
+    match cli.log_format {
+        LogFormat::Text => {
+            // Colour only on a terminal: log files and journald get plain text.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            tracing_subscriber::fmt()
+                .with_ansi(ansi)
+                .with_env_filter(filter())
+                .with_writer(std::io::stderr)
+                .init();
+        }
+        LogFormat::Json => {
+            JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(filter())
+                .with_writer(std::io::stderr)
+                .init()
+        }
+    }
     // The matches of `run` / `config show`: where each flag's value came from.
     let run_matches = || {
         matches
@@ -117,8 +151,35 @@ fn main() {
         Command::Load(a) => load::load(a),
     };
     if let Err(e) = result {
-        eprintln!("shopflow: {}", one_line(&e));
+        match cli.log_format {
+            LogFormat::Text => eprintln!("shopflow: {}", one_line(&e)),
+            LogFormat::Json => eprintln!(
+                "{}",
+                serde_json::json!({"level": "ERROR", "fields": {"message": one_line(&e)},
+                                   "target": "shopflow"})
+            ),
+        }
         std::process::exit(1);
+    }
+}
+
+/// Whether log and status lines are JSON (`--log-format json`), set once at start.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// See [`say!`].
+pub(crate) fn status_line(message: &str) {
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        eprintln!(
+            "{}",
+            serde_json::json!({"timestamp": shopflow_model::time::rfc3339_utc(now), "level": "INFO",
+                               "fields": {"message": message}, "target": "shopflow"})
+        );
+    } else {
+        eprintln!("{message}");
     }
 }
 

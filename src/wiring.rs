@@ -278,7 +278,7 @@ fn progress(stats: Arc<Stats>, sink: Arc<SinkStats>) -> std::thread::JoinHandle<
                 .checked_sub(1)
                 .map(rfc3339_utc)
                 .unwrap_or_else(|| "-".into());
-            eprintln!(
+            say!(
                 "[{:>5.1}s] read {n} ({}/s)  accepted {}  dead letters {}  duplicates {}  late {}  views as of {as_of}",
                 start.elapsed().as_secs_f64(),
                 n - last,
@@ -407,7 +407,7 @@ fn execute(
 fn ctrlc_stop(stats: Arc<Stats>) {
     std::thread::spawn(move || {
         wait_for_ctrl_c();
-        eprintln!("stopping…");
+        say!("stopping…");
         stats.stop.store(true, Ordering::SeqCst);
     });
 }
@@ -416,7 +416,7 @@ fn ctrlc_stop(stats: Arc<Stats>) {
 pub fn demo(args: DemoArgs) -> Result<()> {
     let topics = Topics::default();
     let auth = crate::token::demo_auth(args.pipeline.jwt_secret.as_deref())?;
-    eprintln!("generating {} events (seed {})…", args.events, args.seed);
+    say!("generating {} events (seed {})…", args.events, args.seed);
     let log = generate(&gen_config(args.events, args.seed, args.bad_rate));
     let streams = memory_streams(&log, &topics, 1);
     let sample_sku = 1;
@@ -435,7 +435,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         registry.clone(),
         health.clone(),
     )?;
-    eprintln!("API on http://{}", args.pipeline.listen);
+    say!("API on http://{}", args.pipeline.listen);
     let sinks = SinkSet {
         views: ViewStore::Memory(store.clone()),
         ledger: LedgerStore::Memory(store.clone()),
@@ -461,7 +461,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     )?;
     let secs = started.elapsed().as_secs_f64();
     let (skus, orders, as_of) = store.read(|s| (s.stock.len(), s.orders.len(), s.as_of));
-    eprintln!(
+    say!(
         "done in {secs:.1}s ({:.0} events/s): {} accepted, {} dead letters, {} duplicates, {} late; {skus} SKUs, {orders} orders, {} alerts; views as of {}",
         summary.messages as f64 / secs,
         summary.accepted,
@@ -471,7 +471,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         sink_stats.alerts.load(Ordering::Relaxed),
         as_of.map(rfc3339_utc).unwrap_or_default(),
     );
-    eprintln!(
+    say!(
         "alerts: {0}/alerts.jsonl   dead letters: {0}/dlq.jsonl",
         args.out_dir
     );
@@ -500,14 +500,14 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         // Lets `shopflow token` mint more tokens for this session.
         println!("export {}={secret}", shopflow_api::auth::SECRET_ENV);
     }
-    eprintln!(
+    say!(
         "tokens above are valid for 24 h; more: shopflow token --role storefront|seller|analyst|admin [--seller-id N] (with {} set)",
         shopflow_api::auth::SECRET_ENV
     );
     if args.exit_when_done {
         return Ok(());
     }
-    eprintln!("serving until Ctrl-C…");
+    say!("serving until Ctrl-C…");
     wait_for_ctrl_c();
     Ok(())
 }
@@ -604,7 +604,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         registry.clone(),
         health.clone(),
     )?;
-    eprintln!("API on http://{}", args.pipeline.listen);
+    say!("API on http://{}", args.pipeline.listen);
     let live = args.kafka.is_some() && args.file.is_none() && !args.bounded;
     let sinks = SinkSet {
         views,
@@ -628,7 +628,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         sinks,
         (&registry, health),
     )?;
-    eprintln!(
+    say!(
         "finished: {} messages, {} accepted, {} dead letters, {} duplicates, {} late; views as of {:?}",
         summary.messages,
         summary.accepted,
@@ -638,7 +638,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         sink_stats.as_of_plus_one.load(Ordering::Relaxed).checked_sub(1)
     );
     if !args.exit_when_done {
-        eprintln!("serving until Ctrl-C…");
+        say!("serving until Ctrl-C…");
         wait_for_ctrl_c();
         return Ok(());
     }
@@ -672,7 +672,7 @@ pub fn gen(args: GenArgs) -> Result<()> {
                 f.write_all(b"\n")?;
             }
             f.flush()?;
-            eprintln!("wrote {} messages to {path}", log.len());
+            say!("wrote {} messages to {path}", log.len());
         }
         (None, Some(brokers)) => {
             let topics = Topics::with_prefix(&args.topic_prefix);
@@ -689,7 +689,7 @@ pub fn gen(args: GenArgs) -> Result<()> {
             let records = kafka_records(&log, &topics, args.partitions);
             let started = Instant::now();
             rt.block_on(shopflow_sinks::kafka::produce(brokers, &records))?;
-            eprintln!(
+            say!(
                 "produced {} messages to {brokers} in {:.1}s",
                 records.len(),
                 started.elapsed().as_secs_f64()

@@ -279,3 +279,47 @@ fn demo_serves_every_view_endpoint() {
         std::panic::resume_unwind(e);
     }
 }
+
+#[test]
+fn json_log_format_writes_only_json_objects() {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shopflow"));
+    c.args([
+        "run",
+        "--file",
+        "/nonexistent.jsonl",
+        "--listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ])
+    .env_remove("SHOPFLOW_MYSQL_URL")
+    .env(
+        "SHOPFLOW_JWT_SECRET",
+        "demo-test-secret-0123456789abcdef0123456",
+    );
+    let out = c.output().expect("run shopflow run");
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
+        .collect();
+    // The warning about in-process ledgers, then the error, each an object with a level
+    // and a message.
+    assert!(lines.len() >= 2, "{err}");
+    for l in &lines {
+        assert!(
+            l["level"].is_string() && l["fields"]["message"].is_string(),
+            "{l}"
+        );
+    }
+    let last = lines.last().unwrap();
+    assert_eq!(last["level"], "ERROR");
+    assert!(
+        last["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent.jsonl"),
+        "{last}"
+    );
+}
