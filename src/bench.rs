@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use shopflow_gen::{generate, GenConfig};
 use shopflow_ingest::source::{KafkaConfig, KafkaSource};
@@ -30,6 +30,21 @@ pub struct BenchArgs {
     /// Workload sizes of the file-source table (comma-separated); empty skips it.
     #[arg(long, value_delimiter = ',', default_value = "200000,1000000")]
     sizes: Vec<usize>,
+    /// Freshness probe (needs --kafka and --redis): messages per second offered through
+    /// Kafka into Redis; 0 skips it. Half the `decode + pipeline` rate through Kafka is the
+    /// issue's yardstick.
+    #[arg(long, default_value_t = 0)]
+    freshness_rate: usize,
+    /// How long the freshness probe offers load, in seconds.
+    #[arg(long, default_value_t = 20)]
+    freshness_secs: u64,
+    /// Allowed lateness of the freshness run (the views' as_of trails the newest event by
+    /// it, so it adds to every figure; SPEC's default is 5000).
+    #[arg(long, default_value_t = 0)]
+    freshness_lateness_ms: u64,
+    /// Redis for the freshness probe.
+    #[arg(long, env = "SHOPFLOW_REDIS_URL")]
+    redis: Option<String>,
 }
 
 fn rate(n: usize, started: Instant) -> f64 {
@@ -112,10 +127,17 @@ pub fn bench(args: BenchArgs) -> Result<()> {
 
     basket_costs(args.workers)?;
 
-    let Some(brokers) = args.kafka else {
+    let Some(brokers) = args.kafka.clone() else {
         println!("(give --kafka BROKERS or SHOPFLOW_KAFKA_BROKERS for the Kafka figures)");
         return Ok(());
     };
+    if args.freshness_rate > 0 {
+        let redis = args
+            .redis
+            .clone()
+            .context("the freshness probe writes to Redis: give --redis or SHOPFLOW_REDIS_URL")?;
+        return freshness(&args, &brokers, &redis);
+    }
     let prefix = format!("bench{}.", std::process::id());
     let topics = Topics::with_prefix(&prefix);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -364,4 +386,198 @@ fn peak_rss_of(child: &mut std::process::Child) -> Result<u64> {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// The freshness probe: offers `freshness_rate` messages per second for `freshness_secs`
+/// through Kafka to a live pipeline writing to Redis, each message's `ts` set to the moment
+/// it is handed to the producer, and polls Redis's `as_of` every millisecond. A message is
+/// fresh when a read's `as_of` first covers its `ts`; prints p50, p99 and the maximum of
+/// (that moment − its `ts`).
+fn freshness(args: &BenchArgs, brokers: &str, redis_url: &str) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let rate = args.freshness_rate;
+    let n = rate * args.freshness_secs as usize;
+    let log = generate(&GenConfig {
+        events: n,
+        bad_rate: 0.0,
+        ..GenConfig::default()
+    });
+    let prefix = format!("fresh{}x{}.", std::process::id(), now_ms());
+    let topics = Topics::with_prefix(&prefix);
+    let io = shopflow_sinks::io_runtime();
+    let mut names: Vec<&str> = topics.inputs().to_vec();
+    names.extend([topics.alerts.as_str(), topics.dlq.as_str()]);
+    io.block_on(ensure_topics(brokers, &names, args.partitions))?;
+    let redis = io.block_on(shopflow_sinks::redis::RedisViews::connect(
+        redis_url, &prefix,
+    ))?;
+
+    // The live pipeline into Redis (ledgers and sales in process: this measures the views).
+    let store = MemoryStore::new();
+    let sinks = SinkSet {
+        views: ViewStore::Redis(redis.clone()),
+        ledger: shopflow_sinks::LedgerStore::Memory(store.clone()),
+        sales: shopflow_sinks::SalesStore::Memory(store.clone()),
+        alerts: EventLog::Memory(store.clone()),
+        dead_letters: EventLog::Memory(store),
+    };
+    let kconfig = KafkaConfig {
+        brokers: brokers.to_string(),
+        topics: topics.inputs().iter().map(|s| s.to_string()).collect(),
+        bounded: false,
+        fetch_bytes_per_partition: 1 << 20,
+    };
+    let config = PipelineConfig {
+        workers: args.workers,
+        lateness_ms: args.freshness_lateness_ms,
+        live: true,
+        ..PipelineConfig::default()
+    };
+    let stats = Arc::new(shopflow_pipelines::Stats::default());
+    let (tx, rx) = std::sync::mpsc::sync_channel(64);
+    let writer = shopflow_sinks::spawn_writer(
+        rx,
+        sinks,
+        Arc::new(shopflow_sinks::writer::SinkStats::default()),
+        io.handle().clone(),
+    );
+    let pipeline = {
+        let stats = stats.clone();
+        std::thread::spawn(move || {
+            shopflow_pipelines::run(
+                config,
+                move |w, peers| {
+                    Ok(Box::new(KafkaSource::new(&kconfig, w, peers)?) as Box<dyn Source>)
+                },
+                tx,
+                stats,
+            )
+        })
+    };
+
+    // Reads of as_of: (wall ms of the read, as_of).
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let done = done.clone();
+        let redis = redis.clone();
+        let handle = io.handle().clone();
+        std::thread::spawn(move || -> Vec<(u64, u64)> {
+            let mut reads = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                if let Ok(Some(as_of)) = handle.block_on(redis.as_of()) {
+                    let now = now_ms();
+                    if reads.last().is_none_or(|&(_, a)| as_of > a) {
+                        reads.push((now, as_of));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            reads
+        })
+    };
+
+    // Offer the load: a batch every 10 ms, each message stamped with the send time.
+    let publisher = shopflow_sinks::kafka::Publisher::connect(brokers)?;
+    let per_tick = (rate / 100).max(1);
+    let mut sent: Vec<u64> = Vec::with_capacity(n);
+    let started = Instant::now();
+    for (tick, chunk) in log.chunks(per_tick).enumerate() {
+        let due = started + Duration::from_millis(10 * tick as u64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let ts = now_ms();
+        let records: Vec<_> = chunk
+            .iter()
+            .map(|m| stamped(m, &topics, args.partitions, ts))
+            .collect();
+        io.block_on(publisher.publish(&records))?;
+        sent.extend(std::iter::repeat_n(ts, chunk.len()));
+    }
+    let offered_for = started.elapsed();
+    // Wait until the last message is covered (or give up after 30 s).
+    let last = *sent.last().unwrap_or(&0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if matches!(io.block_on(redis.as_of()), Ok(Some(a)) if a >= last) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    done.store(true, Ordering::Relaxed);
+    stats.stop.store(true, Ordering::SeqCst);
+    let reads = reader.join().expect("reader thread");
+    pipeline.join().expect("pipeline thread")?;
+    writer.join().expect("writer thread")?;
+
+    let mut lags: Vec<u64> = sent
+        .iter()
+        .filter_map(|&ts| {
+            let i = reads.partition_point(|&(_, a)| a < ts);
+            reads.get(i).map(|&(at, _)| at.saturating_sub(ts))
+        })
+        .collect();
+    let covered = lags.len();
+    lags.sort_unstable();
+    let pct = |p: f64| {
+        lags.get(((lags.len() as f64 * p) as usize).min(lags.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "freshness through Kafka into Redis: {} msg/s offered for {:.1} s ({} messages, {} partitions per topic, lateness {} ms)",
+        rate,
+        offered_for.as_secs_f64(),
+        sent.len(),
+        args.partitions,
+        args.freshness_lateness_ms
+    );
+    println!(
+        "  produce → as_of covers it: p50 {} ms, p99 {} ms, max {} ms ({covered} of {} covered)",
+        pct(0.50),
+        pct(0.99),
+        lags.last().copied().unwrap_or(0),
+        sent.len()
+    );
+    Ok(())
+}
+
+/// `m` as a record of its topic and partition with its `ts` replaced by `ts` (a payload that
+/// is not a JSON object is sent as is).
+fn stamped(
+    m: &shopflow_gen::GenMessage,
+    topics: &Topics,
+    partitions: i32,
+    ts: u64,
+) -> shopflow_sinks::kafka::RawRecord {
+    let payload = match serde_json::from_slice::<serde_json::Value>(&m.payload) {
+        Ok(serde_json::Value::Object(mut o)) => {
+            o.insert("ts".into(), ts.into());
+            serde_json::to_vec(&o).expect("a JSON object serializes")
+        }
+        _ => m.payload.clone(),
+    };
+    shopflow_sinks::kafka::RawRecord {
+        topic: match m.topic {
+            shopflow_gen::TopicKind::Catalog => &topics.catalog,
+            shopflow_gen::TopicKind::Inventory => &topics.inventory,
+            shopflow_gen::TopicKind::Members => &topics.members,
+            shopflow_gen::TopicKind::Orders => &topics.orders,
+            shopflow_gen::TopicKind::Reviews => &topics.reviews,
+        }
+        .clone(),
+        partition: (m.key % partitions.max(1) as u64) as i32,
+        key: Some(m.key.to_string().into_bytes()),
+        payload,
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

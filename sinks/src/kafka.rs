@@ -271,47 +271,71 @@ pub struct RawRecord {
 
 /// Produces `records` in order (per partition) and waits for every acknowledgement.
 pub async fn produce(brokers: &str, records: &[RawRecord]) -> Result<(), SinkError> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        // Not idempotent: with several idempotent producers starting at once, Nisshi 0.8.1
-        // sometimes answers OutOfOrderSequenceNumber to a fresh producer's first batch,
-        // which fails the whole publish (seen in 1 of 6 concurrent publishers). One request
-        // in flight keeps the order on a retry; a retry after a lost acknowledgement could
-        // still duplicate a record, which loopback publishing of test and demo logs accepts.
-        .set("enable.idempotence", "false")
-        .set("max.in.flight.requests.per.connection", "1")
-        .set("acks", "all")
-        // Records are queued faster than one request's round trip, so batches fill
-        // without waiting.
-        .set("linger.ms", "0")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("message.timeout.ms", "300000")
-        .create()
-        .map_err(|e| kafka_error(brokers, "*", "creating a producer", e))?;
-    // Queued first and awaited after (see `enqueue`), in chunks so that the futures of a
-    // huge log are not all alive at once.
-    for chunk in records.chunks(50_000) {
-        let mut pending = Vec::with_capacity(chunk.len());
-        for r in chunk {
-            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&r.topic)
-                .partition(r.partition)
-                .payload(r.payload.as_slice());
-            if let Some(k) = &r.key {
-                rec = rec.key(k.as_slice());
-            }
-            let delivery = enqueue(&producer, rec)
-                .await
-                .map_err(|e| kafka_error(brokers, &r.topic, "queueing", e))?;
-            pending.push((&r.topic, delivery));
-        }
-        for (topic, delivery) in pending {
-            delivered(delivery)
-                .await
-                .map_err(|e| kafka_error(brokers, topic, "producing", e))?;
-        }
+    Publisher::connect(brokers)?.publish(records).await
+}
+
+/// A producer for publishing logs (tests, demos, benches): [`Publisher::publish`] may be
+/// called many times on one connection (a paced publisher sends a batch per tick).
+pub struct Publisher {
+    brokers: String,
+    producer: FutureProducer,
+}
+
+impl Publisher {
+    /// A producer for `brokers`.
+    pub fn connect(brokers: &str) -> Result<Publisher, SinkError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            // Not idempotent: with several idempotent producers starting at once, Nisshi
+            // 0.8.1 sometimes answers OutOfOrderSequenceNumber to a fresh producer's first
+            // batch, which fails the whole publish (seen in 1 of 6 concurrent publishers).
+            // One request in flight keeps the order on a retry; a retry after a lost
+            // acknowledgement could still duplicate a record, which loopback publishing of
+            // test and demo logs accepts.
+            .set("enable.idempotence", "false")
+            .set("max.in.flight.requests.per.connection", "1")
+            .set("acks", "all")
+            // Records are queued faster than one request's round trip, so batches fill
+            // without waiting.
+            .set("linger.ms", "0")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "1000000")
+            .set("message.timeout.ms", "300000")
+            .create()
+            .map_err(|e| kafka_error(brokers, "*", "creating a producer", e))?;
+        Ok(Publisher {
+            brokers: brokers.to_string(),
+            producer,
+        })
     }
-    Ok(())
+
+    /// Produces `records` in order (per partition) and waits for every acknowledgement.
+    pub async fn publish(&self, records: &[RawRecord]) -> Result<(), SinkError> {
+        let brokers = self.brokers.as_str();
+        // Queued first and awaited after (see `enqueue`), in chunks so that the futures of
+        // a huge log are not all alive at once.
+        for chunk in records.chunks(50_000) {
+            let mut pending = Vec::with_capacity(chunk.len());
+            for r in chunk {
+                let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&r.topic)
+                    .partition(r.partition)
+                    .payload(r.payload.as_slice());
+                if let Some(k) = &r.key {
+                    rec = rec.key(k.as_slice());
+                }
+                let delivery = enqueue(&self.producer, rec)
+                    .await
+                    .map_err(|e| kafka_error(brokers, &r.topic, "queueing", e))?;
+                pending.push((&r.topic, delivery));
+            }
+            for (topic, delivery) in pending {
+                delivered(delivery)
+                    .await
+                    .map_err(|e| kafka_error(brokers, topic, "producing", e))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Reads every message of `topic` up to its current end: (partition, offset, key, payload).
