@@ -264,6 +264,8 @@ struct Tally {
     latencies_us: Vec<u64>,
     statuses: BTreeMap<u16, u64>,
     by_endpoint: BTreeMap<&'static str, BTreeMap<u16, u64>>,
+    /// Latencies of each endpoint, so the slow one shows at a glance.
+    latencies_by_endpoint: BTreeMap<&'static str, Vec<u64>>,
     errors: u64,
     unexpected: u64,
     problems: Vec<String>,
@@ -286,6 +288,9 @@ impl Tally {
             for (s, n) in m {
                 *mine.entry(s).or_default() += n;
             }
+        }
+        for (e, l) in other.latencies_by_endpoint {
+            self.latencies_by_endpoint.entry(e).or_default().extend(l);
         }
         self.errors += other.errors;
         self.unexpected += other.unexpected;
@@ -355,6 +360,11 @@ async fn worker(plan: Arc<Plan>, index: usize, seed: u64) -> Tally {
         match result {
             Ok((status, body)) => {
                 tally.latencies_us.push(elapsed.as_micros() as u64);
+                tally
+                    .latencies_by_endpoint
+                    .entry(p.endpoint)
+                    .or_default()
+                    .push(elapsed.as_micros() as u64);
                 *tally.statuses.entry(status).or_default() += 1;
                 *tally
                     .by_endpoint
@@ -527,6 +537,9 @@ pub fn load(args: LoadArgs) -> Result<()> {
     let secs = started.elapsed().as_secs_f64();
     let mut tally = std::mem::take(&mut *total.lock().expect("tally"));
     tally.latencies_us.sort_unstable();
+    for l in tally.latencies_by_endpoint.values_mut() {
+        l.sort_unstable();
+    }
     let answered = tally.latencies_us.len() as u64;
     let server_errors: u64 = tally.statuses.range(500..).map(|(_, n)| n).sum();
     let lat = |p| percentile(&tally.latencies_us, p);
@@ -542,6 +555,10 @@ pub fn load(args: LoadArgs) -> Result<()> {
         "status": tally.statuses.iter().map(|(s, n)| (s.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
         "endpoints": tally.by_endpoint.iter().map(|(e, m)| {
             (e.to_string(), json!(m.iter().map(|(s, n)| (s.to_string(), json!(n))).collect::<serde_json::Map<_, _>>()))
+        }).collect::<serde_json::Map<_, _>>(),
+        "endpoint_latency_ms": tally.latencies_by_endpoint.iter().map(|(e, l)| {
+            let at = |p| percentile(l, p);
+            (e.to_string(), json!({"p50": at(50.0), "p99": at(99.0), "max": at(100.0)}))
         }).collect::<serde_json::Map<_, _>>(),
         "errors": tally.errors,
         "server_errors": server_errors,
@@ -593,7 +610,14 @@ fn print_report(r: &Value) {
     println!("status: {}", counts(&r["status"]));
     if let Some(eps) = r["endpoints"].as_object() {
         for (e, m) in eps {
-            println!("  {e:<14} {}", counts(m));
+            let l = &r["endpoint_latency_ms"][e];
+            println!(
+                "  {e:<14} p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  {}",
+                l["p50"].as_f64().unwrap_or(0.0),
+                l["p99"].as_f64().unwrap_or(0.0),
+                l["max"].as_f64().unwrap_or(0.0),
+                counts(m)
+            );
         }
     }
     println!(

@@ -241,8 +241,18 @@ fn api_under_load_from_a_second_process() {
         (not_found as f64) < answered as f64 * 0.05,
         "404s beyond the planned 2 %: {shop:#}"
     );
-    // Every endpoint of the mix was exercised.
+    // Every endpoint of the mix was exercised, each with its own latency percentiles.
     assert_eq!(shop["endpoints"].as_object().unwrap().len(), 11, "{shop:#}");
+    let per_endpoint = shop["endpoint_latency_ms"].as_object().unwrap();
+    assert_eq!(per_endpoint.len(), 11, "{shop:#}");
+    for (e, l) in per_endpoint {
+        let (p50, p99, max) = (
+            l["p50"].as_f64().unwrap(),
+            l["p99"].as_f64().unwrap(),
+            l["max"].as_f64().unwrap(),
+        );
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{e}: {l}");
+    }
 
     // The load command fails when answers are not the planned ones: tokens signed with
     // another secret get 401.
