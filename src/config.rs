@@ -166,13 +166,16 @@ impl FileConfig {
     /// Parses the text of a file; the error is `LINE: KEY: what is wrong`.
     pub fn parse(text: &str) -> Result<FileConfig, String> {
         let config: FileConfig = toml::from_str(text).map_err(|e| describe(text, &e))?;
-        if let Some(url) = &config.sinks.mysql_url {
-            if has_password(url) {
-                let line = line_of_key(text, "mysql_url").unwrap_or(1);
+        let urls = [
+            ("mysql_url", &config.sinks.mysql_url, "put it in the file named by sinks.mysql_password_file, or give the whole URL in SHOPFLOW_MYSQL_URL"),
+            ("redis_url", &config.sinks.redis_url, "give the whole URL in SHOPFLOW_REDIS_URL"),
+            ("clickhouse_url", &config.sinks.clickhouse_url, "give the whole URL in SHOPFLOW_CLICKHOUSE_URL"),
+        ];
+        for (key, url, instead) in urls {
+            if url.as_deref().is_some_and(has_password) {
+                let line = line_of_key(text, key).unwrap_or(1);
                 return Err(format!(
-                    "{line}: sinks.mysql_url: a password is not kept in the configuration file; \
-                     put it in the file named by sinks.mysql_password_file, or give the whole \
-                     URL in SHOPFLOW_MYSQL_URL"
+                    "{line}: sinks.{key}: a password is not kept in the configuration file; {instead}"
                 ));
             }
         }
@@ -308,7 +311,13 @@ pub fn merge(args: &mut RunArgs, file: &FileConfig, matches: &ArgMatches) -> Res
             });
         }};
     }
-    let s = &file.source;
+    // Where events come from is one choice made in one place: a flag or variable naming
+    // either Kafka or a file sets aside both keys of the file.
+    let source_given = [Origin::of(matches, "kafka"), Origin::of(matches, "file")]
+        .iter()
+        .any(|o| *o != Origin::Default);
+    let none = SourceSection::default();
+    let s = if source_given { &none } else { &file.source };
     setting!(
         "source.kafka_brokers",
         "kafka",
@@ -317,6 +326,7 @@ pub fn merge(args: &mut RunArgs, file: &FileConfig, matches: &ArgMatches) -> Res
         Some
     );
     setting!("source.file", "file", args.file, s.file, Some);
+    let s = &file.source;
     setting!("source.bounded", "bounded", args.bounded, s.bounded, |v| v);
     setting!(
         "source.kafka_fetch_kb",
@@ -334,6 +344,13 @@ pub fn merge(args: &mut RunArgs, file: &FileConfig, matches: &ArgMatches) -> Res
     );
     let k = &file.sinks;
     setting!("sinks.redis_url", "redis", args.redis, k.redis_url, Some);
+    if let Some(last) = out.last_mut() {
+        last.value = args
+            .redis
+            .as_deref()
+            .map(redact_url)
+            .unwrap_or_else(|| "-".into());
+    }
     setting!(
         "sinks.redis_prefix",
         "redis_prefix",
@@ -370,6 +387,13 @@ pub fn merge(args: &mut RunArgs, file: &FileConfig, matches: &ArgMatches) -> Res
         k.clickhouse_url,
         Some
     );
+    if let Some(last) = out.last_mut() {
+        last.value = args
+            .clickhouse
+            .as_deref()
+            .map(redact_url)
+            .unwrap_or_else(|| "-".into());
+    }
     setting!(
         "sinks.clickhouse_db",
         "clickhouse_db",
@@ -580,6 +604,10 @@ mod tests {
         let e = err("[sinks]\nmysql_url = \"mysql://u:secret@h:3306/db\"\n");
         assert!(e.starts_with("2: sinks.mysql_url: a password"), "{e}");
         assert!(!e.contains("secret@"), "the password is not echoed: {e}");
+        let e = err("[sinks]\nredis_url = \"redis://:secret@h:6379/\"\n");
+        assert!(e.starts_with("2: sinks.redis_url: a password"), "{e}");
+        let e = err("[sinks]\n\nclickhouse_url = \"http://u:secret@h:8123\"\n");
+        assert!(e.starts_with("3: sinks.clickhouse_url: a password"), "{e}");
         for e in [err("[pipeline]\nworkers = 2\nwokers = 3\n"), err("x = [\n")] {
             assert!(!e.contains('\n'), "one line: {e:?}");
         }

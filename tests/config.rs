@@ -294,3 +294,42 @@ fn a_secret_file_others_may_read_is_warned_about_and_never_shown() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_source_given_by_flag_or_env_sets_aside_both_source_keys_of_the_file() {
+    let dir = scratch("source");
+    let file = dir.join("shopflow.toml");
+    write(
+        &file,
+        "[source]\nfile = \"x.jsonl\"\nkafka_brokers = \"file-broker:9092\"\n",
+    );
+    let with_file = show(shopflow().args(["config", "show", "--config"]).arg(&file));
+    assert_eq!(with_file["source.file"], ("file".into(), "x.jsonl".into()));
+    // --kafka on the command line: the file's `file` must not win over it.
+    let got = show(
+        shopflow()
+            .args(["config", "show", "--kafka", "flag-broker:9092", "--config"])
+            .arg(&file),
+    );
+    assert_eq!(
+        got["source.kafka_brokers"],
+        ("flag".into(), "flag-broker:9092".into())
+    );
+    assert_eq!(
+        got["source.file"],
+        ("default".into(), "-".into()),
+        "{got:?}"
+    );
+    let got = show(
+        shopflow()
+            .args(["config", "show", "--config"])
+            .arg(&file)
+            .env("SHOPFLOW_FILE", "env.jsonl"),
+    );
+    assert_eq!(got["source.file"], ("env".into(), "env.jsonl".into()));
+    assert_eq!(
+        got["source.kafka_brokers"],
+        ("default".into(), "-".into()),
+        "{got:?}"
+    );
+}

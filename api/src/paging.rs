@@ -125,13 +125,15 @@ impl<H: Hasher> std::io::Write for HashWriter<'_, H> {
     }
 }
 
-/// The digest of a whole list and the query that selected it (`scope`).
-fn digest(scope: &str, items: &[Value]) -> u64 {
+/// The digest of a whole list, the query that selected it (`scope`) and the `as_of` of the
+/// walk's first page (so a cursor cannot be made to name another `as_of`).
+fn digest(scope: &str, as_of: Millis, items: &[Value]) -> u64 {
     // DefaultHasher::new() has fixed keys: the same input hashes alike in every process
     // built with one Rust release.
     let mut h = std::collections::hash_map::DefaultHasher::new();
     h.write(scope.as_bytes());
     h.write_u8(0);
+    h.write_u64(as_of);
     for item in items {
         serde_json::to_writer(HashWriter(&mut h), item).expect("a JSON value serializes");
         h.write_u8(b'\n');
@@ -144,7 +146,9 @@ pub fn parse_limit(raw: Option<&str>, limits: Limits) -> Result<usize, ApiError>
     match raw {
         None => Ok(limits.default),
         Some(text) => match text.parse::<usize>() {
-            Ok(n) if (1..=limits.max).contains(&n) => Ok(n),
+            Ok(n) if (1..=limits.max).contains(&n) && text.bytes().all(|b| b.is_ascii_digit()) => {
+                Ok(n)
+            }
             _ => Err(ApiError::BadRequest(format!(
                 "limit must be an integer in 1..={}, got {text:?}",
                 limits.max
@@ -164,23 +168,23 @@ pub fn page(
     limits: Limits,
 ) -> Result<Page, ApiError> {
     let limit = parse_limit(query.limit.as_deref(), limits)?;
-    let digest = digest(scope, &items);
-    let (offset, as_of) = match query.cursor.as_deref() {
-        None => (0, as_of),
+    let (offset, as_of, digest) = match query.cursor.as_deref() {
+        None => (0, as_of, digest(scope, as_of, &items)),
         Some(text) => {
             let c = Cursor::decode(text).ok_or_else(|| {
                 ApiError::BadRequest(format!(
                     "cursor {text:?} is malformed: pass the previous page's next_cursor unchanged"
                 ))
             })?;
-            if c.digest != digest || c.offset > items.len() {
+            let now = digest(scope, c.as_of, &items);
+            if c.digest != now || c.offset > items.len() {
                 return Err(ApiError::BadRequest(format!(
                     "cursor expired: the list changed since the walk's first page (as_of {}), \
                      or the cursor belongs to another query; start again without a cursor",
                     c.as_of
                 )));
             }
-            (c.offset, c.as_of)
+            (c.offset, c.as_of, now)
         }
     };
     let end = offset.saturating_add(limit).min(items.len());
@@ -268,7 +272,7 @@ mod tests {
 
     #[test]
     fn bad_limits_and_cursors_are_400s() {
-        for limit in ["0", "4", "-1", "x", ""] {
+        for limit in ["0", "4", "-1", "x", "", "+2", " 2"] {
             let err = page(list(3), 1, "s", &query(Some(limit), None), SMALL).unwrap_err();
             assert!(
                 matches!(err, ApiError::BadRequest(ref m) if m.contains("1..=3")),
@@ -295,6 +299,10 @@ mod tests {
             assert!(err.to_string().contains("malformed"), "{cursor:?}: {err}");
         }
         let err = page(list(5), 1, "s", &query(None, Some(&tampered_offset)), SMALL).unwrap_err();
+        assert!(err.to_string().contains("expired"), "{err}");
+        // Another as_of in an otherwise valid cursor: expired, not echoed back.
+        let tampered_as_of = format!("{}.7.{}.{}", parts[0], parts[2], parts[3]);
+        let err = page(list(5), 1, "s", &query(None, Some(&tampered_as_of)), SMALL).unwrap_err();
         assert!(err.to_string().contains("expired"), "{err}");
     }
 

@@ -626,7 +626,7 @@ impl Tally {
 /// paused (the window exceeds the lateness), so reading always progresses.
 struct Pauses {
     window: Millis,
-    /// Since when each stream is paused.
+    /// For each paused stream, when its paused time was last counted.
     since: Vec<Option<std::time::Instant>>,
 }
 
@@ -639,7 +639,7 @@ impl Pauses {
     }
 
     /// Pauses and resumes `source`'s streams for input frontier `cap`, adding the time each
-    /// was paused to its counter when it resumes.
+    /// has been paused to its counter at every call (so a long pause shows while it lasts).
     fn update(
         &mut self,
         source: &mut dyn Source,
@@ -647,20 +647,18 @@ impl Pauses {
         cap: Millis,
         counters: &[prometheus::Counter],
     ) {
+        let now = std::time::Instant::now();
         for (s, v) in validators.iter().enumerate() {
+            if let Some(at) = self.since[s] {
+                counters[s].inc_by(now.duration_since(at).as_secs_f64());
+            }
             let ahead = v.frontier() > cap.saturating_add(self.window);
-            match (ahead, self.since[s]) {
-                (true, None) => {
-                    self.since[s] = Some(std::time::Instant::now());
-                    source.set_paused(s, true);
-                }
-                (false, Some(at)) => {
-                    self.since[s] = None;
-                    counters[s].inc_by(at.elapsed().as_secs_f64());
-                    source.set_paused(s, false);
-                }
+            match (ahead, self.since[s].is_some()) {
+                (true, false) => source.set_paused(s, true),
+                (false, true) => source.set_paused(s, false),
                 _ => {}
             }
+            self.since[s] = ahead.then_some(now);
         }
     }
 }

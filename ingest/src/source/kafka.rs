@@ -12,6 +12,7 @@
 //! loop retries with backoff and reports it). Offsets are checked per partition: a message
 //! delivered again (at or below the last offset read) is skipped, so nothing is read twice.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -77,9 +78,13 @@ pub struct KafkaConfig {
 /// A source over this worker's share of the partitions of some topics.
 pub struct KafkaSource {
     brokers: String,
-    consumer: Arc<BaseConsumer<SourceContext>>,
-    /// Each stream's own queue.
+    /// Each stream's own queue. Declared before `consumer`: fields drop in order, and
+    /// librdkafka requires the partition queues to be released before the consumer.
     queues: Vec<PartitionQueue<SourceContext>>,
+    consumer: Arc<BaseConsumer<SourceContext>>,
+    /// Stream number of each (topic, partition), for messages that arrive on the
+    /// consumer's own queue (fetched before the partition queues were split off).
+    index: HashMap<(String, i32), usize>,
     /// Streams the worker paused.
     paused: Vec<bool>,
     /// The stream the next poll reads first (turns rotate).
@@ -213,7 +218,13 @@ impl KafkaSource {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let index = streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ((s.topic.clone(), s.partition), i))
+            .collect();
         let mut me = KafkaSource {
+            index,
             brokers: config.brokers.clone(),
             consumer,
             queues,
@@ -332,11 +343,33 @@ impl Source for KafkaSource {
         if !self.bounded && self.last_refresh.elapsed() > Duration::from_millis(500) {
             self.refresh_ends()?;
         }
-        // The consumer's own queue carries events and errors only (messages come through
-        // the partition queues); serving it runs the client's callbacks.
-        if let Some(Err(error)) = self.consumer.poll(Duration::ZERO) {
-            tracing::debug!(%error, "consumer error; checking the broker");
-            self.suspect = true;
+        // The consumer's own queue carries events and errors (and messages fetched before
+        // the partition queues were split off): serving it runs the client's callbacks.
+        let mut got = 0;
+        while got < max {
+            match self.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(m)) => {
+                    let Some(&s) = self.index.get(&(m.topic().to_string(), m.partition())) else {
+                        continue;
+                    };
+                    let mut cursor = Cursor {
+                        bounded: self.bounded,
+                        position: &mut self.position[s],
+                        end: &mut self.end[s],
+                    };
+                    if cursor.take(s, &m, out) {
+                        got += 1;
+                    }
+                }
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "consumer error; checking the broker");
+                    self.suspect = true;
+                }
+            }
+        }
+        if self.suspect {
+            // The next poll asks the broker first.
             return Ok(());
         }
         let n = self.streams.len();
@@ -354,7 +387,6 @@ impl Source for KafkaSource {
             return Ok(());
         }
         let deadline = Instant::now() + Duration::from_millis(20);
-        let mut got = 0;
         loop {
             // Passes over the readable streams, each taking an equal share of what is left,
             // until the batch is full or a pass finds nothing.
@@ -390,7 +422,8 @@ impl Source for KafkaSource {
                 break;
             }
             if got == before {
-                std::thread::sleep(Duration::from_millis(1));
+                // Nothing anywhere yet: wait a little (not a spin; at most four times).
+                std::thread::sleep(Duration::from_millis(5));
             }
         }
         Ok(())
