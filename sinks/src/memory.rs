@@ -1,6 +1,10 @@
 //! The embedded default store: every view, alert and dead letter in process memory.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The store's keyed rows: foldhash (fast for integer keys; the keys are ids the pipeline
+/// produced, not attacker-chosen input).
+pub type RowMap<K, V> = foldhash::HashMap<K, V>;
 use std::sync::{Arc, RwLock};
 
 use shopflow_model::{
@@ -17,17 +21,17 @@ pub struct MemoryState {
     /// The input was bounded and is fully processed.
     pub complete: bool,
     /// Stock rows with the `as_of` they were written at.
-    pub stock: HashMap<u64, (StockLevel, Millis)>,
+    pub stock: RowMap<u64, (StockLevel, Millis)>,
     /// Order rows with the `as_of` they were written at.
-    pub orders: HashMap<u64, (OrderView, Millis)>,
+    pub orders: RowMap<u64, (OrderView, Millis)>,
     /// Rating rows.
-    pub ratings: HashMap<u64, RatingView>,
+    pub ratings: RowMap<u64, RatingView>,
     /// Recommendation rows.
-    pub also_bought: HashMap<u64, AlsoBought>,
+    pub also_bought: RowMap<u64, AlsoBought>,
     /// Member rows.
-    pub members: HashMap<u64, MemberView>,
+    pub members: RowMap<u64, MemberView>,
     /// Recent orders per member.
-    pub member_orders: HashMap<u64, MemberOrders>,
+    pub member_orders: RowMap<u64, MemberOrders>,
     /// The points ledger by (member, ts, entry id): a member's entries in time order are
     /// one range. An entry never changes once written, so writing it again (a replay)
     /// finds the same key.

@@ -544,7 +544,11 @@ async fn write_loop(
             write_dead_letters(&mut sinks.dead_letters, &dead, retry).await?;
         }
         if let Some(mut batch) = views {
-            batch.dedup_keys();
+            // One in-process store applies rows in order (the last of a key wins): the
+            // dedup would only repeat that work.
+            if sinks.single_memory_store().is_none() {
+                batch.dedup_keys();
+            }
             let alerts: Vec<Alert> = batch
                 .alerts
                 .iter()
