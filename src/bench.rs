@@ -4,6 +4,8 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+
+use crate::now_ms;
 use clap::Args;
 use shopflow_gen::{generate, GenConfig};
 use shopflow_ingest::source::{KafkaConfig, KafkaSource};
@@ -573,11 +575,4 @@ fn stamped(
         key: Some(m.key.to_string().into_bytes()),
         payload,
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

@@ -306,7 +306,7 @@ pub fn merge(args: &mut RunArgs, file: &FileConfig, matches: &ArgMatches) -> Res
             }
             out.push(Setting {
                 key: $key,
-                value: shown(&$dst),
+                value: ShowValue::show(&$dst),
                 origin,
             });
         }};
@@ -475,11 +475,6 @@ pub fn merge(args: &mut RunArgs, file: &FileConfig, matches: &ArgMatches) -> Res
         |v| v
     );
     Ok(out)
-}
-
-/// A value for `config show`.
-fn shown<T: ShowValue>(v: &T) -> String {
-    v.show()
 }
 
 /// How `config show` prints a value.

@@ -166,16 +166,20 @@ fn main() {
 /// Whether log and status lines are JSON (`--log-format json`), set once at start.
 static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// See [`say!`].
 pub(crate) fn status_line(message: &str) {
     if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
         eprintln!(
             "{}",
-            serde_json::json!({"timestamp": shopflow_model::time::rfc3339_utc(now), "level": "INFO",
+            serde_json::json!({"timestamp": shopflow_model::time::rfc3339_utc(now_ms()), "level": "INFO",
                                "fields": {"message": message}, "target": "shopflow"})
         );
     } else {

@@ -54,8 +54,9 @@ fn mint(secret: &str, args: &[&str]) -> String {
     text.trim().to_string()
 }
 
-/// `shopflow run` over a file that does not exist, with `secret` as the JWT secret.
-fn run_missing_file(secret: Option<&str>) -> std::process::Output {
+/// `shopflow run` over a file that does not exist, with `secret` as the JWT secret and
+/// `extra` arguments.
+fn run_missing_file(secret: Option<&str>, extra: &[&str]) -> std::process::Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_shopflow"));
     c.args([
         "run",
@@ -64,6 +65,7 @@ fn run_missing_file(secret: Option<&str>) -> std::process::Output {
         "--listen",
         "127.0.0.1:0",
     ])
+    .args(extra)
     .env_remove("SHOPFLOW_JWT_SECRET")
     .env_remove("SHOPFLOW_MYSQL_URL");
     if let Some(s) = secret {
@@ -74,7 +76,7 @@ fn run_missing_file(secret: Option<&str>) -> std::process::Output {
 
 #[test]
 fn run_refuses_to_start_without_a_jwt_secret() {
-    let out = run_missing_file(None);
+    let out = run_missing_file(None, &[]);
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.trim().lines().count(), 1, "{err}");
@@ -84,7 +86,7 @@ fn run_refuses_to_start_without_a_jwt_secret() {
     );
     // With a secret, the missing file is the error: its cause once, and no colour codes
     // in the log lines when stderr is not a terminal.
-    let out = run_missing_file(Some("demo-test-secret-0123456789abcdef0123456"));
+    let out = run_missing_file(Some("demo-test-secret-0123456789abcdef0123456"), &[]);
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(
@@ -282,22 +284,10 @@ fn demo_serves_every_view_endpoint() {
 
 #[test]
 fn json_log_format_writes_only_json_objects() {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_shopflow"));
-    c.args([
-        "run",
-        "--file",
-        "/nonexistent.jsonl",
-        "--listen",
-        "127.0.0.1:0",
-        "--log-format",
-        "json",
-    ])
-    .env_remove("SHOPFLOW_MYSQL_URL")
-    .env(
-        "SHOPFLOW_JWT_SECRET",
-        "demo-test-secret-0123456789abcdef0123456",
+    let out = run_missing_file(
+        Some("demo-test-secret-0123456789abcdef0123456"),
+        &["--log-format", "json"],
     );
-    let out = c.output().expect("run shopflow run");
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     let lines: Vec<serde_json::Value> = err

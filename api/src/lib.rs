@@ -287,18 +287,9 @@ struct RangeQuery {
     from: Option<String>,
     to: Option<String>,
     bucket: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
-impl RangeQuery {
-    /// The paging part of the query.
-    fn paging(&self) -> PageQuery {
-        PageQuery {
-            limit: self.limit.clone(),
-            cursor: self.cursor.clone(),
-        }
-    }
+    /// `limit` and `cursor`.
+    #[serde(flatten)]
+    page: PageQuery,
 }
 
 fn parse_range(q: &RangeQuery) -> Result<(Millis, Millis), ApiError> {
@@ -346,7 +337,7 @@ async fn sales(
         series,
         as_of,
         &format!("sales/{id}?from={from}&to={to}&bucket={}", bucket.as_str()),
-        &q.paging(),
+        &q.page,
         LIST_LIMITS,
     )?;
     Ok(Json(json!({
@@ -400,7 +391,7 @@ async fn settlements(
         rows,
         as_of,
         &format!("settlements/{id}?from={from}&to={to}"),
-        &q.paging(),
+        &q.page,
         LIST_LIMITS,
     )?;
     Ok(Json(json!({

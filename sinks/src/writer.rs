@@ -153,6 +153,14 @@ impl SinkStats {
         let ready = self.batches.load(Ordering::Relaxed) > 0 && self.health.is_healthy();
         self.metrics.ready.set(i64::from(ready));
     }
+
+    /// Counts a view batch of `rows` rows written to every sink, as of `as_of`.
+    fn batch_written(&self, rows: usize, as_of: Millis) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        self.as_of_plus_one.fetch_max(as_of + 1, Ordering::Relaxed);
+        self.refresh_ready();
+    }
 }
 
 /// How the writer treats failing writes.
@@ -604,10 +612,7 @@ async fn write_loop(
                     .metrics
                     .wrote("memory", memory_rows, started.elapsed());
                 stats.metrics.holds("memory", as_of);
-                stats.batches.fetch_add(1, Ordering::Relaxed);
-                stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
-                stats.as_of_plus_one.fetch_max(as_of + 1, Ordering::Relaxed);
-                stats.refresh_ready();
+                stats.batch_written(rows, as_of);
                 continue;
             }
             // Ledgers before serving views: after a crash between the two, the ledger is
@@ -668,31 +673,17 @@ async fn write_loop(
                 stats.metrics.wrote("memory", rows, took);
                 stats.metrics.holds("memory", batch.as_of);
             }
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-            stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
-            stats.as_of_plus_one.fetch_max(as_of + 1, Ordering::Relaxed);
-            stats.refresh_ready();
+            stats.batch_written(rows, as_of);
         }
     }
     Ok(())
 }
 
-/// Rows of a batch, each counted once (what `shopflow_sink_rows` and the run summary count).
+/// Rows of a batch, each counted once (what `shopflow_sink_rows` and the run summary count):
+/// [`part_rows`] without the members counted twice (ledger and view) and the sellers.
 fn total_rows(batch: &ViewBatch) -> usize {
-    batch.stock.len()
-        + batch.orders.len()
-        + batch.ratings.len()
-        + batch.also_bought.len()
-        + batch.ratings_removed.len()
-        + batch.also_bought_removed.len()
-        + batch.members.len()
-        + batch.member_orders.len()
-        + batch.points.len()
-        + batch.settlements.len()
-        + batch.payouts.len()
-        + batch.invoices.len()
-        + batch.sales_facts.len()
-        + batch.sales_minutes.len()
+    let (ledger, sales, views) = part_rows(batch);
+    ledger + sales + views - batch.members.len() - batch.sellers.len()
 }
 
 impl SinkSet {
@@ -732,14 +723,14 @@ impl SinkSet {
     }
 }
 
-/// Rows of a batch for the ledger store (points, settlements, payouts, invoices, members,
-/// sellers), the sales store (facts and minute rollups) and the view store (stock, orders,
-/// ratings, recommendations and their removals, members, member orders).
 /// The writer stops gathering waiting batches into one once it holds this many rows, so a
 /// sink that fell behind catches up in transactions of bounded size (and a crash loses at
 /// most one such transaction's work) rather than in one that grows with the backlog.
 const MAX_COALESCED_ROWS: usize = 5_000;
 
+/// Rows of a batch for the ledger store (points, settlements, payouts, invoices, members,
+/// sellers), the sales store (facts and minute rollups) and the view store (stock, orders,
+/// ratings, recommendations and their removals, members, member orders).
 fn part_rows(batch: &ViewBatch) -> (usize, usize, usize) {
     let ledger = batch.points.len()
         + batch.settlements.len()
