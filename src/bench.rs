@@ -158,6 +158,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         topics: topics.inputs().iter().map(|s| s.to_string()).collect(),
         bounded: true,
         fetch_bytes_per_partition: 1 << 20,
+        start_offsets: Default::default(),
     };
     // Baseline: raw consume of the same partitions, same split over workers, no decode.
     let started = Instant::now();
@@ -431,6 +432,7 @@ fn freshness(args: &BenchArgs, brokers: &str, redis_url: &str) -> Result<()> {
         topics: topics.inputs().iter().map(|s| s.to_string()).collect(),
         bounded: false,
         fetch_bytes_per_partition: 1 << 20,
+        start_offsets: Default::default(),
     };
     let config = PipelineConfig {
         workers: args.workers,

@@ -130,6 +130,17 @@ pub struct ApiSection {
 pub struct RunSection {
     /// `--exit-when-done`: exit once a bounded input is processed.
     pub exit_when_done: Option<bool>,
+    /// `--state-dir`: where checkpoints are written and restarts resume from.
+    pub state_dir: Option<String>,
+    /// `--checkpoint-interval-secs`: seconds between checkpoints.
+    #[serde(default, deserialize_with = "in_range::<_, 1, 86_400>")]
+    pub checkpoint_interval_secs: Option<u64>,
+    /// `--checkpoint-every-messages`: messages read between checkpoints (0: no limit).
+    #[serde(default, deserialize_with = "in_range::<_, 0, 1_000_000_000_000>")]
+    pub checkpoint_every_messages: Option<u64>,
+    /// `--checkpoints-kept`: checkpoint files kept.
+    #[serde(default, deserialize_with = "in_range::<_, 1, 100>")]
+    pub checkpoints_kept: Option<u64>,
 }
 
 /// An integer in `LO..=HI`.
@@ -473,6 +484,35 @@ pub fn merge(args: &mut RunArgs, file: &FileConfig, matches: &ArgMatches) -> Res
         args.exit_when_done,
         file.run.exit_when_done,
         |v| v
+    );
+    let r = &file.run;
+    setting!(
+        "run.state_dir",
+        "state_dir",
+        args.state_dir,
+        r.state_dir,
+        Some
+    );
+    setting!(
+        "run.checkpoint_interval_secs",
+        "checkpoint_interval_secs",
+        args.checkpoint_interval_secs,
+        r.checkpoint_interval_secs,
+        |v| v
+    );
+    setting!(
+        "run.checkpoint_every_messages",
+        "checkpoint_every_messages",
+        args.checkpoint_every_messages,
+        r.checkpoint_every_messages,
+        |v| v
+    );
+    setting!(
+        "run.checkpoints_kept",
+        "checkpoints_kept",
+        args.checkpoints_kept,
+        r.checkpoints_kept,
+        |v| v as usize
     );
     Ok(out)
 }

@@ -66,6 +66,9 @@ enum Command {
     /// Concurrent GETs at a running API (bounded in count and time): throughput, latency
     /// percentiles, counts by status; fails on any error, 5xx or unexpected answer.
     Load(load::LoadArgs),
+    /// List the checkpoints of a state directory, newest first: whether each can be used,
+    /// where it stands, and what its bytes are made of.
+    Checkpoints(wiring::CheckpointsArgs),
 }
 
 /// `shopflow config …`
@@ -149,6 +152,7 @@ fn main() {
         Command::Bench(a) => bench::bench(a),
         Command::Token(a) => token::token(a),
         Command::Load(a) => load::load(a),
+        Command::Checkpoints(a) => wiring::checkpoints(a),
     };
     if let Err(e) = result {
         match cli.log_format {

@@ -50,8 +50,9 @@ pub struct Accepted {
     pub before: Option<Box<OrderState>>,
 }
 
-/// Dedup, life cycle and time for one input stream.
-#[derive(Debug)]
+/// Dedup, life cycle and time for one input stream. Serializable: a checkpoint saves it
+/// whole, and a restart continues the stream with it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct StreamValidator {
     horizon: Millis,
     lateness: Millis,

@@ -20,8 +20,8 @@ pub use ledger::{
 };
 pub use sales::{SalesEffect, SalesFact, SalesMinute};
 pub use views::{
-    Alert, AlertBody, AlsoBought, DeadLetter, DeadLetterReason, OrderStatus, OrderView, Output,
-    RatingView, StatusChange, StockLevel, ViewBatch,
+    Alert, AlertBody, AlsoBought, CheckpointCommit, DeadLetter, DeadLetterReason, OrderStatus,
+    OrderView, Output, RatingView, StatusChange, StockLevel, StoreImages, ViewBatch,
 };
 
 /// Largest id, amount of milliseconds or other integer the contract accepts: 2^53 − 1.

@@ -119,16 +119,97 @@ pub struct AlsoBought {
     pub items: Vec<(u64, u64)>,
 }
 
-/// A derived event written to `shop.alerts`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// A derived event written to `shop.alerts`. As JSON: `{event_id, ts, type, …}` (the
+/// body's fields inline); in binary formats (checkpoints) a plain tuple, since those
+/// cannot read an inlined, internally tagged body back.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Alert {
     /// Deterministic id: the same alert always has the same id, across replays.
     pub event_id: String,
     /// The dataflow time at which the condition arose.
     pub ts: Millis,
     /// What happened.
-    #[serde(flatten)]
     pub body: AlertBody,
+}
+
+/// [`Alert`] as JSON.
+#[derive(Serialize, Deserialize)]
+struct AlertJson {
+    event_id: String,
+    ts: Millis,
+    #[serde(flatten)]
+    body: AlertBody,
+}
+
+/// [`AlertBody`] in binary formats (externally tagged).
+#[derive(Serialize, Deserialize)]
+enum AlertBinary {
+    StockLow(u64, i64, i64),
+    StockRestored(u64, i64, i64),
+    GradeChanged(u64, Grade, Grade),
+}
+
+impl Serialize for Alert {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return AlertJson {
+                event_id: self.event_id.clone(),
+                ts: self.ts,
+                body: self.body.clone(),
+            }
+            .serialize(s);
+        }
+        let body = match self.body {
+            AlertBody::StockLow {
+                sku,
+                available,
+                threshold,
+            } => AlertBinary::StockLow(sku, available, threshold),
+            AlertBody::StockRestored {
+                sku,
+                available,
+                threshold,
+            } => AlertBinary::StockRestored(sku, available, threshold),
+            AlertBody::GradeChanged {
+                member_id,
+                from,
+                to,
+            } => AlertBinary::GradeChanged(member_id, from, to),
+        };
+        (&self.event_id, self.ts, body).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Alert {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let a = AlertJson::deserialize(d)?;
+            return Ok(Alert {
+                event_id: a.event_id,
+                ts: a.ts,
+                body: a.body,
+            });
+        }
+        let (event_id, ts, body) = <(String, Millis, AlertBinary)>::deserialize(d)?;
+        let body = match body {
+            AlertBinary::StockLow(sku, available, threshold) => AlertBody::StockLow {
+                sku,
+                available,
+                threshold,
+            },
+            AlertBinary::StockRestored(sku, available, threshold) => AlertBody::StockRestored {
+                sku,
+                available,
+                threshold,
+            },
+            AlertBinary::GradeChanged(member_id, from, to) => AlertBody::GradeChanged {
+                member_id,
+                from,
+                to,
+            },
+        };
+        Ok(Alert { event_id, ts, body })
+    }
 }
 
 /// The kinds of alert.
@@ -273,7 +354,7 @@ impl std::fmt::Display for DeadLetterReason {
 }
 
 /// A rejected input message, kept losslessly for the dead-letter topic.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DeadLetter {
     /// Why it was rejected.
     pub reason: DeadLetterReason,
@@ -497,4 +578,67 @@ pub enum Output {
     Views(ViewBatch),
     /// Rejected messages, in the order they were read within each stream.
     DeadLetters(Vec<DeadLetter>),
+    /// Everything before this in the channel makes up a checkpoint's moment: once it is
+    /// written, the writer commits the checkpoint (with the in-process stores' images).
+    Checkpoint(CheckpointCommit),
 }
+
+/// What the sink writer adds to a checkpoint: the state of the sinks that a restart cannot
+/// ask for themselves.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreImages {
+    /// An image of each in-process store (see `MemoryStore::image`).
+    pub memory: Vec<Vec<u8>>,
+    /// The length of each JSON-lines file written (alerts, dead letters), by path: a
+    /// restart cuts each back to it and appends.
+    pub files: Vec<(String, u64)>,
+}
+
+/// What commits a checkpoint: called by the sink writer once every output sent before it
+/// has been written, with the sinks' images. It returns a one-line description of what it
+/// wrote, or why it could not.
+type CommitFn = dyn FnOnce(StoreImages) -> Result<String, String> + Send;
+
+/// A checkpoint waiting for the writer to reach it (see [`Output::Checkpoint`]). Clones
+/// share the one commit; the first [`CheckpointCommit::commit`] runs it.
+#[derive(Clone)]
+pub struct CheckpointCommit {
+    /// The checkpoint's sequence number (for logs).
+    pub seq: u64,
+    commit: std::sync::Arc<std::sync::Mutex<Option<Box<CommitFn>>>>,
+}
+
+impl CheckpointCommit {
+    /// A checkpoint numbered `seq` committed by `commit`.
+    pub fn new(
+        seq: u64,
+        commit: impl FnOnce(StoreImages) -> Result<String, String> + Send + 'static,
+    ) -> Self {
+        CheckpointCommit {
+            seq,
+            commit: std::sync::Arc::new(std::sync::Mutex::new(Some(Box::new(commit)))),
+        }
+    }
+
+    /// Writes the checkpoint with the stores' images; `None` if it was committed already.
+    pub fn commit(&self, stores: StoreImages) -> Option<Result<String, String>> {
+        let f = self.commit.lock().ok()?.take()?;
+        Some(f(stores))
+    }
+}
+
+impl std::fmt::Debug for CheckpointCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointCommit")
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for CheckpointCommit {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.commit, &other.commit)
+    }
+}
+
+impl Eq for CheckpointCommit {}

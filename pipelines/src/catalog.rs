@@ -18,7 +18,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Concat, Exchange};
 
 use crate::effects::{FactDraft, SkuMsg};
-use crate::ordered::{ordered, End, Timed};
+use crate::ordered::{ordered, Ctx, Timed};
 use crate::settlements::SellerMsg;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -27,7 +27,7 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type EventKey = (Millis, i32, i64);
 
 /// What the catalog operator of one worker keeps.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Catalog {
     /// Current listing of each SKU: (seller, category).
     listings: FastMap<u64, (EventKey, u64, u64)>,
@@ -119,18 +119,17 @@ impl Catalog {
 pub fn catalog<'s>(
     by_sku: Timed<'s, (u64, SkuMsg)>,
     categories: Timed<'s, (u64, SkuMsg)>,
-    end: &End,
+    ctx: &Ctx,
 ) -> Timed<'s, (u64, SellerMsg)> {
     let records = by_sku
         .exchange(|((sku, _), _)| *sku)
         .concat(categories.broadcast());
-    let mut c = Catalog::default();
     ordered(
         records,
         Pipeline,
         "Catalog",
-        end,
-        move |time, records, out| {
+        ctx,
+        move |c: &mut Catalog, time, records, out| {
             // Catalog updates at this time first: a lookup at t sees every update at t.
             let mut listed: Vec<u64> = Vec::new();
             let mut categories_changed = false;

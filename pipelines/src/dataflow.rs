@@ -13,11 +13,12 @@ use timely::dataflow::{InputHandleVec, Scope};
 use crate::catalog::catalog;
 use crate::effects::{Effect, MemberMsg, SkuMsg, StockDelta};
 use crate::members::members;
-use crate::ordered::End;
+use crate::ordered::{Ctx, End};
 use crate::orders::{owned_effects, OrderMsg};
 use crate::output::{send_batches, Row};
 use crate::products::{also_bought, ratings, ReviewMsg};
 use crate::settlements::{sellers, SellerMsg};
+use crate::state::States;
 use crate::stock::stock_levels;
 
 /// Settings of the views.
@@ -96,15 +97,20 @@ impl Inputs {
     }
 }
 
-/// Builds the views in `scope`; returns the inputs and a probe on everything that feeds the
-/// output, so `probe.less_than(t)` means "the sinks have not yet been handed time t".
+/// Builds the views in `scope`; returns the inputs and a probe after the output, so
+/// `probe.less_than(t)` means "the sinks have not yet been handed time t". Every operator
+/// registers its state in `states` (and starts from the part saved there, on a restart).
 pub fn build<'s>(
     scope: Scope<'s, Millis>,
     config: ViewConfig,
     out: SyncSender<Output>,
     failed: Arc<AtomicBool>,
+    states: States,
 ) -> (Inputs, ProbeHandle<Millis>) {
-    let end: End = Default::default();
+    let ctx = Ctx {
+        end: End::default(),
+        states,
+    };
     let (orders_in, orders) = scope.new_input::<(OrderMsg, Millis)>();
     let (stock_in, direct_stock) = scope.new_input::<((u64, StockDelta), Millis)>();
     let (reviews_in, reviews) = scope.new_input::<((u64, ReviewMsg), Millis)>();
@@ -113,7 +119,7 @@ pub fn build<'s>(
     let (categories_in, categories) = scope.new_input::<((u64, SkuMsg), Millis)>();
 
     // The owner's effects of every order event, split by the view they feed.
-    let mut parts = owned_effects(orders, &end)
+    let mut parts = owned_effects(orders, &ctx)
         .partition(5, |(e, t)| {
             let part = match &e {
                 Effect::View(_) => 0,
@@ -150,17 +156,17 @@ pub fn build<'s>(
     let stock_rows = stock_levels(
         direct_stock.concat(order_stock),
         config.low_stock_threshold,
-        &end,
+        &ctx,
     );
-    let recommendations = also_bought(baskets, config.also_bought_top, &end);
-    let rating_rows = ratings(reviews, &end);
-    let member_rows = members(member_events.concat(order_members), &end);
+    let recommendations = also_bought(baskets, config.also_bought_top, &ctx);
+    let rating_rows = ratings(reviews, &ctx);
+    let member_rows = members(member_events.concat(order_members), &ctx);
     let listings = products
         .clone()
         .map(|((sku, _seller, listing), t)| ((sku, listing), t));
     let named = products.map(|((_sku, seller, _), t)| ((seller, SellerMsg::Named), t));
-    let seller_records = catalog(order_skus.concat(listings), categories, &end);
-    let seller_rows = sellers(seller_records.concat(named), &end);
+    let seller_records = catalog(order_skus.concat(listings), categories, &ctx);
+    let seller_rows = sellers(seller_records.concat(named), &ctx);
 
     let rows = order_rows
         .concat(stock_rows)
@@ -169,8 +175,7 @@ pub fn build<'s>(
         .concat(member_rows)
         .concat(seller_rows);
     let probe = ProbeHandle::new();
-    let rows = rows.probe_with(&probe);
-    send_batches(rows, out, failed, &end);
+    send_batches(rows, out, failed, &ctx).probe_with(&probe);
     (
         Inputs {
             orders: orders_in,
@@ -179,7 +184,7 @@ pub fn build<'s>(
             members: members_in,
             products: products_in,
             categories: categories_in,
-            end,
+            end: ctx.end.clone(),
         },
         probe,
     )

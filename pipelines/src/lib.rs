@@ -13,10 +13,14 @@
 //! - [`runtime`] runs timely workers: it polls the sources, validates each message
 //!   (dead letters, duplicates, late events), assigns dataflow times and advances the
 //!   frontier (SPEC §4).
+//! - [`checkpoint`] and [`state`]: what a checkpoint holds (every operator's state, each
+//!   stream's validator and next offset, the in-process stores' images), its file format,
+//!   and where a restart puts it back.
 //! - [`metrics`] exports those counts, the consumer lag and the frontier to Prometheus.
 #![forbid(missing_docs)]
 
 pub mod catalog;
+pub mod checkpoint;
 pub mod dataflow;
 pub mod effects;
 pub mod members;
@@ -27,6 +31,7 @@ pub mod output;
 pub mod products;
 pub mod runtime;
 pub mod settlements;
+pub mod state;
 pub mod stock;
 
 pub use metrics::PipelineMetrics;

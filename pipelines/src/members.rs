@@ -8,7 +8,7 @@ use shopflow_model::{Alert, EntryCause, Grade, MemberOrders, MemberView, Millis,
 use timely::dataflow::channels::pact::Exchange;
 
 use crate::effects::MemberMsg;
-use crate::ordered::{ordered, End, Timed};
+use crate::ordered::{ordered, Ctx, Timed};
 use crate::output::Row;
 
 /// How many recent orders a member's list keeps (SPEC §6).
@@ -17,7 +17,7 @@ pub const RECENT_ORDERS: usize = 20;
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// What each worker keeps per member it owns.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Member {
     /// 6-month spend now.
     spend: i128,
@@ -40,17 +40,17 @@ struct Member {
 /// written if they changed; then the points entries, a confirmation at the grade the
 /// member has now (the rate is frozen: a later grade change does not rewrite it), a refund
 /// after confirmation at the rate frozen at the confirmation.
-pub fn members<'s>(records: Timed<'s, (u64, MemberMsg)>, end: &End) -> Timed<'s, Row> {
+pub fn members<'s>(records: Timed<'s, (u64, MemberMsg)>, ctx: &Ctx) -> Timed<'s, Row> {
     let by_member = Exchange::new(|((m, _), _): &((u64, MemberMsg), Millis)| *m);
-    let mut members: FastMap<u64, Member> = FastMap::default();
-    // Points rate frozen at each confirmed order's confirmation.
-    let mut rates: FastMap<u64, u32> = FastMap::default();
+    // Per member its state, and per confirmed order the points rate frozen at its
+    // confirmation.
+    type State = (FastMap<u64, Member>, FastMap<u64, u32>);
     ordered(
         records,
         by_member,
         "Members",
-        end,
-        move |time, mut records, out| {
+        ctx,
+        move |(members, rates): &mut State, time, mut records, out| {
             // Group by member, keeping each member's records in arrival order.
             records.sort_by_key(|(m, _)| *m);
             for group in records.chunk_by(|a, b| a.0 == b.0) {

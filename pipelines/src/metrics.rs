@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    CounterVec, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Counter, CounterVec, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use shopflow_model::{DeadLetterReason, Millis};
 
@@ -45,6 +45,15 @@ pub struct PipelineMetrics {
     /// The frontier and the latest event time, exported by a collector that computes the
     /// lags when scraped.
     pub frontier: FrontierGauges,
+    /// `shopflow_checkpoints_total`: checkpoints written.
+    pub checkpoints: IntCounter,
+    /// `shopflow_checkpoint_bytes`: size of the last checkpoint written.
+    pub checkpoint_bytes: IntGauge,
+    /// `shopflow_checkpoint_write_seconds`: how long writing the last checkpoint took (in
+    /// the sink writer; reading goes on meanwhile).
+    pub checkpoint_write: Gauge,
+    /// `shopflow_checkpoint_pause_seconds_total`: time reading was paused for checkpoints.
+    pub checkpoint_pause: Counter,
 }
 
 impl Default for PipelineMetrics {
@@ -114,6 +123,22 @@ impl PipelineMetrics {
                 "Failed attempts at reading the input (e.g. the Kafka broker unreachable), each retried with backoff.",
             ),
             frontier: FrontierGauges::new(),
+            checkpoints: counter("shopflow_checkpoints_total", "Checkpoints written."),
+            checkpoint_bytes: IntGauge::with_opts(Opts::new(
+                "shopflow_checkpoint_bytes",
+                "Size of the last checkpoint written, in bytes.",
+            ))
+            .expect("valid metric"),
+            checkpoint_write: Gauge::with_opts(Opts::new(
+                "shopflow_checkpoint_write_seconds",
+                "How long writing the last checkpoint took (the sink writer writes it; reading goes on).",
+            ))
+            .expect("valid metric"),
+            checkpoint_pause: Counter::with_opts(Opts::new(
+                "shopflow_checkpoint_pause_seconds_total",
+                "Time reading was paused to take checkpoints.",
+            ))
+            .expect("valid metric"),
         };
         for reason in DeadLetterReason::ALL {
             me.dead_letters.with_label_values(&[reason.as_str()]);
@@ -133,7 +158,24 @@ impl PipelineMetrics {
         registry.register(Box::new(self.source_paused.clone()))?;
         registry.register(Box::new(self.source_errors.clone()))?;
         registry.register(Box::new(self.frontier.clone()))?;
+        registry.register(Box::new(self.checkpoints.clone()))?;
+        registry.register(Box::new(self.checkpoint_bytes.clone()))?;
+        registry.register(Box::new(self.checkpoint_write.clone()))?;
+        registry.register(Box::new(self.checkpoint_pause.clone()))?;
         Ok(())
+    }
+
+    /// Counts a checkpoint of `bytes` written in `took`.
+    pub fn checkpoint_written(&self, bytes: u64, took: std::time::Duration) {
+        self.checkpoints.inc();
+        self.checkpoint_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.checkpoint_write.set(took.as_secs_f64());
+    }
+
+    /// Counts `paused`, the time reading stood still for a checkpoint.
+    pub fn checkpoint_paused(&self, paused: std::time::Duration) {
+        self.checkpoint_pause.inc_by(paused.as_secs_f64());
     }
 
     /// The dead-letter counter of `reason`.

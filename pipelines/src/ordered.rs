@@ -14,7 +14,11 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use shopflow_model::Millis;
+
+use crate::state::States;
 use timely::dataflow::channels::pact::ParallelizationContract;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
@@ -28,44 +32,103 @@ pub type Timed<'s, D> = StreamVec<'s, Millis, (D, Millis)>;
 /// Shared by the operators of one worker.
 pub type End = Rc<Cell<Option<Millis>>>;
 
+/// What every operator of one worker shares: the end of a bounded input and the registry
+/// of operator states that checkpoints save and restarts restore.
+#[derive(Clone, Default)]
+pub struct Ctx {
+    /// See [`End`].
+    pub end: End,
+    /// See [`States`].
+    pub states: States,
+}
+
+/// An `ordered` operator's whole state: the records waiting for the frontier and the
+/// state of its logic. This is what a checkpoint saves of it.
+#[derive(Serialize, Deserialize)]
+struct Waiting<D, S> {
+    /// Records due soon, in time order once sorted (see [`ordered`]).
+    near: Vec<(D, Millis)>,
+    /// Records dated far ahead, by time.
+    future: BTreeMap<Millis, Vec<D>>,
+    /// The operator's own state.
+    logic: S,
+}
+
+impl<D, S: Default> Default for Waiting<D, S> {
+    fn default() -> Self {
+        Waiting {
+            near: Vec::new(),
+            future: BTreeMap::new(),
+            logic: S::default(),
+        }
+    }
+}
+
+impl<D, S> Waiting<D, S> {
+    /// The earliest time of a waiting record.
+    fn earliest(&self) -> Option<Millis> {
+        let near = self.near.iter().map(|(_, t)| *t).min();
+        let future = self.future.keys().next().copied();
+        match (near, future) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
 /// Handles the records of `stream` (partitioned by `pact`) time by time: when the frontier
-/// passes a time t, `logic(t, records, out)` gets every record dated t, in arrival order,
-/// and may push output records dated t or later into `out`.
+/// passes a time t, `logic(state, t, records, out)` gets every record dated t, in arrival
+/// order, and may push output records dated t or later into `out`.
+///
+/// `state` is the operator's own state (its maps of SKUs, members…). It and the records
+/// waiting for the frontier are registered in `ctx.states` under `name`, so a checkpoint
+/// saves them and a restart starts from them.
 ///
 /// Records dated after `end` (once set) are never handed over; when the input ends (an
 /// empty frontier) records still waiting are dropped. The worker loop drives the frontier
 /// past `end` before it closes the inputs, so what is dropped is only work scheduled after
 /// the end of a bounded input (windows that would close later).
-pub fn ordered<'s, D, O, P, L>(
+pub fn ordered<'s, D, O, P, S, L>(
     stream: Timed<'s, D>,
     pact: P,
     name: &str,
-    end: &End,
+    ctx: &Ctx,
     mut logic: L,
 ) -> Timed<'s, O>
 where
-    D: Clone + 'static,
+    D: Clone + Serialize + DeserializeOwned + 'static,
     O: Clone + 'static,
+    S: Default + Serialize + DeserializeOwned + 'static,
     P: ParallelizationContract<Millis, Vec<(D, Millis)>>,
-    L: FnMut(Millis, Vec<D>, &mut Vec<(O, Millis)>) + 'static,
+    L: FnMut(&mut S, Millis, Vec<D>, &mut Vec<(O, Millis)>) + 'static,
 {
-    let end = end.clone();
-    stream.unary_frontier(pact, name, move |_cap, _info| {
-        // Records not handled yet, in two places: `near`, in time order (stable: arrival
-        // order within a time), holds those due soon; `future` holds those dated at least
-        // NEAR past the frontier when they arrived (windows that close months later), so
-        // that they are not sorted again at every activation. For one time, `future`'s
-        // records arrived before `near`'s (see `handle`).
-        let mut near: Vec<(D, Millis)> = Vec::new();
-        let mut future: BTreeMap<Millis, Vec<D>> = BTreeMap::new();
-        // One capability no later than any waiting record.
-        let mut held: Option<Capability<Millis>> = None;
+    let end = ctx.end.clone();
+    // Records not handled yet, in two places: `near`, in time order (stable: arrival
+    // order within a time), holds those due soon; `future` holds those dated at least
+    // NEAR past the frontier when they arrived (windows that close months later), so
+    // that they are not sorted again at every activation. For one time, `future`'s
+    // records arrived before `near`'s (see `handle`).
+    let waiting = ctx.states.register::<Waiting<D, S>>(name);
+    stream.unary_frontier(pact, name, move |cap, _info| {
+        // One capability no later than any waiting record: restored records keep the
+        // initial one, moved to the earliest of them.
+        let mut held: Option<Capability<Millis>> = waiting.borrow().earliest().map(|t| {
+            let mut cap = cap;
+            cap.downgrade(&t);
+            cap
+        });
         let mut out: Vec<(O, Millis)> = Vec::new();
         // The frontier and end of the last pass over the waiting records, and whether
-        // `near` is still sorted.
+        // `near` is still sorted (restored records may not be).
         let mut passed: Option<(Millis, Option<Millis>)> = None;
-        let mut sorted = true;
+        let mut sorted = waiting.borrow().near.is_empty();
         move |(input, frontier), output| {
+            let mut guard = waiting.borrow_mut();
+            let Waiting {
+                near,
+                future,
+                logic: state,
+            } = &mut *guard;
             let before = near.len();
             input.for_each(|cap, data| {
                 let at = *cap.least().expect("a message has a time");
@@ -98,7 +161,8 @@ where
                 sorted = true;
             }
             let ready = |t: Millis| t < f && e.is_none_or(|e| t <= e);
-            handle(&mut near, &mut future, ready, &mut logic, &mut out);
+            let mut step = |t: Millis, d: Vec<D>, o: &mut Vec<(O, Millis)>| logic(state, t, d, o);
+            handle(near, future, ready, &mut step, &mut out);
             // What stays in `near` and is dated far ahead moves to `future`.
             let far = near.partition_point(|(_, t)| *t < f.saturating_add(NEAR));
             for (d, t) in near.drain(far..) {

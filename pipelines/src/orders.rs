@@ -6,7 +6,7 @@ use shopflow_model::{EventBody, Millis};
 use timely::dataflow::channels::pact::Exchange;
 
 use crate::effects::Effect;
-use crate::ordered::{ordered, End, Timed};
+use crate::ordered::{ordered, Ctx, Timed};
 
 /// What one accepted order event of one stream changes (see [`crate::effects`]).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -40,15 +40,15 @@ pub fn stream_id(topic: &str, partition: i32) -> u64 {
 /// of every view. With producers keyed by order id (SPEC §1) every order has one placement
 /// and this changes nothing. Each worker remembers the owner of the orders it is given
 /// (one number per order).
-pub fn owned_effects<'s>(changes: Timed<'s, OrderMsg>, end: &End) -> Timed<'s, Effect> {
+pub fn owned_effects<'s>(changes: Timed<'s, OrderMsg>, ctx: &Ctx) -> Timed<'s, Effect> {
     let by_order = Exchange::new(|(m, _): &(OrderMsg, Millis)| m.order_id);
-    let mut owners: HashMap<u64, u64, foldhash::fast::RandomState> = HashMap::default();
+    type Owners = HashMap<u64, u64, foldhash::fast::RandomState>;
     ordered(
         changes,
         by_order,
         "OrderOwner",
-        end,
-        move |_time, msgs, out| {
+        ctx,
+        move |owners: &mut Owners, _time, msgs, out| {
             // Placements of orders not yet owned: the best one at this time wins.
             let mut contested: HashMap<u64, (&EventBody, u64)> = HashMap::new();
             for m in &msgs {

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::ordered::{End, Timed};
+use crate::ordered::{Ctx, Timed};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use shopflow_model::{
     Alert, AlsoBought, MemberOrders, MemberView, Millis, OrderView, Payout, PointsEntry,
     RatingView, SalesFact, SalesMinute, SettlementEntry, StockLevel, TaxInvoice,
 };
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
@@ -67,41 +68,47 @@ pub enum Row {
 ///
 /// If the receiver is gone, sets `failed` and drops further batches (the worker loop
 /// notices and stops).
+///
+/// The returned stream carries nothing: its frontier says which times have been handed to
+/// the writer (a probe on it sees every row before the sink, including rows in flight to
+/// the last worker).
 pub fn send_batches<'s>(
     rows: Timed<'s, Row>,
     out: SyncSender<Output>,
     failed: Arc<AtomicBool>,
-    end: &End,
-) {
-    let end = end.clone();
+    ctx: &Ctx,
+) -> Timed<'s, ()> {
+    let end = ctx.end.clone();
     // The last worker writes: worker 0 reads a file source alone (one stream), so the
     // batches are put together where the other half of the work is.
     let last = rows.scope().peers() - 1;
     let sender = rows.scope().index() == last;
     let to_last = last as u64;
-    rows.sink(
+    // Rows not yet handed over, by time (many are far in the future: the scheduled end
+    // of a basket's or a payment's window, so they are kept ordered and only the ready
+    // prefix is taken each time); the `as_of` of the last batch; whether the last batch
+    // (of a bounded input) went.
+    type Pending = (BTreeMap<Millis, Vec<Row>>, Option<Millis>, bool);
+    let state = ctx.states.register::<Pending>("SendViewBatches");
+    rows.unary_frontier::<CapacityContainerBuilder<Vec<((), Millis)>>, _, _, _>(
         Exchange::new(move |_: &(Row, Millis)| to_last),
         "SendViewBatches",
-        {
-            // Rows not yet handed over, by time. Many are far in the future (the
-            // scheduled end of a basket's or a payment's window), so they are kept ordered
-            // and only the ready prefix is taken each time, not scanned again.
-            let mut pending: BTreeMap<Millis, Vec<Row>> = BTreeMap::new();
-            let mut as_of: Option<Millis> = None;
-            let mut done = false;
-            move |(input, frontier)| {
+        move |_cap, _info| {
+            move |(input, frontier), _output| {
+                let mut guard = state.borrow_mut();
+                let (pending, as_of, done) = &mut *guard;
                 input.for_each(|_cap, data| {
                     for (row, t) in data.drain(..) {
                         pending.entry(t).or_default().push(row);
                     }
                 });
-                if done || !sender {
+                if *done || !sender {
                     return;
                 }
                 let (mut new_as_of, mut complete) = match frontier.frontier().first() {
                     Some(&0) => return,
                     Some(&f) => (f - 1, false),
-                    None => (as_of.unwrap_or(0), true),
+                    None => ((*as_of).unwrap_or(0), true),
                 };
                 if let Some(e) = end.get() {
                     if new_as_of >= e {
@@ -109,24 +116,24 @@ pub fn send_batches<'s>(
                         complete = true;
                     }
                 }
-                if !complete && as_of == Some(new_as_of) {
+                if !complete && *as_of == Some(new_as_of) {
                     return;
                 }
                 let later = pending.split_off(&(new_as_of + 1));
-                let ready = std::mem::replace(&mut pending, later);
+                let ready = std::mem::replace(pending, later);
                 let mut batch = consolidate(ready.into_values().flatten(), new_as_of);
                 batch.complete = complete;
                 if complete {
                     pending.clear();
                 }
-                as_of = Some(new_as_of);
-                done = complete;
+                *as_of = Some(new_as_of);
+                *done = complete;
                 if out.send(Output::Views(batch)).is_err() {
                     failed.store(true, Ordering::SeqCst);
                 }
             }
         },
-    );
+    )
 }
 
 /// The rows of `rows` (in time order, all dated ≤ `as_of`) as one batch: the last value

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use shopflow_model::{AlsoBought, Millis, RatingView};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
-use crate::ordered::{ordered, End, Timed};
+use crate::ordered::{ordered, Ctx, Timed};
 use crate::output::Row;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -27,17 +27,16 @@ pub struct ReviewMsg {
 
 /// Ratings per SKU over current reviews. A review is current when its latest event is a
 /// post; re-posting under another SKU moves it. A SKU whose last review goes loses its row.
-pub fn ratings<'s>(reviews: Timed<'s, (u64, ReviewMsg)>, end: &End) -> Timed<'s, Row> {
+pub fn ratings<'s>(reviews: Timed<'s, (u64, ReviewMsg)>, ctx: &Ctx) -> Timed<'s, Row> {
     let by_review = Exchange::new(|((id, _), _): &((u64, ReviewMsg), Millis)| *id);
     // Per review: the key of its latest event and what it says.
     type Latest = ((Millis, i32, i64), Option<(u64, u64)>);
-    let mut current: FastMap<u64, Latest> = FastMap::default();
     let changes = ordered(
         reviews,
         by_review,
         "CurrentReview",
-        end,
-        move |time, events, out| {
+        ctx,
+        move |current: &mut FastMap<u64, Latest>, time, events, out| {
             for (id, ev) in events {
                 let key = (time, ev.partition, ev.offset);
                 let old = match current.get(&id) {
@@ -58,13 +57,12 @@ pub fn ratings<'s>(reviews: Timed<'s, (u64, ReviewMsg)>, end: &End) -> Timed<'s,
         },
     );
     let by_sku = Exchange::new(|((sku, _, _), _): &((u64, u64, i64), Millis)| *sku);
-    let mut views: FastMap<u64, RatingView> = FastMap::default();
     ordered(
         changes,
         by_sku,
         "Ratings",
-        end,
-        move |time, mut changes, out| {
+        ctx,
+        move |views: &mut FastMap<u64, RatingView>, time, mut changes, out| {
             changes.sort_unstable();
             for group in changes.chunk_by(|a, b| a.0 == b.0) {
                 let sku = group[0].0;
@@ -100,13 +98,13 @@ pub fn ratings<'s>(reviews: Timed<'s, (u64, ReviewMsg)>, end: &End) -> Timed<'s,
 /// 2,450). Each worker keeps, per SKU it owns, every partner's weight both by partner and
 /// in rank order, so a change costs O(log partners) and reading the top k costs O(k),
 /// whatever the SKU's popularity; a row is written only when the top k changed.
-pub fn also_bought<'s>(baskets: Timed<'s, (Vec<u64>, i64)>, k: usize, end: &End) -> Timed<'s, Row> {
+pub fn also_bought<'s>(baskets: Timed<'s, (Vec<u64>, i64)>, k: usize, ctx: &Ctx) -> Timed<'s, Row> {
     let pairs = ordered(
         baskets,
         Pipeline,
         "BasketPairs",
-        end,
-        |time, baskets, out| {
+        ctx,
+        |_: &mut (), time, baskets, out| {
             for (skus, d) in baskets {
                 for &a in &skus {
                     for &b in &skus {
@@ -118,55 +116,60 @@ pub fn also_bought<'s>(baskets: Timed<'s, (Vec<u64>, i64)>, k: usize, end: &End)
             }
         },
     );
-    #[derive(Default)]
+    #[derive(Default, serde::Serialize, serde::Deserialize)]
     struct Partners {
         weight: FastMap<u64, u64>,
         ranked: BTreeSet<(Reverse<u64>, u64)>,
         shown: Vec<(u64, u64)>,
     }
     let by_sku = Exchange::new(|((a, _, _), _): &((u64, u64, i64), Millis)| *a);
-    let mut graph: FastMap<u64, Partners> = FastMap::default();
-    ordered(pairs, by_sku, "TopK", end, move |time, mut pairs, out| {
-        pairs.sort_unstable();
-        for group in pairs.chunk_by(|x, y| x.0 == y.0) {
-            let a = group[0].0;
-            let p = graph.entry(a).or_default();
-            for run in group.chunk_by(|x, y| x.1 == y.1) {
-                let b = run[0].1;
-                let d: i64 = run.iter().map(|x| x.2).sum();
-                if d == 0 {
+    ordered(
+        pairs,
+        by_sku,
+        "TopK",
+        ctx,
+        move |graph: &mut FastMap<u64, Partners>, time, mut pairs, out| {
+            pairs.sort_unstable();
+            for group in pairs.chunk_by(|x, y| x.0 == y.0) {
+                let a = group[0].0;
+                let p = graph.entry(a).or_default();
+                for run in group.chunk_by(|x, y| x.1 == y.1) {
+                    let b = run[0].1;
+                    let d: i64 = run.iter().map(|x| x.2).sum();
+                    if d == 0 {
+                        continue;
+                    }
+                    let w = p.weight.entry(b).or_insert(0);
+                    if *w > 0 {
+                        p.ranked.remove(&(Reverse(*w), b));
+                    }
+                    *w = w.wrapping_add_signed(d);
+                    if *w > 0 {
+                        p.ranked.insert((Reverse(*w), b));
+                    } else {
+                        p.weight.remove(&b);
+                    }
+                }
+                let top: Vec<(u64, u64)> = p
+                    .ranked
+                    .iter()
+                    .take(k)
+                    .map(|(Reverse(w), b)| (*b, *w))
+                    .collect();
+                if top == p.shown {
                     continue;
                 }
-                let w = p.weight.entry(b).or_insert(0);
-                if *w > 0 {
-                    p.ranked.remove(&(Reverse(*w), b));
-                }
-                *w = w.wrapping_add_signed(d);
-                if *w > 0 {
-                    p.ranked.insert((Reverse(*w), b));
+                if top.is_empty() {
+                    graph.remove(&a);
+                    out.push((Row::AlsoBought(a, None), time));
                 } else {
-                    p.weight.remove(&b);
+                    p.shown = top.clone();
+                    out.push((
+                        Row::AlsoBought(a, Some(AlsoBought { sku: a, items: top })),
+                        time,
+                    ));
                 }
             }
-            let top: Vec<(u64, u64)> = p
-                .ranked
-                .iter()
-                .take(k)
-                .map(|(Reverse(w), b)| (*b, *w))
-                .collect();
-            if top == p.shown {
-                continue;
-            }
-            if top.is_empty() {
-                graph.remove(&a);
-                out.push((Row::AlsoBought(a, None), time));
-            } else {
-                p.shown = top.clone();
-                out.push((
-                    Row::AlsoBought(a, Some(AlsoBought { sku: a, items: top })),
-                    time,
-                ));
-            }
-        }
-    })
+        },
+    )
 }

@@ -2,19 +2,21 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shopflow_ingest::validate::{DEFAULT_DEDUP_HORIZON_MS, DEFAULT_LATENESS_MS};
 use shopflow_ingest::{decode, Accepted, Message, Outcome, Source, SourceError, StreamValidator};
 use shopflow_model::health::Health;
 use shopflow_model::{DeadLetter, DeadLetterReason, EventBody, Millis, Output};
 
+use crate::checkpoint::{CheckpointConfig, CheckpointError, Restore, StreamPart, WorkerPart};
 use crate::dataflow::{build, Inputs, ViewConfig};
 use crate::effects::{order_effects, MemberMsg, SkuMsg};
 use crate::metrics::PipelineMetrics;
 use crate::orders::{stream_id, OrderMsg};
 use crate::products::ReviewMsg;
+use crate::state::States;
 
 /// How the pipeline runs.
 #[derive(Clone, Debug)]
@@ -42,6 +44,11 @@ pub struct PipelineConfig {
     /// lateness plus one second is used (the stream that holds the frontier is never
     /// paused). Default 60 s.
     pub read_ahead_ms: Millis,
+    /// Where and when checkpoints are taken; `None` takes none.
+    pub checkpoints: Option<CheckpointConfig>,
+    /// A checkpoint to continue from (the caller restores its store images); `None`
+    /// reads every stream from its start.
+    pub restore: Option<Arc<Restore>>,
 }
 
 /// The default [`PipelineConfig::read_ahead_ms`].
@@ -70,6 +77,8 @@ impl Default for PipelineConfig {
             poll_batch: 4096,
             source_give_up_after: Some(DEFAULT_SOURCE_GIVE_UP_AFTER),
             read_ahead_ms: DEFAULT_READ_AHEAD_MS,
+            checkpoints: None,
+            restore: None,
         }
     }
 }
@@ -155,6 +164,15 @@ pub enum PipelineError {
     /// Timely could not start or a worker panicked.
     #[error("dataflow worker failed: {0}")]
     Worker(String),
+    /// The checkpoint being restored does not fit this run.
+    #[error("cannot continue from checkpoint {seq}: {source} (move the state directory's checkpoints away to replay from the start)")]
+    Restore {
+        /// The checkpoint's sequence number.
+        seq: u64,
+        /// Why.
+        #[source]
+        source: CheckpointError,
+    },
 }
 
 fn now_ms() -> Millis {
@@ -180,8 +198,31 @@ where
     let workers = config.workers.max(1);
     let stats2 = stats.clone();
     let ends = Arc::new(Ends::new(workers));
+    if let Some(r) = &config.restore {
+        if r.caps.len() != workers {
+            return Err(PipelineError::Restore {
+                seq: r.seq,
+                source: CheckpointError::Mismatch(format!(
+                    "it was taken with {} workers, this run has {workers}",
+                    r.caps.len()
+                )),
+            });
+        }
+        for (c, &t) in ends.caps.iter().zip(&r.caps) {
+            c.store(t, Ordering::Release);
+        }
+    }
+    let coordinator = Arc::new(Coordinator::new(workers, config.checkpoints.clone())?);
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
-        worker_main(worker, &config, &make_source, out.clone(), &stats2, &ends)
+        worker_main(
+            worker,
+            &config,
+            &make_source,
+            out.clone(),
+            &stats2,
+            &ends,
+            &coordinator,
+        )
     })
     .map_err(PipelineError::Worker)?;
     for result in guards.join() {
@@ -203,6 +244,7 @@ fn worker_main<F>(
     out: SyncSender<Output>,
     stats: &Stats,
     ends: &Ends,
+    coordinator: &Coordinator,
 ) -> Result<(), PipelineError>
 where
     F: Fn(usize, usize) -> Result<Box<dyn Source>, SourceError>,
@@ -210,19 +252,34 @@ where
     let index = worker.index();
     let _guard = EndGuard { ends, index };
     let failed = Arc::new(AtomicBool::new(false));
+    let restore = config.restore.as_ref();
+    let mut part = restore.and_then(|r| r.take(index));
+    let restore_error = |source: CheckpointError| PipelineError::Restore {
+        seq: restore.map_or(0, |r| r.seq),
+        source,
+    };
+    let states = match part.as_mut() {
+        Some(p) => States::restoring(std::mem::take(&mut p.operators)),
+        None => States::default(),
+    };
     let (mut inputs, probe) = {
         let out = out.clone();
         let failed = failed.clone();
         let views = config.views;
-        worker.dataflow::<Millis, _, _>(move |scope| build(scope, views, out, failed))
+        let states = states.clone();
+        worker.dataflow::<Millis, _, _>(move |scope| build(scope, views, out, failed, states))
     };
+    states.finish_restore().map_err(restore_error)?;
     let mut source = make_source(index, worker.peers())?;
     let streams = source.streams().len();
+    if streams == 0 {
+        ends.reads[index].store(false, Ordering::Release);
+    }
+    let keys: Vec<(String, i32)> = (0..streams).map(|s| source.stream_key(s)).collect();
     // (stream id for order events, partition) of each stream.
-    let stream_ids: Vec<(u64, i32)> = source
-        .streams()
+    let stream_ids: Vec<(u64, i32)> = keys
         .iter()
-        .map(|s| (stream_id(&s.topic, s.partition), s.partition))
+        .map(|(topic, partition)| (stream_id(topic, *partition), *partition))
         .collect();
     let mut tally = Tally::new(&stats.metrics, source.as_ref());
     let mut pauses = Pauses::new(
@@ -231,10 +288,26 @@ where
             .read_ahead_ms
             .max(config.lateness_ms.saturating_add(1_000)),
     );
-    let mut validators: Vec<StreamValidator> = (0..streams)
-        .map(|_| StreamValidator::new(config.dedup_horizon_ms, config.lateness_ms))
-        .collect();
-    let mut cap: Millis = 0;
+    // Each stream's validator and the next offset to validate: from the checkpoint, or new.
+    let (mut validators, mut next_offsets, mut cap) = match part {
+        None => (
+            (0..streams)
+                .map(|_| StreamValidator::new(config.dedup_horizon_ms, config.lateness_ms))
+                .collect::<Vec<_>>(),
+            vec![0i64; streams],
+            0,
+        ),
+        Some(p) => {
+            let (v, o) = restored_streams(&keys, p.streams).map_err(restore_error)?;
+            (v, o, p.cap)
+        }
+    };
+    // The time of the dataflow's inputs: never later than any reading worker's input
+    // frontier minus one (see `Ends::input_time`), so that a checkpoint at the slowest
+    // worker's frontier finds nothing in flight.
+    let mut timely: Millis = restore.map_or(0, |r| r.time);
+    inputs.advance_to(timely);
+    ends.timely[index].store(timely, Ordering::Release);
     let mut buf = Vec::with_capacity(config.poll_batch);
     let mut dead = Vec::new();
     // Consecutive failed polls of this worker's source (0 = reading works).
@@ -266,10 +339,37 @@ where
     let mut in_flight = false;
     let mut read_all = false;
     let mut decoded: Vec<Result<shopflow_model::Event, shopflow_ingest::Rejection>> = Vec::new();
+    // What a checkpoint needs of this worker besides its dataflow.
+    macro_rules! checkpoint {
+        () => {
+            coordinator.take_part(
+                worker,
+                Paused {
+                    index,
+                    ends,
+                    stats,
+                    failed: &failed,
+                    out: &out,
+                    states: &states,
+                    keys: &keys,
+                    validators: &validators,
+                    next_offsets: &next_offsets,
+                    cap,
+                },
+                &mut inputs,
+                &probe,
+                &mut timely,
+            )?
+        };
+    }
     while !stats.stop.load(Ordering::Relaxed) {
         if failed.load(Ordering::Relaxed) {
             return Err(PipelineError::SinkGone);
         }
+        if index == 0 {
+            coordinator.request_if_due(stats.messages.load(Ordering::Relaxed));
+        }
+        checkpoint!();
         // A transient source error (the broker went away) is retried with backoff; the
         // messages read before it are processed as usual.
         if !read_all {
@@ -316,8 +416,10 @@ where
             .messages
             .fetch_add(current.len() as u64, Ordering::Relaxed);
         let mut decoded_iter = decoded.drain(..);
+        let mut sent = false;
         for m in current {
             tally.read[m.stream] += 1;
+            next_offsets[m.stream] = m.offset + 1;
             let validator = &mut validators[m.stream];
             let outcome = match decoded_iter.next() {
                 Some(Ok(event)) => validator.process_event_at(event, cap),
@@ -332,6 +434,7 @@ where
                     }
                     stats.accepted.fetch_add(1, Ordering::Relaxed);
                     tally.accepted += 1;
+                    sent = true;
                     feed(
                         &mut inputs,
                         &config.views,
@@ -372,23 +475,28 @@ where
             return Err(PipelineError::SinkGone);
         }
         drop(decoded_iter);
+        if sent {
+            // Records went in at the inputs' time.
+            ends.sent[index].fetch_max(timely + 1, Ordering::AcqRel);
+        }
         tally.flush(&stats.metrics, source.as_ref(), &validators);
         if snap.finished {
             break;
         }
         let next = next_frontier(config, &snap.caught_up, &validators, cap);
-        let previous = cap;
+        let previous = timely;
         if next > cap {
             cap = next;
-            inputs.advance_to(cap);
             ends.caps[index].store(cap, Ordering::Release);
         }
+        ends.follow(index, &mut inputs, &mut timely, false);
         inputs.flush();
-        // Backpressure: let the dataflow reach the previous frontier before reading more.
-        // While waiting, park when there is nothing to do here (another worker has the
-        // work): spinning would take the core that worker needs.
+        // Backpressure: let the dataflow reach the time this round's records went in at
+        // before reading more. While waiting, park when there is nothing to do here
+        // (another worker has the work): spinning would take the core that worker needs.
         while probe.less_than(&previous) && !failed.load(Ordering::Relaxed) {
             worker.step_or_park(Some(Duration::from_millis(1)));
+            ends.follow(index, &mut inputs, &mut timely, false);
         }
         worker.step();
         publish_as_of(&probe);
@@ -397,6 +505,31 @@ where
     // The source is done (or stopped): it is not failing any more.
     if source_failures > 0 {
         source_recovered(stats, index);
+    }
+    // A bounded input read to its end: a checkpoint of this moment (before the end below
+    // drives the frontier past the last event time), so that a longer input continues it
+    // as if it had been read in one run. It must describe every reading worker at its
+    // end and none moved past its own frontier (a restart dates what it reads next from
+    // there), so a worker that gets there first holds its inputs until all have.
+    if streams > 0 && coordinator.enabled() {
+        ends.at_end[index].store(true, Ordering::Release);
+        while !stats.stop.load(Ordering::Relaxed) && !ends.all_readers_at_end() {
+            if failed.load(Ordering::Relaxed) {
+                return Err(PipelineError::SinkGone);
+            }
+            if ends.aborted.load(Ordering::Acquire) {
+                return Err(PipelineError::Worker("another worker stopped".into()));
+            }
+            checkpoint!();
+            ends.follow(index, &mut inputs, &mut timely, true);
+            inputs.flush();
+            worker.step_or_park(Some(Duration::from_millis(1)));
+            publish_as_of(&probe);
+        }
+        if !stats.stop.load(Ordering::Relaxed) {
+            coordinator.request_final();
+            checkpoint!();
+        }
     }
 
     // End of input: the views end as of the largest event time any worker saw (SPEC §8).
@@ -416,19 +549,15 @@ where
         if failed.load(Ordering::Relaxed) {
             return Err(PipelineError::SinkGone);
         }
+        checkpoint!();
         if let Some(last) = ends.last_time() {
             break last;
         }
         if ends.aborted.load(Ordering::Acquire) {
             return Err(PipelineError::Worker("another worker stopped".into()));
         }
-        if let Some(t) = ends.slowest_reader() {
-            if t > cap {
-                cap = t;
-                inputs.advance_to(cap);
-                inputs.flush();
-            }
-        }
+        ends.follow(index, &mut inputs, &mut timely, false);
+        inputs.flush();
         // Park while there is nothing to do: the other workers still have input to read.
         worker.step_or_park(Some(Duration::from_millis(1)));
         publish_as_of(&probe);
@@ -667,14 +796,20 @@ impl Pauses {
 /// frontiers; streams that are caught up do not hold it back. When all are caught up it
 /// moves to the largest stream frontier, and in live operation to the wall clock minus
 /// the lateness. Never goes backwards.
+///
+/// A bounded run that takes checkpoints is the exception: every stream holds the frontier
+/// back, caught up or not. Its last checkpoint must be a moment that a longer input
+/// continues as one run over it would (where no stream has ended yet): a stream's next
+/// events are dated from its own frontier, and the dataflow must not have moved past it.
 fn next_frontier(
     config: &PipelineConfig,
     caught_up: &[bool],
     validators: &[StreamValidator],
     cap: Millis,
 ) -> Millis {
+    let hold_all = !config.live && config.checkpoints.is_some();
     let active = (0..validators.len())
-        .filter(|&s| !caught_up[s])
+        .filter(|&s| hold_all || !caught_up[s])
         .map(|s| validators[s].frontier())
         .min();
     let next = match active {
@@ -777,6 +912,16 @@ struct Ends {
     any_event: AtomicBool,
     /// Whether some worker stopped with an error (the others then stop too).
     aborted: AtomicBool,
+    /// Whether each worker has streams to read (workers without any never send records
+    /// and do not hold the input time back).
+    reads: Vec<AtomicBool>,
+    /// The time each worker's dataflow inputs are at.
+    timely: Vec<AtomicU64>,
+    /// For each worker, 1 + the latest input time it sent records at (0 = none).
+    sent: Vec<AtomicU64>,
+    /// Whether each worker has read its bounded input to the end (kept only when
+    /// checkpoints are on, see the end of `worker_main`).
+    at_end: Vec<AtomicBool>,
 }
 
 /// Marks a worker finished (and the run aborted) if it leaves before finishing normally.
@@ -802,6 +947,51 @@ impl Ends {
             finals: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             any_event: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
+            reads: (0..workers).map(|_| AtomicBool::new(true)).collect(),
+            timely: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            sent: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            at_end: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+        }
+    }
+
+    /// Whether every worker with streams has read its bounded input to the end.
+    fn all_readers_at_end(&self) -> bool {
+        self.reads
+            .iter()
+            .zip(&self.at_end)
+            .all(|(r, e)| !r.load(Ordering::Acquire) || e.load(Ordering::Acquire))
+    }
+
+    /// The smallest input frontier of a worker with streams, finished or not: the only
+    /// time a checkpoint can describe (no reading worker dates a record before its own
+    /// frontier, after a restart either).
+    fn min_reading_cap(&self) -> Option<Millis> {
+        self.reads
+            .iter()
+            .zip(&self.caps)
+            .filter(|(r, _)| r.load(Ordering::Acquire))
+            .map(|(_, c)| c.load(Ordering::Acquire))
+            .min()
+    }
+
+    /// Moves worker `index`'s dataflow inputs up to one millisecond before the input
+    /// frontier of the slowest worker still reading (`strict`: of any worker with streams,
+    /// while a checkpoint is being agreed on). Records are dated no earlier than their
+    /// worker's frontier, so they are never before the inputs' time; and a checkpoint at
+    /// the slowest frontier T finds every record sent before it at a time before T, hence
+    /// applied once the dataflow's frontier reaches T, with nothing left in flight.
+    fn follow(&self, index: usize, inputs: &mut Inputs, timely: &mut Millis, strict: bool) {
+        let slowest = if strict {
+            self.min_reading_cap()
+        } else {
+            self.slowest_reader()
+        };
+        if let Some(t) = slowest.map(|t| t.saturating_sub(1)) {
+            if t > *timely {
+                *timely = t;
+                inputs.advance_to(t);
+                self.timely[index].store(t, Ordering::Release);
+            }
         }
     }
 
@@ -926,5 +1116,360 @@ fn feed(
             };
             inputs.orders.send((msg, time));
         }
+    }
+}
+
+/// Matches a checkpoint's streams with the source's (by [`Source::stream_key`]): each
+/// stream's validator and next offset, in the source's order.
+fn restored_streams(
+    keys: &[(String, i32)],
+    parts: Vec<StreamPart>,
+) -> Result<(Vec<StreamValidator>, Vec<i64>), CheckpointError> {
+    let mut by_key: std::collections::BTreeMap<(String, i32), StreamPart> = parts
+        .into_iter()
+        .map(|p| ((p.topic.clone(), p.partition), p))
+        .collect();
+    let mut validators = Vec::with_capacity(keys.len());
+    let mut offsets = Vec::with_capacity(keys.len());
+    for (topic, partition) in keys {
+        let part = by_key.remove(&(topic.clone(), *partition)).ok_or_else(|| {
+            CheckpointError::Mismatch(format!(
+                "it has no state for {topic}/{partition}: the input's streams changed"
+            ))
+        })?;
+        validators.push(part.validator()?);
+        offsets.push(part.next_offset);
+    }
+    if let Some((topic, partition)) = by_key.keys().next() {
+        return Err(CheckpointError::Mismatch(format!(
+            "it has state for {topic}/{partition}, which this worker does not read: the \
+             input's streams changed"
+        )));
+    }
+    Ok((validators, offsets))
+}
+
+/// What a worker contributes to a checkpoint besides its dataflow.
+struct Paused<'a> {
+    index: usize,
+    ends: &'a Ends,
+    stats: &'a Stats,
+    failed: &'a AtomicBool,
+    out: &'a SyncSender<Output>,
+    states: &'a States,
+    keys: &'a [(String, i32)],
+    validators: &'a [StreamValidator],
+    next_offsets: &'a [i64],
+    cap: Millis,
+}
+
+impl Paused<'_> {
+    /// Why the worker must stop waiting for the others, if it must.
+    fn interrupted(&self) -> Result<bool, PipelineError> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(PipelineError::SinkGone);
+        }
+        if self.ends.aborted.load(Ordering::Acquire) {
+            return Err(PipelineError::Worker("another worker stopped".into()));
+        }
+        Ok(self.stats.stop.load(Ordering::Relaxed))
+    }
+
+    /// This worker's part: its frontier, its streams and its operators' states.
+    fn part(&self) -> Result<WorkerPart, CheckpointError> {
+        let streams = self
+            .keys
+            .iter()
+            .zip(self.validators)
+            .zip(self.next_offsets)
+            .map(|(((topic, partition), v), &next_offset)| {
+                let validator = bincode::serialize(v).map_err(|e| CheckpointError::Part {
+                    part: format!("validator of {topic}/{partition}"),
+                    reason: e.to_string(),
+                })?;
+                Ok(StreamPart {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    next_offset,
+                    validator,
+                })
+            })
+            .collect::<Result<Vec<_>, CheckpointError>>()?;
+        Ok(WorkerPart {
+            cap: self.cap,
+            streams,
+            operators: self.states.save()?,
+        })
+    }
+}
+
+/// How the workers of this process take a checkpoint together.
+///
+/// Worker 0 asks for one on the schedule (and a worker that reaches the end of a bounded
+/// input asks for one then). Every worker, between two rounds of reading:
+/// 1. stops reading and *joins*; until all have joined, it keeps stepping the dataflow
+///    and moving its inputs up to the slowest worker's frontier (minus one);
+/// 2. worker 0 picks T, the smallest input frontier of a worker with streams. The
+///    checkpoint goes ahead only if no worker's inputs are past T and none sent records
+///    at T or later (a worker that finished a bounded input early has moved on; then it
+///    is skipped);
+/// 3. every worker moves its inputs to T and steps until its probe (after the output)
+///    passes T: every record dated before T is applied and handed to the writer, and —
+///    records being sent only at times before T and operators emitting only at times
+///    they are handling — no message is in flight anywhere;
+/// 4. once all are there, each serializes its part (validators, next offsets, operator
+///    states) without stepping again; the last worker (which holds the output) adds its
+///    own and sends the checkpoint to the writer behind the batches it already sent.
+///    The writer commits the file once everything before it is written.
+struct Coordinator {
+    config: Option<CheckpointConfig>,
+    /// The latest checkpoint asked for (1, 2, …; 0 = none yet).
+    requested: AtomicU64,
+    /// The latest checkpoint finished (taken or skipped).
+    completed: AtomicU64,
+    /// The checkpoint each worker has joined.
+    joined: Vec<AtomicU64>,
+    /// For the checkpoint `decided_for`: 1 + T, or 0 if it is skipped.
+    decision: AtomicU64,
+    decided_for: AtomicU64,
+    /// The checkpoint for which each worker's probe has passed T.
+    ready: Vec<AtomicU64>,
+    /// Each worker's part of the checkpoint being taken.
+    parts: Mutex<Vec<Option<WorkerPart>>>,
+    /// The next checkpoint file's sequence number.
+    seq: AtomicU64,
+    /// When the last checkpoint was asked for, and the messages read then.
+    last: Mutex<(Instant, u64)>,
+    /// Whether the checkpoint at the end of a bounded input was asked for.
+    final_requested: AtomicBool,
+}
+
+impl Coordinator {
+    fn new(workers: usize, config: Option<CheckpointConfig>) -> Result<Self, PipelineError> {
+        let seq = match &config {
+            Some(c) => crate::checkpoint::next_seq(&c.dir)
+                .map_err(|e| PipelineError::Restore { seq: 0, source: e })?,
+            None => 1,
+        };
+        Ok(Coordinator {
+            config,
+            requested: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            joined: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            decision: AtomicU64::new(0),
+            decided_for: AtomicU64::new(0),
+            ready: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            parts: Mutex::new((0..workers).map(|_| None).collect()),
+            seq: AtomicU64::new(seq),
+            last: Mutex::new((Instant::now(), 0)),
+            final_requested: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether checkpoints are on.
+    fn enabled(&self) -> bool {
+        self.config.is_some()
+    }
+
+    /// Asks for the checkpoint at the end of a bounded input: once, by whichever reading
+    /// worker gets there first (the others join it).
+    fn request_final(&self) {
+        if !self.final_requested.swap(true, Ordering::AcqRel) {
+            // One under way (taken on the schedule) cannot be at the end: wait it out.
+            while self.requested.load(Ordering::Acquire) != self.completed.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+            self.request();
+        }
+    }
+
+    /// Asks for a checkpoint unless one is under way (or checkpoints are off).
+    fn request(&self) {
+        if self.config.is_none() {
+            return;
+        }
+        let done = self.completed.load(Ordering::Acquire);
+        let _ =
+            self.requested
+                .compare_exchange(done, done + 1, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Asks for a checkpoint if the schedule says one is due (`messages` read so far).
+    fn request_if_due(&self, messages: u64) {
+        let Some(config) = &self.config else {
+            return;
+        };
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        let due = last.0.elapsed() >= config.interval
+            || (config.every_messages > 0
+                && messages.saturating_sub(last.1) >= config.every_messages);
+        if due && self.requested.load(Ordering::Acquire) == self.completed.load(Ordering::Acquire) {
+            *last = (Instant::now(), messages);
+            drop(last);
+            self.request();
+        }
+    }
+
+    /// Takes this worker's part in the checkpoint asked for, if it has not yet (see the
+    /// type's documentation). Returns when the worker may read again.
+    fn take_part(
+        &self,
+        worker: &mut timely::worker::Worker,
+        me: Paused<'_>,
+        inputs: &mut Inputs,
+        probe: &timely::dataflow::operators::probe::Handle<Millis>,
+        timely: &mut Millis,
+    ) -> Result<(), PipelineError> {
+        let Some(config) = &self.config else {
+            return Ok(());
+        };
+        let epoch = self.requested.load(Ordering::Acquire);
+        let index = me.index;
+        if epoch <= self.joined[index].load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.joined[index].store(epoch, Ordering::Release);
+        let park = Some(Duration::from_millis(1));
+        // 1. Everyone stops reading.
+        while self
+            .joined
+            .iter()
+            .any(|j| j.load(Ordering::Acquire) < epoch)
+        {
+            if me.interrupted()? {
+                return Ok(());
+            }
+            me.ends.follow(index, inputs, timely, true);
+            inputs.flush();
+            worker.step_or_park(park);
+        }
+        // 2. Worker 0 decides the time, or skips.
+        if index == 0 {
+            let t = me.ends.min_reading_cap().unwrap_or(0);
+            let fits = |v: &[AtomicU64], limit: Millis| {
+                v.iter().all(|x| x.load(Ordering::Acquire) <= limit)
+            };
+            let ok = fits(&me.ends.timely, t) && fits(&me.ends.sent, t);
+            self.decision
+                .store(if ok { t + 1 } else { 0 }, Ordering::Release);
+            self.decided_for.store(epoch, Ordering::Release);
+        }
+        while self.decided_for.load(Ordering::Acquire) < epoch {
+            if me.interrupted()? {
+                return Ok(());
+            }
+            std::thread::yield_now();
+        }
+        let Some(t) = self.decision.load(Ordering::Acquire).checked_sub(1) else {
+            if index == 0 {
+                tracing::debug!(
+                    "checkpoint skipped: a worker finished its bounded input and moved on"
+                );
+                self.completed.store(epoch, Ordering::Release);
+            }
+            while self.completed.load(Ordering::Acquire) < epoch {
+                if me.interrupted()? {
+                    return Ok(());
+                }
+                std::thread::yield_now();
+            }
+            return Ok(());
+        };
+        // 3. Everything before T applied and handed to the writer.
+        if t > *timely {
+            *timely = t;
+            inputs.advance_to(t);
+            me.ends.timely[index].store(t, Ordering::Release);
+        }
+        inputs.flush();
+        while probe.less_than(&t) {
+            if me.interrupted()? {
+                return Ok(());
+            }
+            worker.step_or_park(park);
+        }
+        self.ready[index].store(epoch, Ordering::Release);
+        while self.ready.iter().any(|r| r.load(Ordering::Acquire) < epoch) {
+            if me.interrupted()? {
+                return Ok(());
+            }
+            worker.step_or_park(park);
+        }
+        // 4. Each worker's part; the last one sends the checkpoint.
+        let part = me
+            .part()
+            .map_err(|e| PipelineError::Restore { seq: 0, source: e })?;
+        let last = self.joined.len() - 1;
+        if let Ok(mut parts) = self.parts.lock() {
+            parts[index] = Some(part);
+        }
+        if index == last {
+            let workers = loop {
+                if me.interrupted()? {
+                    return Ok(());
+                }
+                if let Ok(mut parts) = self.parts.lock() {
+                    if parts.iter().all(Option::is_some) {
+                        break parts
+                            .iter_mut()
+                            .filter_map(Option::take)
+                            .collect::<Vec<_>>();
+                    }
+                }
+                std::thread::yield_now();
+            };
+            let seq = self.seq.fetch_add(1, Ordering::AcqRel);
+            let paused = started.elapsed();
+            let snapshot = crate::checkpoint::Snapshot {
+                seq,
+                created_ms: now_ms(),
+                time: t,
+                as_of: t.checked_sub(1),
+                workers,
+                stores: Default::default(),
+            };
+            let dir = config.dir.clone();
+            let keep = config.keep;
+            let metrics = me.stats.metrics.clone();
+            let commit = shopflow_model::CheckpointCommit::new(seq, move |stores| {
+                let started = Instant::now();
+                let mut snapshot = snapshot;
+                snapshot.stores = stores;
+                let (path, bytes) =
+                    crate::checkpoint::write(&dir, &snapshot, keep).map_err(|e| e.to_string())?;
+                let took = started.elapsed();
+                metrics.checkpoint_written(bytes, took);
+                Ok(format!(
+                    "checkpoint {seq} written: {} ({:.1} MB in {:.0} ms, as of {})",
+                    path.display(),
+                    bytes as f64 / 1e6,
+                    took.as_secs_f64() * 1e3,
+                    t.saturating_sub(1)
+                ))
+            });
+            me.stats.metrics.checkpoint_paused(paused);
+            tracing::info!(
+                seq,
+                time = t,
+                paused_ms = paused.as_millis() as u64,
+                "checkpoint {seq} taken at dataflow time {t} (reading paused {:.0} ms)",
+                paused.as_secs_f64() * 1e3
+            );
+            if me.out.send(Output::Checkpoint(commit)).is_err() {
+                return Err(PipelineError::SinkGone);
+            }
+            self.completed.store(epoch, Ordering::Release);
+        } else {
+            while self.completed.load(Ordering::Acquire) < epoch {
+                if me.interrupted()? {
+                    return Ok(());
+                }
+                std::thread::yield_now();
+            }
+        }
+        Ok(())
     }
 }

@@ -10,7 +10,7 @@ use shopflow_model::{
 };
 use timely::dataflow::channels::pact::Exchange;
 
-use crate::ordered::{ordered, End, Timed};
+use crate::ordered::{ordered, Ctx, Timed};
 use crate::output::Row;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -31,20 +31,23 @@ pub enum SellerMsg {
 /// it; payouts sum each week's (KST) entries, tax invoices each month's fees; minute
 /// rollups count paid orders, paid units and gross, and refunds (cancellations after
 /// payment and refunded units), per line. Entries and facts pass through as rows.
-pub fn sellers<'s>(records: Timed<'s, (u64, SellerMsg)>, end: &End) -> Timed<'s, Row> {
+pub fn sellers<'s>(records: Timed<'s, (u64, SellerMsg)>, ctx: &Ctx) -> Timed<'s, Row> {
     let by_seller = Exchange::new(|((s, _), _): &((u64, SellerMsg), Millis)| *s);
-    let mut known: FastSet<u64> = FastSet::default();
-    let mut payouts: FastMap<(u64, Millis), (i128, u64)> = FastMap::default();
-    let mut invoices: FastMap<(u64, Millis), (i128, u64)> = FastMap::default();
-    let mut minutes: FastMap<(u64, Millis), SalesMinute> = FastMap::default();
-    // (seller, minute, order) of every paid order counted in a minute.
-    let mut paid_orders: FastSet<(u64, Millis, u64)> = FastSet::default();
+    // The sellers known; the sums per (seller, week) and (seller, month); the minute
+    // rollups; and (seller, minute, order) of every paid order counted in a minute.
+    type State = (
+        FastSet<u64>,
+        FastMap<(u64, Millis), (i128, u64)>,
+        FastMap<(u64, Millis), (i128, u64)>,
+        FastMap<(u64, Millis), SalesMinute>,
+        FastSet<(u64, Millis, u64)>,
+    );
     ordered(
         records,
         by_seller,
         "Sellers",
-        end,
-        move |time, records, out| {
+        ctx,
+        move |(known, payouts, invoices, minutes, paid_orders): &mut State, time, records, out| {
             let mut weeks: Vec<(u64, Millis)> = Vec::new();
             let mut months: Vec<(u64, Millis)> = Vec::new();
             let mut mins: Vec<(u64, Millis)> = Vec::new();

@@ -6,7 +6,7 @@ use shopflow_model::{Alert, Millis, StockLevel};
 use timely::dataflow::channels::pact::Exchange;
 
 use crate::effects::StockDelta;
-use crate::ordered::{ordered, End, Timed};
+use crate::ordered::{ordered, Ctx, Timed};
 use crate::output::Row;
 
 /// Sums stock deltas per SKU into stock levels and raises the low-stock alerts.
@@ -18,17 +18,17 @@ use crate::output::Row;
 pub fn stock_levels<'s>(
     deltas: Timed<'s, (u64, StockDelta)>,
     threshold: i64,
-    end: &End,
+    ctx: &Ctx,
 ) -> Timed<'s, Row> {
     let by_sku = Exchange::new(|((sku, _), _): &((u64, StockDelta), Millis)| *sku);
     // (on_hand, reserved) per known SKU.
-    let mut levels: HashMap<u64, (i64, i64), foldhash::fast::RandomState> = HashMap::default();
+    type Levels = HashMap<u64, (i64, i64), foldhash::fast::RandomState>;
     ordered(
         deltas,
         by_sku,
         "StockLevels",
-        end,
-        move |time, mut deltas, out| {
+        ctx,
+        move |levels: &mut Levels, time, mut deltas, out| {
             deltas.sort_unstable_by_key(|(sku, _)| *sku);
             for group in deltas.chunk_by(|a, b| a.0 == b.0) {
                 let sku = group[0].0;

@@ -70,6 +70,9 @@ pub enum SinkError {
     /// A sink setting is invalid.
     #[error("{0}")]
     Config(String),
+    /// An in-process store could not be saved to, or restored from, a checkpoint.
+    #[error("checkpoint of the in-process store: {0}")]
+    Checkpoint(String),
     /// Kafka refused or could not be reached.
     #[error("Kafka at {brokers}, topic {topic}: {what}: {source}")]
     Kafka {

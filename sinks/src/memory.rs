@@ -13,8 +13,10 @@ use shopflow_model::{
     ViewBatch,
 };
 
+use crate::SinkError;
+
 /// What the store holds.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct MemoryState {
     /// `as_of` of the last batch applied.
     pub as_of: Option<Millis>,
@@ -73,7 +75,33 @@ impl MemoryStore {
         match output {
             Output::Views(batch) => apply_views(&mut s, batch),
             Output::DeadLetters(d) => s.dead_letters.extend(d),
+            Output::Checkpoint(c) => {
+                let image = bincode::serialize(&*s).unwrap_or_default();
+                drop(s);
+                let images = shopflow_model::StoreImages {
+                    memory: vec![image],
+                    files: Vec::new(),
+                };
+                if let Some(Err(e)) = c.commit(images) {
+                    tracing::warn!(error = %e, "checkpoint not written");
+                }
+            }
         }
+    }
+
+    /// The whole store, serialized: what a checkpoint keeps of it.
+    pub fn image(&self) -> Result<Vec<u8>, SinkError> {
+        let s = self.inner.read().expect("memory store lock");
+        bincode::serialize(&*s).map_err(|e| SinkError::Checkpoint(e.to_string()))
+    }
+
+    /// Replaces the store's contents with an [`MemoryStore::image`] (a restart from a
+    /// checkpoint).
+    pub fn restore(&self, image: &[u8]) -> Result<(), SinkError> {
+        let state: MemoryState =
+            bincode::deserialize(image).map_err(|e| SinkError::Checkpoint(e.to_string()))?;
+        *self.inner.write().expect("memory store lock") = state;
+        Ok(())
     }
 
     /// Appends alerts.

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use shopflow_model::health::Health;
 use shopflow_model::{
-    Alert, AlsoBought, DeadLetter, MemberView, Millis, OrderView, Output, Payout, PointsEntry,
-    RatingView, SettlementEntry, StockLevel, TaxInvoice, ViewBatch,
+    Alert, AlsoBought, CheckpointCommit, DeadLetter, MemberView, Millis, OrderView, Output, Payout,
+    PointsEntry, RatingView, SettlementEntry, StockLevel, StoreImages, TaxInvoice, ViewBatch,
 };
 
 use crate::clickhouse::{series, Bucket, ClickHouseSales, SalesPoint};
@@ -156,6 +156,13 @@ impl SinkStats {
 
     /// Counts a view batch of `rows` rows written to every sink, as of `as_of`.
     fn batch_written(&self, rows: usize, as_of: Millis) {
+        if self.batches.load(Ordering::Relaxed) == 0 {
+            tracing::info!(
+                as_of,
+                rows,
+                "first view batch of this run written (as of {as_of})"
+            );
+        }
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.rows.fetch_add(rows as u64, Ordering::Relaxed);
         self.as_of_plus_one.fetch_max(as_of + 1, Ordering::Relaxed);
@@ -169,6 +176,9 @@ pub struct WriterConfig {
     /// How long a sink may keep failing before the writer gives up and the run stops with
     /// the sink's error; `None` retries forever. Default [`DEFAULT_GIVE_UP_AFTER`].
     pub give_up_after: Option<Duration>,
+    /// The run continues from a checkpoint: a replay covers only what changed since, so
+    /// the catch-up image is not the whole state (rows it lacks are not stale).
+    pub resumed: bool,
 }
 
 /// The default [`WriterConfig::give_up_after`]: 15 minutes, longer than a restart, a
@@ -180,6 +190,7 @@ impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
             give_up_after: Some(DEFAULT_GIVE_UP_AFTER),
+            resumed: false,
         }
     }
 }
@@ -478,9 +489,40 @@ pub fn spawn_writer_with(
     runtime: tokio::runtime::Handle,
     config: WriterConfig,
 ) -> JoinHandle<Result<(), SinkError>> {
+    spawn_writer_restoring(rx, sinks, stats, runtime, config, Vec::new())
+}
+
+/// [`spawn_writer_with`] continuing a checkpoint: the writer thread first puts `images`
+/// back into the set's in-process stores (see [`SinkSet::memory_stores`], same order),
+/// meanwhile the pipeline restores its own state and starts; it writes nothing before.
+pub fn spawn_writer_restoring(
+    rx: Receiver<Output>,
+    sinks: SinkSet,
+    stats: Arc<SinkStats>,
+    runtime: tokio::runtime::Handle,
+    config: WriterConfig,
+    images: Vec<Vec<u8>>,
+) -> JoinHandle<Result<(), SinkError>> {
     std::thread::Builder::new()
         .name("shopflow-sink-writer".into())
         .spawn(move || {
+            let stores = sinks.memory_stores();
+            if stores.len() != images.len() && !images.is_empty() {
+                return Err(SinkError::Checkpoint(format!(
+                    "{} store images for {} in-process stores",
+                    images.len(),
+                    stores.len()
+                )));
+            }
+            for (store, image) in stores.iter().zip(images) {
+                let started = Instant::now();
+                store.restore(&image)?;
+                tracing::info!(
+                    bytes = image.len(),
+                    "in-process store restored from the checkpoint in {:.2} s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
             let retry = Retry {
                 stats: &stats,
                 config,
@@ -525,8 +567,15 @@ async fn write_loop(
     while let Ok(first) = rx.recv() {
         let mut views: Option<ViewBatch> = None;
         let mut dead: Vec<DeadLetter> = Vec::new();
+        // A checkpoint ends what is taken together: it is committed once what came
+        // before it is written.
+        let mut checkpoint: Option<CheckpointCommit> = None;
         // Takes one output; returns the rows it added.
         let mut take = |o: Output| match o {
+            Output::Checkpoint(c) => {
+                checkpoint = Some(c);
+                0
+            }
             Output::Views(b) => {
                 let (l, s, r) = part_rows(&b);
                 match views.as_mut() {
@@ -540,11 +589,15 @@ async fn write_loop(
                 0
             }
         };
+        let mut more = !matches!(first, Output::Checkpoint(_));
         let mut rows = take(first);
         let started = Instant::now();
-        while started.elapsed() < Duration::from_millis(50) && rows < MAX_COALESCED_ROWS {
+        while more && started.elapsed() < Duration::from_millis(50) && rows < MAX_COALESCED_ROWS {
             match rx.try_recv() {
-                Ok(o) => rows += take(o),
+                Ok(o) => {
+                    more = !matches!(o, Output::Checkpoint(_));
+                    rows += take(o);
+                }
                 Err(_) => break,
             }
         }
@@ -552,131 +605,173 @@ async fn write_loop(
             write_dead_letters(&mut sinks.dead_letters, &dead, retry).await?;
         }
         if let Some(mut batch) = views {
-            // One in-process store applies rows in order (the last of a key wins): the
-            // dedup would only repeat that work.
-            if sinks.single_memory_store().is_none() {
-                batch.dedup_keys();
-            }
-            let alerts: Vec<Alert> = batch
-                .alerts
-                .iter()
-                .filter(|a| resume_as_of.is_none_or(|r| a.ts > r))
-                .cloned()
-                .collect();
-            if !alerts.is_empty() {
-                write_alerts(&mut sinks.alerts, &alerts, retry).await?;
-            }
-            stats.metrics.holds("alerts", batch.as_of);
-            let batch = match catch_up.take() {
-                None => batch,
-                Some(mut image) => {
-                    image.merge(batch);
-                    if resume_as_of.is_some_and(|r| image.as_of < r) && !image.complete {
-                        catch_up = Some(image);
-                        continue;
+            'write: {
+                // One in-process store applies rows in order (the last of a key wins): the
+                // dedup would only repeat that work.
+                if sinks.single_memory_store().is_none() {
+                    batch.dedup_keys();
+                }
+                let alerts: Vec<Alert> = batch
+                    .alerts
+                    .iter()
+                    .filter(|a| resume_as_of.is_none_or(|r| a.ts > r))
+                    .cloned()
+                    .collect();
+                if !alerts.is_empty() {
+                    write_alerts(&mut sinks.alerts, &alerts, retry).await?;
+                }
+                stats.metrics.holds("alerts", batch.as_of);
+                let batch = match catch_up.take() {
+                    None => batch,
+                    Some(mut image) => {
+                        image.merge(batch);
+                        if resume_as_of.is_some_and(|r| image.as_of < r) && !image.complete {
+                            catch_up = Some(image);
+                            break 'write;
+                        }
+                        image.dedup_keys();
+                        image.alerts.clear();
+                        // After a replay from the start, the image is the whole state; after a
+                        // restart from a checkpoint it holds only what changed since (with
+                        // its removals), and the rows it lacks are current.
+                        if let (ViewStore::Redis(r), false) = (&sinks.views, retry.config.resumed) {
+                            let (ratings, also) = retry.run("redis", || r.product_skus()).await?;
+                            let has_rating: HashSet<u64> =
+                                image.ratings.iter().map(|x| x.sku).collect();
+                            let has_also: HashSet<u64> =
+                                image.also_bought.iter().map(|x| x.sku).collect();
+                            image.ratings_removed = ratings
+                                .into_iter()
+                                .filter(|s| !has_rating.contains(s))
+                                .collect();
+                            image.also_bought_removed =
+                                also.into_iter().filter(|s| !has_also.contains(s)).collect();
+                        }
+                        tracing::info!(
+                            as_of = image.as_of,
+                            rows = image.stock.len() + image.orders.len(),
+                            "caught up with the stored views: writing the full state once"
+                        );
+                        image
                     }
-                    image.dedup_keys();
-                    image.alerts.clear();
-                    if let ViewStore::Redis(r) = &sinks.views {
-                        let (ratings, also) = retry.run("redis", || r.product_skus()).await?;
-                        let has_rating: HashSet<u64> =
-                            image.ratings.iter().map(|x| x.sku).collect();
-                        let has_also: HashSet<u64> =
-                            image.also_bought.iter().map(|x| x.sku).collect();
-                        image.ratings_removed = ratings
-                            .into_iter()
-                            .filter(|s| !has_rating.contains(s))
-                            .collect();
-                        image.also_bought_removed =
-                            also.into_iter().filter(|s| !has_also.contains(s)).collect();
-                    }
-                    tracing::info!(
-                        as_of = image.as_of,
-                        rows = image.stock.len() + image.orders.len(),
-                        "caught up with the stored views: writing the full state once"
-                    );
-                    image
-                }
-            };
-            let rows = total_rows(&batch);
-            let as_of = batch.as_of;
-            // Embedded mode: one in-process store holds views, ledgers and sales. It takes
-            // the batch itself (no copy of its rows).
-            if let Some(store) = sinks.single_memory_store() {
-                let (ledger_rows, sales_rows, view_rows) = part_rows(&batch);
-                // Members are both ledger and view rows: counted once, as below.
-                let memory_rows = ledger_rows - batch.members.len() + sales_rows + view_rows;
-                let started = Instant::now();
-                store.write_views_owned(batch);
-                stats
-                    .metrics
-                    .wrote("memory", memory_rows, started.elapsed());
-                stats.metrics.holds("memory", as_of);
-                stats.batch_written(rows, as_of);
-                continue;
-            }
-            // Ledgers before serving views: after a crash between the two, the ledger is
-            // ahead, and its own `as_of` guard skips what it already holds.
-            // Writes to the in-process store are timed together as one `memory` write. One
-            // store often holds views, ledgers and sales (embedded mode): it takes the batch
-            // once.
-            let mut memory: Option<(usize, Duration)> = None;
-            let mut written: Vec<MemoryStore> = Vec::new();
-            let mut in_memory = |rows: usize, store: &MemoryStore| {
-                let started = Instant::now();
-                if !written.iter().any(|w| w.same_store(store)) {
-                    store.write_views(&batch);
-                    written.push(store.clone());
-                }
-                let (r, t) = memory.get_or_insert((0, Duration::ZERO));
-                *r += rows;
-                *t += started.elapsed();
-            };
-            let (ledger_rows, sales_rows, view_rows) = part_rows(&batch);
-            let started = Instant::now();
-            match &sinks.ledger {
-                LedgerStore::Memory(m) => {
-                    // Members are counted with the views when those are in memory too.
-                    let rows = match &sinks.views {
-                        ViewStore::Memory(_) => ledger_rows - batch.members.len(),
-                        ViewStore::Redis(_) => ledger_rows,
-                    };
-                    in_memory(rows, m);
-                }
-                LedgerStore::Mysql(l) => {
-                    retry.run("mysql", || l.write(&batch)).await?;
-                    stats.metrics.wrote("mysql", ledger_rows, started.elapsed());
-                    stats.metrics.holds("mysql", batch.as_of);
-                }
-            }
-            let started = Instant::now();
-            match &sinks.sales {
-                SalesStore::Memory(m) => in_memory(sales_rows, m),
-                SalesStore::ClickHouse(c) => {
-                    retry.run("clickhouse", || c.write(&batch)).await?;
+                };
+                let rows = total_rows(&batch);
+                let as_of = batch.as_of;
+                // Embedded mode: one in-process store holds views, ledgers and sales. It takes
+                // the batch itself (no copy of its rows).
+                if let Some(store) = sinks.single_memory_store() {
+                    let (ledger_rows, sales_rows, view_rows) = part_rows(&batch);
+                    // Members are both ledger and view rows: counted once, as below.
+                    let memory_rows = ledger_rows - batch.members.len() + sales_rows + view_rows;
+                    let started = Instant::now();
+                    store.write_views_owned(batch);
                     stats
                         .metrics
-                        .wrote("clickhouse", sales_rows, started.elapsed());
-                    stats.metrics.holds("clickhouse", batch.as_of);
+                        .wrote("memory", memory_rows, started.elapsed());
+                    stats.metrics.holds("memory", as_of);
+                    stats.batch_written(rows, as_of);
+                    break 'write;
                 }
-            }
-            let started = Instant::now();
-            match &sinks.views {
-                ViewStore::Memory(m) => in_memory(view_rows, m),
-                ViewStore::Redis(r) => {
-                    retry.run("redis", || r.write(&batch)).await?;
-                    stats.metrics.wrote("redis", view_rows, started.elapsed());
-                    stats.metrics.holds("redis", batch.as_of);
+                // Ledgers before serving views: after a crash between the two, the ledger is
+                // ahead, and its own `as_of` guard skips what it already holds.
+                // Writes to the in-process store are timed together as one `memory` write. One
+                // store often holds views, ledgers and sales (embedded mode): it takes the batch
+                // once.
+                let mut memory: Option<(usize, Duration)> = None;
+                let mut written: Vec<MemoryStore> = Vec::new();
+                let mut in_memory = |rows: usize, store: &MemoryStore| {
+                    let started = Instant::now();
+                    if !written.iter().any(|w| w.same_store(store)) {
+                        store.write_views(&batch);
+                        written.push(store.clone());
+                    }
+                    let (r, t) = memory.get_or_insert((0, Duration::ZERO));
+                    *r += rows;
+                    *t += started.elapsed();
+                };
+                let (ledger_rows, sales_rows, view_rows) = part_rows(&batch);
+                let started = Instant::now();
+                match &sinks.ledger {
+                    LedgerStore::Memory(m) => {
+                        // Members are counted with the views when those are in memory too.
+                        let rows = match &sinks.views {
+                            ViewStore::Memory(_) => ledger_rows - batch.members.len(),
+                            ViewStore::Redis(_) => ledger_rows,
+                        };
+                        in_memory(rows, m);
+                    }
+                    LedgerStore::Mysql(l) => {
+                        retry.run("mysql", || l.write(&batch)).await?;
+                        stats.metrics.wrote("mysql", ledger_rows, started.elapsed());
+                        stats.metrics.holds("mysql", batch.as_of);
+                    }
                 }
+                let started = Instant::now();
+                match &sinks.sales {
+                    SalesStore::Memory(m) => in_memory(sales_rows, m),
+                    SalesStore::ClickHouse(c) => {
+                        retry.run("clickhouse", || c.write(&batch)).await?;
+                        stats
+                            .metrics
+                            .wrote("clickhouse", sales_rows, started.elapsed());
+                        stats.metrics.holds("clickhouse", batch.as_of);
+                    }
+                }
+                let started = Instant::now();
+                match &sinks.views {
+                    ViewStore::Memory(m) => in_memory(view_rows, m),
+                    ViewStore::Redis(r) => {
+                        retry.run("redis", || r.write(&batch)).await?;
+                        stats.metrics.wrote("redis", view_rows, started.elapsed());
+                        stats.metrics.holds("redis", batch.as_of);
+                    }
+                }
+                if let Some((rows, took)) = memory {
+                    stats.metrics.wrote("memory", rows, took);
+                    stats.metrics.holds("memory", batch.as_of);
+                }
+                stats.batch_written(rows, as_of);
             }
-            if let Some((rows, took)) = memory {
-                stats.metrics.wrote("memory", rows, took);
-                stats.metrics.holds("memory", batch.as_of);
-            }
-            stats.batch_written(rows, as_of);
+        }
+        if let Some(c) = checkpoint {
+            commit_checkpoint(&mut sinks, &c);
         }
     }
     Ok(())
+}
+
+/// Commits a checkpoint: everything sent before it is written, so the in-process stores'
+/// images belong to its moment. A checkpoint that cannot be written is logged and the run
+/// goes on (the next one may succeed; a restart uses an older one).
+fn commit_checkpoint(sinks: &mut SinkSet, c: &CheckpointCommit) {
+    let images = (|| {
+        let memory = sinks
+            .memory_stores()
+            .iter()
+            .map(|m| m.image())
+            .collect::<Result<Vec<_>, SinkError>>()?;
+        let mut files = Vec::new();
+        for log in [&mut sinks.alerts, &mut sinks.dead_letters] {
+            if let EventLog::File(f) = log {
+                files.push((f.path().to_string(), f.sync()?));
+            }
+        }
+        Ok::<_, SinkError>(StoreImages { memory, files })
+    })();
+    let result = match images {
+        Ok(images) => c.commit(images),
+        Err(e) => Some(Err(e.to_string())),
+    };
+    match result {
+        Some(Ok(line)) => tracing::info!(seq = c.seq, "{line}"),
+        Some(Err(e)) => tracing::warn!(
+            seq = c.seq,
+            error = %e,
+            "checkpoint {} not written: {e}; the run goes on (a restart uses an older one)",
+            c.seq
+        ),
+        None => {}
+    }
 }
 
 /// Rows of a batch, each counted once (what `shopflow_sink_rows` and the run summary count):
@@ -687,6 +782,40 @@ fn total_rows(batch: &ViewBatch) -> usize {
 }
 
 impl SinkSet {
+    /// The in-process stores of this set, each once, in a fixed order (views, ledgers,
+    /// sales, alerts, dead letters): what a checkpoint keeps images of.
+    pub fn memory_stores(&self) -> Vec<&MemoryStore> {
+        let candidates = [
+            match &self.views {
+                ViewStore::Memory(m) => Some(m),
+                ViewStore::Redis(_) => None,
+            },
+            match &self.ledger {
+                LedgerStore::Memory(m) => Some(m),
+                LedgerStore::Mysql(_) => None,
+            },
+            match &self.sales {
+                SalesStore::Memory(m) => Some(m),
+                SalesStore::ClickHouse(_) => None,
+            },
+            match &self.alerts {
+                EventLog::Memory(m) => Some(m),
+                _ => None,
+            },
+            match &self.dead_letters {
+                EventLog::Memory(m) => Some(m),
+                _ => None,
+            },
+        ];
+        let mut stores: Vec<&MemoryStore> = Vec::new();
+        for m in candidates.into_iter().flatten() {
+            if !stores.iter().any(|s| s.same_store(m)) {
+                stores.push(m);
+            }
+        }
+        stores
+    }
+
     /// The one in-process store that holds views, ledgers and sales, if this set writes
     /// only there (the embedded default).
     fn single_memory_store(&self) -> Option<&MemoryStore> {

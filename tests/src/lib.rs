@@ -190,6 +190,48 @@ pub fn run_in_memory_metered(
     (store, summary)
 }
 
+/// Runs the pipeline in process over `streams` into `store` (which may hold a restored
+/// checkpoint's image), each stream starting at its offset in `offsets` (a restart from
+/// a checkpoint; empty: from the start). The writer continues the store as a restart does.
+pub fn run_into(
+    store: &MemoryStore,
+    streams: Vec<Stream>,
+    config: PipelineConfig,
+    offsets: BTreeMap<(String, i32), i64>,
+) -> RunSummary {
+    let (tx, rx) = sync_channel(64);
+    let sinks = SinkSet {
+        views: ViewStore::Memory(store.clone()),
+        ledger: shopflow_sinks::LedgerStore::Memory(store.clone()),
+        sales: shopflow_sinks::SalesStore::Memory(store.clone()),
+        alerts: EventLog::Memory(store.clone()),
+        dead_letters: EventLog::Memory(store.clone()),
+    };
+    let rt = shopflow_sinks::io_runtime();
+    let writer_config = shopflow_sinks::writer::WriterConfig {
+        resumed: config.restore.is_some(),
+        ..Default::default()
+    };
+    let writer = shopflow_sinks::writer::spawn_writer_with(
+        rx,
+        sinks,
+        Arc::new(SinkStats::default()),
+        rt.handle().clone(),
+        writer_config,
+    );
+    let streams = Arc::new(streams);
+    let make = move |w: usize, peers: usize| -> Result<Box<dyn Source>, _> {
+        Ok(
+            Box::new(MemorySource::share(&streams, w, peers).starting_at(&offsets))
+                as Box<dyn Source>,
+        )
+    };
+    let summary = shopflow_pipelines::run(config, make, tx, Arc::new(Stats::default()))
+        .expect("pipeline run");
+    writer.join().expect("writer thread").expect("writer");
+    summary
+}
+
 /// What a run left in the sinks, in the reference model's shapes.
 #[derive(Debug, Default)]
 pub struct SinkContents {

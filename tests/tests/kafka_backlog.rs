@@ -84,6 +84,7 @@ fn a_skewed_backlog_is_read_fairly_and_the_views_stay_exact() {
         topics: topics.inputs().iter().map(|s| s.to_string()).collect(),
         bounded: true,
         fetch_bytes_per_partition: 1 << 20,
+        start_offsets: Default::default(),
     };
     let stats = Arc::new(Stats::default());
     // Watches for the first view batch written.

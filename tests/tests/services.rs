@@ -55,6 +55,7 @@ fn run_once(
         topics: topics.inputs().iter().map(|s| s.to_string()).collect(),
         bounded: true,
         fetch_bytes_per_partition: 1 << 20,
+        start_offsets: Default::default(),
     };
     let summary = shopflow_pipelines::run(
         PipelineConfig {

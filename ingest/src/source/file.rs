@@ -6,6 +6,9 @@ use std::io::{BufRead, BufReader};
 
 use super::{Message, Source, SourceError, StreamId};
 
+/// The topic a checkpoint knows a file stream by (see [`Source::stream_key`]).
+pub const FILE_TOPIC: &str = "file";
+
 /// A bounded source reading one JSON-lines file.
 #[derive(Debug)]
 pub struct FileSource {
@@ -17,6 +20,55 @@ pub struct FileSource {
 }
 
 impl FileSource {
+    /// Opens `path` and skips its first `lines` lines (a restart from a checkpoint: the
+    /// next message read is line `lines`, with that offset). A file with fewer lines is
+    /// an error: it cannot continue the checkpointed input.
+    pub fn open_from(path: &str, lines: i64) -> Result<Self, SourceError> {
+        let mut me = Self::open(path)?;
+        let Some(reader) = me.reader.as_mut() else {
+            return Ok(me);
+        };
+        let mut left = lines.max(0) as u64;
+        // Whether bytes after the last newline were skipped (a last line without one).
+        let mut partial = false;
+        while left > 0 {
+            let buf = reader.fill_buf().map_err(|source| SourceError::Io {
+                path: path.to_string(),
+                source,
+            })?;
+            if buf.is_empty() {
+                if left == 1 && partial {
+                    break;
+                }
+                return Err(SourceError::Io {
+                    path: path.to_string(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "the checkpoint resumes at line {lines}, the file has fewer lines \
+                             (not the same input: move the state directory away to start over)"
+                        ),
+                    ),
+                });
+            }
+            // Count newlines up to the `left`-th one in this buffer.
+            let mut used = buf.len();
+            partial = buf.last() != Some(&b'\n');
+            for (i, b) in buf.iter().enumerate() {
+                if *b == b'\n' {
+                    left -= 1;
+                    if left == 0 {
+                        used = i + 1;
+                        break;
+                    }
+                }
+            }
+            reader.consume(used);
+        }
+        me.next_offset = lines.max(0);
+        Ok(me)
+    }
+
     /// Opens `path`.
     pub fn open(path: &str) -> Result<Self, SourceError> {
         let file = File::open(path).map_err(|source| SourceError::Io {
@@ -85,5 +137,9 @@ impl Source for FileSource {
     /// 0 at the end of the file; unknown before (the lines left are not counted).
     fn lag(&self, _stream: usize) -> Option<u64> {
         self.reader.is_none().then_some(0)
+    }
+
+    fn stream_key(&self, _stream: usize) -> (String, i32) {
+        (FILE_TOPIC.to_string(), 0)
     }
 }

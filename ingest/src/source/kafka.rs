@@ -73,6 +73,9 @@ pub struct KafkaConfig {
     /// fetches read the partitions more evenly, so the frontier (a minimum over them)
     /// advances in smaller steps; larger ones read faster.
     pub fetch_bytes_per_partition: usize,
+    /// Where to start each (topic, partition): a restart from a checkpoint resumes at the
+    /// checkpoint's next offsets. Partitions not listed start at their beginning.
+    pub start_offsets: std::collections::BTreeMap<(String, i32), i64>,
 }
 
 /// A source over this worker's share of the partitions of some topics.
@@ -192,8 +195,15 @@ impl KafkaSource {
             .map(|(_, s)| s)
             .collect();
         let mut tpl = TopicPartitionList::new();
+        let start = |s: &StreamId| {
+            config
+                .start_offsets
+                .get(&(s.topic.clone(), s.partition))
+                .copied()
+        };
         for s in &streams {
-            tpl.add_partition_offset(&s.topic, s.partition, Offset::Beginning)
+            let offset = start(s).map_or(Offset::Beginning, Offset::Offset);
+            tpl.add_partition_offset(&s.topic, s.partition, offset)
                 .map_err(|source| SourceError::Kafka {
                     brokers: config.brokers.clone(),
                     what: "building the assignment".into(),
@@ -232,7 +242,7 @@ impl KafkaSource {
             next: 0,
             context,
             suspect: false,
-            position: vec![0; streams.len()],
+            position: streams.iter().map(|s| start(s).unwrap_or(0)).collect(),
             end: vec![0; streams.len()],
             streams,
             bounded: config.bounded,

@@ -49,6 +49,17 @@ impl MemorySource {
         )
     }
 
+    /// The same source continuing a checkpoint: each stream starts at its offset in
+    /// `offsets` (by (topic, partition); streams not listed start at 0).
+    pub fn starting_at(mut self, offsets: &std::collections::BTreeMap<(String, i32), i64>) -> Self {
+        for (id, q) in self.streams.iter().zip(&mut self.queues) {
+            if let Some(&from) = offsets.get(&(id.topic.clone(), id.partition)) {
+                q.retain(|m| m.offset >= from);
+            }
+        }
+        self
+    }
+
     /// An empty source (for workers that own no stream).
     pub fn empty() -> Self {
         MemorySource {
@@ -63,12 +74,21 @@ impl Source for MemorySource {
         &self.streams
     }
 
+    /// Reads the streams in turn, an equal share of `max` from each that has messages
+    /// left (as a consumer fetching several partitions does).
     fn poll(&mut self, out: &mut Vec<Message>, max: usize) -> Result<(), SourceError> {
         let mut budget = max;
-        for q in &mut self.queues {
-            let n = budget.min(q.len());
-            out.extend(q.drain(..n));
-            budget -= n;
+        while budget > 0 {
+            let open = self.queues.iter().filter(|q| !q.is_empty()).count();
+            if open == 0 {
+                break;
+            }
+            let share = (budget / open).max(1);
+            for q in self.queues.iter_mut().filter(|q| !q.is_empty()) {
+                let n = share.min(q.len()).min(budget);
+                out.extend(q.drain(..n));
+                budget -= n;
+            }
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ mod file;
 mod kafka;
 mod memory;
 
-pub use file::FileSource;
+pub use file::{FileSource, FILE_TOPIC};
 pub use kafka::{KafkaConfig, KafkaSource};
 pub use memory::MemorySource;
 
@@ -112,6 +112,14 @@ pub trait Source: Send {
     /// frontier stays bounded. Sources that hold their input in memory anyway, or have one
     /// stream, may ignore it (the default).
     fn set_paused(&mut self, _stream: usize, _paused: bool) {}
+
+    /// The name a checkpoint knows stream `stream` by: its (topic, partition). A file is
+    /// `("file", 0)` whatever its path, so that a longer file continues the checkpoint of
+    /// a shorter one.
+    fn stream_key(&self, stream: usize) -> (String, i32) {
+        let s = &self.streams()[stream];
+        (s.topic.clone(), s.partition)
+    }
 }
 
 /// Whether stream number `index` (in a list every worker sees the same) belongs to worker

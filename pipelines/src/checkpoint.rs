@@ -1,0 +1,514 @@
+//! Checkpoints (SPEC §7): the state a restart needs to continue exactly where a moment of
+//! the run stood, so that it replays only the tail of each stream.
+//!
+//! A checkpoint is taken at a dataflow time T at which the pipeline is quiet: every worker
+//! has stopped reading, every record dated before T has been applied and handed to the
+//! sink writer, and no record is in flight between operators (see the runtime's
+//! checkpoint protocol). It holds:
+//! - per worker, its input frontier, and per stream the next offset to read and the stream
+//!   validator (dedup ids, order life-cycle states, frontier);
+//! - per worker, every operator's state as registered in [`crate::state::States`]:
+//!   per-key state (stock levels, partners, members, catalog, seller sums) and the
+//!   records waiting for the frontier (window ends, deferred entries);
+//! - an image of each in-process store, taken by the sink writer once everything sent
+//!   before the checkpoint is written (external stores are not copied: they hold the same
+//!   moment or later, and their own `as_of` guards skip what a restart sends again).
+//!
+//! The file is written atomically: to a temporary file, `fsync`ed, renamed, and the
+//! directory `fsync`ed. It starts with a magic line, the format version, the payload
+//! length and a CRC-32C of the payload. A restart takes the newest file that reads back
+//! whole and matches the run; any other is skipped with one log line naming it and the
+//! reason. The last [`CheckpointConfig::keep`] files are kept.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shopflow_ingest::StreamValidator;
+use shopflow_model::{Millis, StoreImages};
+
+/// Version of the checkpoint format this build writes and reads. A file of another
+/// version is skipped (the run falls back to an older checkpoint of this version, or
+/// replays from the start).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The first bytes of every checkpoint file.
+pub const MAGIC: &[u8] = b"shopflow checkpoint\n";
+
+/// CRC-32C (Castagnoli), the checksum of the payload (slicing by 16: several GB/s).
+const CRC: crc::Crc<u32, crc::Table<16>> = crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
+
+/// Header: magic, version (u32), payload length (u64), checksum (u32), little-endian. The
+/// payload is the manifest's length (u64), the manifest ([`Snapshot`] with every blob
+/// replaced by its length, bincode) and the blobs, raw, in the manifest's order: each
+/// worker's validators then operator states, then the store images. Blobs are copied
+/// out whole rather than decoded byte by byte.
+const HEADER: usize = MAGIC.len() + 4 + 8 + 4;
+
+/// A worker's part in the manifest: its cap, its streams (topic, partition, next offset,
+/// validator length) and its operators (name, state length).
+type WorkerManifest = (Millis, Vec<(String, i32, i64, u64)>, Vec<(String, u64)>);
+
+/// [`Snapshot`] with its blobs replaced by their lengths.
+#[derive(Serialize, Deserialize)]
+struct Manifest {
+    seq: u64,
+    created_ms: Millis,
+    time: Millis,
+    as_of: Option<Millis>,
+    workers: Vec<WorkerManifest>,
+    memory: Vec<u64>,
+    files: Vec<(String, u64)>,
+}
+
+impl Snapshot {
+    /// The manifest and the blobs it describes, in order.
+    fn manifest(&self) -> (Manifest, Vec<&[u8]>) {
+        let mut blobs: Vec<&[u8]> = Vec::new();
+        let workers = self
+            .workers
+            .iter()
+            .map(|w| {
+                let streams = w
+                    .streams
+                    .iter()
+                    .map(|s| {
+                        blobs.push(&s.validator);
+                        (
+                            s.topic.clone(),
+                            s.partition,
+                            s.next_offset,
+                            s.validator.len() as u64,
+                        )
+                    })
+                    .collect();
+                let operators = w
+                    .operators
+                    .iter()
+                    .map(|(name, b)| {
+                        blobs.push(b);
+                        (name.clone(), b.len() as u64)
+                    })
+                    .collect();
+                (w.cap, streams, operators)
+            })
+            .collect();
+        let memory = self
+            .stores
+            .memory
+            .iter()
+            .map(|m| {
+                blobs.push(m);
+                m.len() as u64
+            })
+            .collect();
+        let manifest = Manifest {
+            seq: self.seq,
+            created_ms: self.created_ms,
+            time: self.time,
+            as_of: self.as_of,
+            workers,
+            memory,
+            files: self.stores.files.clone(),
+        };
+        (manifest, blobs)
+    }
+}
+
+/// When and where checkpoints are taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointConfig {
+    /// The state directory (a mounted volume in production).
+    pub dir: PathBuf,
+    /// A checkpoint is taken when this long has passed since the last one…
+    pub interval: Duration,
+    /// …or this many messages have been read since the last one (0 = no limit).
+    pub every_messages: u64,
+    /// Checkpoint files kept (at least 1).
+    pub keep: usize,
+}
+
+/// The default [`CheckpointConfig::interval`].
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+/// The default [`CheckpointConfig::every_messages`].
+pub const DEFAULT_EVERY_MESSAGES: u64 = 5_000_000;
+/// The default [`CheckpointConfig::keep`].
+pub const DEFAULT_KEEP: usize = 3;
+
+impl CheckpointConfig {
+    /// Checkpoints in `dir` with the default schedule.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        CheckpointConfig {
+            dir: dir.into(),
+            interval: DEFAULT_INTERVAL,
+            every_messages: DEFAULT_EVERY_MESSAGES,
+            keep: DEFAULT_KEEP,
+        }
+    }
+}
+
+/// Everything one checkpoint holds.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Sequence number (the file name's).
+    pub seq: u64,
+    /// Wall-clock time it was taken (ms since the epoch).
+    pub created_ms: Millis,
+    /// The dataflow time T it describes: every record dated before T is applied; the
+    /// records waiting in the operators are dated T or later.
+    pub time: Millis,
+    /// The `as_of` of the last view batch handed to the writer before it, if any.
+    pub as_of: Option<Millis>,
+    /// One part per timely worker, by worker index.
+    pub workers: Vec<WorkerPart>,
+    /// What the sink writer adds: an image of each in-process store, in the writer's
+    /// order (views, ledgers, sales, alerts, dead letters, each store once), and the
+    /// length of each JSON-lines file.
+    pub stores: StoreImages,
+}
+
+/// One worker's part of a checkpoint.
+#[derive(Debug)]
+pub struct WorkerPart {
+    /// The worker's input frontier (no later event is applied before it).
+    pub cap: Millis,
+    /// Its streams, in its source's order.
+    pub streams: Vec<StreamPart>,
+    /// Its operators' states, serialized, by operator name.
+    pub operators: BTreeMap<String, Vec<u8>>,
+}
+
+/// One stream's part of a checkpoint.
+#[derive(Debug)]
+pub struct StreamPart {
+    /// Topic (`file` for a file source: a longer file continues a shorter one).
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The first offset not yet read (a file's line number).
+    pub next_offset: i64,
+    /// The stream's validator, serialized (see [`StreamValidator`]).
+    pub validator: Vec<u8>,
+}
+
+impl StreamPart {
+    /// The stream's validator, read back.
+    pub fn validator(&self) -> Result<StreamValidator, CheckpointError> {
+        bincode::deserialize(&self.validator).map_err(|e| CheckpointError::Part {
+            part: format!("validator of {}/{}", self.topic, self.partition),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// A checkpoint being restored: each worker takes its part once.
+#[derive(Debug)]
+pub struct Restore {
+    /// The checkpoint's sequence number.
+    pub seq: u64,
+    /// Its dataflow time (see [`Snapshot::time`]).
+    pub time: Millis,
+    /// Each worker's input frontier.
+    pub caps: Vec<Millis>,
+    parts: std::sync::Mutex<Vec<Option<WorkerPart>>>,
+}
+
+impl Restore {
+    /// The workers' parts of `snapshot` (its store images are restored by the caller).
+    pub fn new(snapshot: Snapshot) -> Self {
+        Restore {
+            seq: snapshot.seq,
+            time: snapshot.time,
+            caps: snapshot.workers.iter().map(|w| w.cap).collect(),
+            parts: std::sync::Mutex::new(snapshot.workers.into_iter().map(Some).collect()),
+        }
+    }
+
+    /// Worker `worker`'s part (once).
+    pub fn take(&self, worker: usize) -> Option<WorkerPart> {
+        self.parts.lock().ok()?.get_mut(worker)?.take()
+    }
+}
+
+impl Snapshot {
+    /// The offset to resume each stream at, by (topic, partition).
+    pub fn offsets(&self) -> BTreeMap<(String, i32), i64> {
+        self.workers
+            .iter()
+            .flat_map(|w| &w.streams)
+            .map(|s| ((s.topic.clone(), s.partition), s.next_offset))
+            .collect()
+    }
+
+    /// Messages read before the checkpoint, over every stream.
+    pub fn messages(&self) -> u64 {
+        self.workers
+            .iter()
+            .flat_map(|w| &w.streams)
+            .map(|s| s.next_offset.max(0) as u64)
+            .sum()
+    }
+}
+
+/// Why a checkpoint could not be written or used.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The state directory or a file in it could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An operator's saved state could not be read back, or saved.
+    #[error("operator state {part}: {reason}")]
+    Part {
+        /// The operator's name.
+        part: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The checkpoint does not fit this run's input.
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The file name of checkpoint `seq`.
+pub fn file_name(seq: u64) -> String {
+    format!("checkpoint-{seq:012}.bin")
+}
+
+fn seq_of(name: &str) -> Option<u64> {
+    name.strip_prefix("checkpoint-")?
+        .strip_suffix(".bin")?
+        .parse()
+        .ok()
+}
+
+/// The checkpoint files in `dir`, newest first.
+pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(dir)(e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name();
+        if let Some(seq) = name.to_str().and_then(seq_of) {
+            files.push((seq, entry.path()));
+        }
+    }
+    files.sort_unstable_by_key(|f| std::cmp::Reverse(f.0));
+    Ok(files)
+}
+
+/// Writes the file for `snapshot` (header and payload) to `out`; returns its length.
+pub fn encode_to(snapshot: &Snapshot, out: &mut impl Write) -> Result<u64, std::io::Error> {
+    let (manifest, blobs) = snapshot.manifest();
+    let manifest = bincode::serialize(&manifest).map_err(std::io::Error::other)?;
+    let mut digest = CRC.digest();
+    let mut len: u64 = 8 + manifest.len() as u64;
+    digest.update(&(manifest.len() as u64).to_le_bytes());
+    digest.update(&manifest);
+    for b in &blobs {
+        digest.update(b);
+        len += b.len() as u64;
+    }
+    out.write_all(MAGIC)?;
+    out.write_all(&FORMAT_VERSION.to_le_bytes())?;
+    out.write_all(&len.to_le_bytes())?;
+    out.write_all(&digest.finalize().to_le_bytes())?;
+    out.write_all(&(manifest.len() as u64).to_le_bytes())?;
+    out.write_all(&manifest)?;
+    for b in blobs {
+        out.write_all(b)?;
+    }
+    Ok(HEADER as u64 + len)
+}
+
+/// The whole file for `snapshot`: header and payload.
+pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    encode_to(snapshot, &mut bytes).expect("writing to memory");
+    bytes
+}
+
+/// Reads a whole checkpoint file back, or says why it cannot be used.
+pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
+    if bytes.len() < HEADER || !bytes.starts_with(MAGIC) {
+        return Err("not a checkpoint file (no header)".into());
+    }
+    let word = |at: usize, n: usize| {
+        let mut b = [0u8; 8];
+        b[..n].copy_from_slice(&bytes[at..at + n]);
+        u64::from_le_bytes(b)
+    };
+    let version = word(MAGIC.len(), 4) as u32;
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "format version {version}, this build reads version {FORMAT_VERSION}"
+        ));
+    }
+    let len = word(MAGIC.len() + 4, 8);
+    let sum = word(MAGIC.len() + 12, 4) as u32;
+    let payload = &bytes[HEADER..];
+    if payload.len() as u64 != len {
+        return Err(format!(
+            "truncated or padded: the header says {len} bytes of state, the file has {}",
+            payload.len()
+        ));
+    }
+    if CRC.checksum(payload) != sum {
+        return Err("checksum mismatch (the file is corrupt)".into());
+    }
+    let unreadable = |e: &dyn std::fmt::Display| format!("unreadable state: {e}");
+    let m_len = payload
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .ok_or_else(|| unreadable(&"no manifest"))?;
+    let manifest: Manifest = payload
+        .get(8..8 + m_len)
+        .ok_or_else(|| unreadable(&"short manifest"))
+        .and_then(|b| bincode::deserialize(b).map_err(|e| unreadable(&e)))?;
+    let mut rest = &payload[8 + m_len..];
+    let mut take = |n: u64| -> Result<Vec<u8>, String> {
+        let n = usize::try_from(n).map_err(|e| unreadable(&e))?;
+        if rest.len() < n {
+            return Err(unreadable(&"a part is cut short"));
+        }
+        let (b, r) = rest.split_at(n);
+        rest = r;
+        Ok(b.to_vec())
+    };
+    let mut workers = Vec::with_capacity(manifest.workers.len());
+    for (cap, streams, operators) in manifest.workers {
+        let streams = streams
+            .into_iter()
+            .map(|(topic, partition, next_offset, n)| {
+                Ok(StreamPart {
+                    topic,
+                    partition,
+                    next_offset,
+                    validator: take(n)?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let operators = operators
+            .into_iter()
+            .map(|(name, n)| Ok((name, take(n)?)))
+            .collect::<Result<BTreeMap<_, _>, String>>()?;
+        workers.push(WorkerPart {
+            cap,
+            streams,
+            operators,
+        });
+    }
+    let memory = manifest
+        .memory
+        .into_iter()
+        .map(&mut take)
+        .collect::<Result<Vec<_>, String>>()?;
+    if !rest.is_empty() {
+        return Err(unreadable(&"bytes after the last part"));
+    }
+    Ok(Snapshot {
+        seq: manifest.seq,
+        created_ms: manifest.created_ms,
+        time: manifest.time,
+        as_of: manifest.as_of,
+        workers,
+        stores: StoreImages {
+            memory,
+            files: manifest.files,
+        },
+    })
+}
+
+/// Writes `snapshot` to `dir` atomically (temporary file, fsync, rename, fsync of the
+/// directory), then removes all but the newest `keep` checkpoints. Returns the file and
+/// its size.
+pub fn write(
+    dir: &Path,
+    snapshot: &Snapshot,
+    keep: usize,
+) -> Result<(PathBuf, u64), CheckpointError> {
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let path = dir.join(file_name(snapshot.seq));
+    let tmp = dir.join(format!(".{}.tmp", file_name(snapshot.seq)));
+    let len = {
+        let f = File::create(&tmp).map_err(io(&tmp))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, f);
+        let len = encode_to(snapshot, &mut out).map_err(io(&tmp))?;
+        let f = out.into_inner().map_err(|e| io(&tmp)(e.into_error()))?;
+        f.sync_all().map_err(io(&tmp))?;
+        len
+    };
+    fs::rename(&tmp, &path).map_err(io(&path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
+    prune(dir, keep)?;
+    Ok((path, len))
+}
+
+/// Removes all but the newest `keep` (at least 1) checkpoint files, and temporary files
+/// left by a crash while one was written.
+pub fn prune(dir: &Path, keep: usize) -> Result<(), CheckpointError> {
+    for (_, path) in list(dir)?.into_iter().skip(keep.max(1)) {
+        fs::remove_file(&path).map_err(io(&path))?;
+    }
+    for entry in fs::read_dir(dir).map_err(io(dir))?.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".checkpoint-") && name.ends_with(".tmp") {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// The sequence number the next checkpoint in `dir` takes: one past every file there
+/// (valid or not), so that no file is ever overwritten.
+pub fn next_seq(dir: &Path) -> Result<u64, CheckpointError> {
+    Ok(list(dir)?.first().map_or(1, |(seq, _)| seq + 1))
+}
+
+/// The newest usable checkpoint in `dir` for a run of `workers` workers. Each newer file
+/// that cannot be used is skipped with one `warn` line naming it and the reason. `None`
+/// when there is none (the run replays every stream from its start).
+pub fn load_newest(
+    dir: &Path,
+    workers: usize,
+) -> Result<Option<(PathBuf, Snapshot)>, CheckpointError> {
+    for (_, path) in list(dir)? {
+        let reason = match fs::read(&path) {
+            Err(e) => format!("cannot read it: {e}"),
+            Ok(bytes) => match decode(&bytes) {
+                Err(reason) => reason,
+                Ok(s) if s.workers.len() != workers => format!(
+                    "taken with {} workers, this run has {workers} (operator state is \
+                     partitioned by worker; run with --workers {} to use it)",
+                    s.workers.len(),
+                    s.workers.len()
+                ),
+                Ok(s) => return Ok(Some((path, s))),
+            },
+        };
+        tracing::warn!(file = %path.display(), %reason, "checkpoint skipped: {reason}");
+    }
+    Ok(None)
+}
