@@ -243,10 +243,12 @@ fn serve(
     auth: shopflow_api::AuthMode,
     registry: Registry,
     health: Health,
-) -> Result<()> {
+) -> Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(addr)
         .with_context(|| format!("cannot listen on {addr} (port taken? use --listen)"))?;
     listener.set_nonblocking(true)?;
+    // The address bound (the port the system chose, with port 0).
+    let bound = listener.local_addr()?;
     rt.spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
         if let Err(e) = shopflow_api::serve(
@@ -265,7 +267,7 @@ fn serve(
             tracing::error!(error = %e, "API server stopped");
         }
     });
-    Ok(())
+    Ok(bound)
 }
 
 /// Prints a progress line every second until the pipeline finishes. Unpark its thread
@@ -444,7 +446,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let rt = shopflow_sinks::io_runtime();
     let registry = Registry::new();
     let health = Health::new();
-    serve(
+    let bound = serve(
         &rt,
         args.pipeline.listen,
         ServingViews::Memory(store.clone()),
@@ -454,7 +456,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         registry.clone(),
         health.clone(),
     )?;
-    say!("API on http://{}", args.pipeline.listen);
+    say!("API on http://{bound}");
     let sinks = SinkSet {
         views: ViewStore::Memory(store.clone()),
         ledger: LedgerStore::Memory(store.clone()),
@@ -494,7 +496,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         "alerts: {0}/alerts.jsonl   dead letters: {0}/dlq.jsonl",
         args.out_dir
     );
-    let base = format!("http://{}", args.pipeline.listen);
+    let base = format!("http://{bound}");
     // Tokens for the session: admin reads everything, seller 1 only /v1/sellers/1/….
     let ttl = 24 * 3600;
     let admin_token = auth.keys.mint("demo-admin", Role::Admin, None, ttl)?;
@@ -626,7 +628,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         };
     let registry = Registry::new();
     let health = Health::new();
-    serve(
+    let bound = serve(
         &rt,
         args.pipeline.listen,
         serving,
@@ -636,7 +638,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         registry.clone(),
         health.clone(),
     )?;
-    say!("API on http://{}", args.pipeline.listen);
+    say!("API on http://{bound}");
     let live = args.kafka.is_some() && args.file.is_none() && !args.bounded;
     let sinks = SinkSet {
         views,

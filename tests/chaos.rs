@@ -1,6 +1,11 @@
 //! Chaos: many SIGKILLs at random points of a run, then a comparison of every sink with the
 //! reference model.
 //!
+//! Every run takes checkpoints (every 1,500 messages) into one state directory and starts
+//! from the newest valid one, so kills land before, during and after checkpoint writes
+//! and restarts replay only the tail; one kill in three waits for a checkpoint being
+//! written (its temporary file) and kills then.
+//!
 //! A generated log (with bad events, duplicates and late events) is published to Kafka in
 //! three parts, cut where every later message has a later `ts` (see [`clean_parts`]), each
 //! part before its share of the kills, so the sinks cannot reach the end of the log early.
@@ -44,6 +49,8 @@ use shopflow_tests::{
 
 /// Where the child process writes.
 struct Targets {
+    /// The checkpoints' state directory.
+    state_dir: std::path::PathBuf,
     brokers: String,
     redis: String,
     mysql: String,
@@ -68,6 +75,14 @@ fn shopflow(t: &Targets) -> Command {
         .args(["--redis-prefix", &format!("{}:", t.unique)])
         .args(["--listen", "127.0.0.1:0"])
         .args(["--kafka-fetch-kb", "4"])
+        .arg("--state-dir")
+        .arg(&t.state_dir)
+        .args([
+            "--checkpoint-every-messages",
+            "1500",
+            "--checkpoints-kept",
+            "3",
+        ])
         .env(
             "SHOPFLOW_JWT_SECRET",
             "chaos-test-secret-0123456789abcdef0123",
@@ -80,7 +95,8 @@ fn shopflow(t: &Targets) -> Command {
 /// How one run ended.
 #[derive(Debug)]
 struct Kill {
-    /// "as_of" (when the ledger passed a point) or "delay" (a random time after the start).
+    /// "as_of" (when the ledger passed a point), "delay" (a random time after the start) or
+    /// "checkpoint" (while a checkpoint was being written).
     how: &'static str,
     /// Milliseconds after the start.
     after_ms: u128,
@@ -91,6 +107,15 @@ struct Kill {
     /// When the run wrote its first batch beyond where the previous run left the ledger
     /// (ms after the start: the replay of what the sinks already held), if it got there.
     caught_up_ms: Option<u128>,
+}
+
+/// Whether a checkpoint is being written in `dir` (its temporary file exists).
+fn writing_checkpoint(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+    })
 }
 
 fn kill(child: &mut Child) {
@@ -173,7 +198,10 @@ fn many_sigkills_lose_and_duplicate_nothing() {
         .expect("redis");
     let (ledger, admin, db) = fresh_ledger(&rt, &unique);
     let (sales, ch_url, ch_db) = fresh_sales(&rt, &unique);
+    let state_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(&unique);
+    let _ = std::fs::remove_dir_all(&state_dir);
     let targets = Targets {
+        state_dir: state_dir.clone(),
         brokers: brokers.clone(),
         redis: redis_url.clone(),
         mysql: shopflow_sinks::mysql::url_with_database(&admin, &db),
@@ -213,7 +241,7 @@ fn many_sigkills_lose_and_duplicate_nothing() {
         // it is and the end of the log (so the sinks are left part-written, further on
         // each time), and at a random moment from the start (anywhere: while connecting,
         // while the restart replays what the sinks hold, inside a sink's write).
-        let how = ["as_of", "delay"][k % 2];
+        let how = ["as_of", "delay", "checkpoint"][k % 3];
         let from = previous.unwrap_or(first_ts);
         let point = from + part_end_ts.saturating_sub(from) / 20 * rng.random_range(1..12);
         // Up to a little past the longest run so far (at least 6 s), so on a large log
@@ -228,6 +256,7 @@ fn many_sigkills_lose_and_duplicate_nothing() {
             }
             let due = match how {
                 "as_of" => now.is_some_and(|t| t >= point),
+                "checkpoint" => writing_checkpoint(&state_dir),
                 _ => start.elapsed() >= delay,
             };
             if due {
@@ -242,7 +271,9 @@ fn many_sigkills_lose_and_duplicate_nothing() {
                 Instant::now() < deadline,
                 "run {k} made no progress in 600 s"
             );
-            std::thread::sleep(Duration::from_millis(2));
+            if how != "checkpoint" {
+                std::thread::sleep(Duration::from_millis(2));
+            }
         };
         let after = ledger_as_of();
         history.push(Kill {
@@ -312,7 +343,20 @@ fn many_sigkills_lose_and_duplicate_nothing() {
         panic!("after {kills} SIGKILLs (seed {seed}) the sinks differ from the reference:\n{e}");
     }
 
-    // Recovery: a restart replays the whole log into sinks that hold it already.
+    // Recovery: a restart from the last checkpoint (the end of the log) changes nothing…
+    let started = Instant::now();
+    let status = shopflow(&targets).status().expect("restart");
+    assert!(status.success(), "the restart failed: {status}");
+    println!(
+        "recovery: a restart from the last checkpoint took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    if let Err(e) = read_everything().compare(&want) {
+        panic!("a restart from the last checkpoint changed the sinks:\n{e}");
+    }
+    // …and neither does a replay of the whole log with no checkpoint (the state directory
+    // lost), into sinks that hold it already.
+    std::fs::remove_dir_all(&state_dir).expect("remove the state directory");
     let started = Instant::now();
     let status = shopflow(&targets).status().expect("replay");
     assert!(status.success(), "the replay failed: {status}");

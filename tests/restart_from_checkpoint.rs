@@ -1,0 +1,277 @@
+//! Restarts of the `shopflow` binary from checkpoints, file source and embedded stores:
+//! `run --file PREFIX --bounded --state-dir D`, then `run --file FULL --state-dir D` (FULL
+//! starts with PREFIX) reads only the lines after PREFIX and serves what one run over FULL
+//! serves, with the same alerts and dead letters; a damaged checkpoint is named, skipped,
+//! and the run starts over with the same result.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use shopflow_gen::{generate, GenConfig};
+
+const SECRET: &str = "restart-test-secret-0123456789abcdef";
+
+fn dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("restart-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create a test directory");
+    d
+}
+
+fn shopflow(file: &Path, out: &Path, state: Option<&Path>) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shopflow"));
+    c.args([
+        "run",
+        "--bounded",
+        "--workers",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--file")
+    .arg(file)
+    .arg("--out-dir")
+    .arg(out)
+    .env("SHOPFLOW_JWT_SECRET", SECRET)
+    .env_remove("SHOPFLOW_KAFKA_BROKERS")
+    .env_remove("SHOPFLOW_REDIS_URL")
+    .env_remove("SHOPFLOW_MYSQL_URL")
+    .env_remove("SHOPFLOW_CLICKHOUSE_URL");
+    if let Some(s) = state {
+        c.arg("--state-dir").arg(s);
+    }
+    c
+}
+
+/// Runs to the end and exits; its log (stderr).
+fn run_to_end(mut c: Command) -> String {
+    let out = c.arg("--exit-when-done").output().expect("run shopflow");
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "shopflow failed: {log}");
+    log
+}
+
+/// A run left serving its API once its input is done: the process, its port and its log.
+fn serve(mut c: Command) -> (Child, u16, String) {
+    let mut child = c
+        .env("SHOPFLOW_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start shopflow");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut log = String::new();
+    let mut port = None;
+    for line in lines.by_ref() {
+        let line = line.expect("read the log");
+        log.push_str(&line);
+        log.push('\n');
+        if let Some(p) = line.strip_prefix("API on http://127.0.0.1:") {
+            port = p.trim().parse().ok();
+        }
+        if line.contains("serving until Ctrl-C") {
+            break;
+        }
+    }
+    // Keep draining so that the process never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let port = port.unwrap_or_else(|| panic!("no API port in the log:\n{log}"));
+    (child, port, log)
+}
+
+fn get(port: u16, path: &str, token: &str) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the API");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or_default())
+}
+
+fn admin_token() -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_shopflow"))
+        .args(["token", "--role", "admin"])
+        .env("SHOPFLOW_JWT_SECRET", SECRET)
+        .output()
+        .expect("mint a token");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
+}
+
+/// The answers of a sample of endpoints.
+fn answers(port: u16, token: &str) -> Vec<(String, u16, serde_json::Value)> {
+    let mut paths = Vec::new();
+    for id in 1..=12 {
+        paths.push(format!("/v1/stock/{id}"));
+        paths.push(format!("/v1/orders/{id}"));
+        paths.push(format!("/v1/members/{id}"));
+        paths.push(format!("/v1/members/{id}/points"));
+        paths.push(format!("/v1/members/{id}/orders"));
+        paths.push(format!("/v1/products/{id}/rating"));
+        paths.push(format!("/v1/products/{id}/also-bought"));
+    }
+    for id in 1..=4 {
+        paths.push(format!("/v1/sellers/{id}/payouts"));
+        paths.push(format!("/v1/sellers/{id}/tax-invoices"));
+        paths.push(format!("/v1/sellers/{id}/settlements"));
+        paths.push(format!(
+            "/v1/sellers/{id}/sales?from=0&to=9999999999999&bucket=day"
+        ));
+    }
+    paths
+        .into_iter()
+        .map(|p| {
+            let (status, body) = get(port, &p, token);
+            (p, status, body)
+        })
+        .collect()
+}
+
+/// The dead letters of a JSON-lines file without the `topic` (the file they were read
+/// from, which differs between PREFIX and FULL).
+fn dead_letters(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("read the dead letters")
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            v.as_object_mut().expect("an object").remove("topic");
+            v
+        })
+        .collect()
+}
+
+fn workload(dir: &Path) -> (PathBuf, PathBuf, usize, usize) {
+    let log = generate(&GenConfig {
+        events: 30_000,
+        seed: 23,
+        ..GenConfig::default()
+    });
+    let write = |name: &str, n: usize| {
+        let path = dir.join(name);
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+        for m in &log[..n] {
+            f.write_all(&m.payload).expect("write");
+            f.write_all(b"\n").expect("write");
+        }
+        f.flush().expect("flush");
+        path
+    };
+    let cut = log.len() * 3 / 5;
+    (
+        write("prefix.jsonl", cut),
+        write("full.jsonl", log.len()),
+        cut,
+        log.len(),
+    )
+}
+
+#[test]
+fn prefix_then_full_serves_what_one_run_serves() {
+    let d = dir("prefix");
+    let (prefix, full, cut, total) = workload(&d);
+    let token = admin_token();
+
+    // One run over FULL.
+    let one = d.join("one");
+    let (mut single, port, _) = serve(shopflow(&full, &one, None));
+    let want = answers(port, &token);
+    single.kill().expect("stop");
+    single.wait().expect("reap");
+    assert!(
+        want.iter().filter(|(_, s, _)| *s == 200).count() > 50,
+        "the sample must mostly hit known keys: {want:?}"
+    );
+
+    // PREFIX with a state directory, then FULL with the same one.
+    let two = d.join("two");
+    let state = d.join("state");
+    run_to_end(shopflow(&prefix, &two, Some(&state)));
+    let (mut resumed, port, log) = serve(shopflow(&full, &two, Some(&state)));
+    assert!(
+        log.contains(&format!("{cut} messages already read")),
+        "the restart continues the checkpoint at line {cut}:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("finished: {} messages", total - cut)),
+        "the restart reads only the lines after the prefix:\n{log}"
+    );
+    let got = answers(port, &token);
+    resumed.kill().expect("stop");
+    resumed.wait().expect("reap");
+    for ((path, s1, b1), (_, s2, b2)) in want.iter().zip(&got) {
+        assert_eq!((s1, b1), (s2, b2), "{path}: one run vs prefix then full");
+    }
+    let alerts = |dir: &Path| std::fs::read(dir.join("alerts.jsonl")).expect("alerts");
+    assert!(!alerts(&one).is_empty(), "the workload raises alerts");
+    assert!(
+        alerts(&one) == alerts(&two),
+        "alerts.jsonl differs between one run and prefix then full"
+    );
+    let dl = dead_letters(&one.join("dlq.jsonl"));
+    assert!(!dl.is_empty(), "the workload has bad input");
+    assert_eq!(dl, dead_letters(&two.join("dlq.jsonl")), "dead letters");
+}
+
+#[test]
+fn a_damaged_checkpoint_is_named_skipped_and_the_run_starts_over() {
+    let d = dir("damaged");
+    let (prefix, full, _, total) = workload(&d);
+    let one = d.join("one");
+    run_to_end(shopflow(&full, &one, None));
+
+    let two = d.join("two");
+    let state = d.join("state");
+    run_to_end(shopflow(&prefix, &two, Some(&state)));
+    let files: Vec<PathBuf> = std::fs::read_dir(&state)
+        .expect("list")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(
+        files.len(),
+        1,
+        "one checkpoint, at the end of the prefix: {files:?}"
+    );
+    let bytes = std::fs::read(&files[0]).expect("read");
+    std::fs::write(&files[0], &bytes[..bytes.len() - 100]).expect("truncate");
+    let log = run_to_end(shopflow(&full, &two, Some(&state)));
+    let name = files[0]
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .to_string();
+    let skipped = log
+        .lines()
+        .find(|l| l.contains("checkpoint skipped"))
+        .unwrap_or_else(|| panic!("no line about the damaged checkpoint:\n{log}"));
+    assert!(
+        skipped.contains(&name) && skipped.contains("truncated"),
+        "the line names the file and the reason: {skipped}"
+    );
+    assert!(
+        log.contains("every stream is read from its start")
+            && log.contains(&format!("finished: {total} messages")),
+        "with no usable checkpoint the run reads everything:\n{log}"
+    );
+    assert!(
+        std::fs::read(one.join("alerts.jsonl")).expect("alerts")
+            == std::fs::read(two.join("alerts.jsonl")).expect("alerts"),
+        "alerts after starting over"
+    );
+}
