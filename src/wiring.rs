@@ -93,6 +93,7 @@ impl PipelineArgs {
         WriterConfig {
             give_up_after: self.give_up_after(),
             resumed: false,
+            resumed_as_of: None,
         }
     }
 }
@@ -672,6 +673,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         images_to_restore = images;
         writer.resumed = true;
+        writer.resumed_as_of = s.stores.as_of;
         config.restore = Some(Arc::new(shopflow_pipelines::checkpoint::Restore::new(s)));
     }
     if args.file.is_some() {
@@ -774,6 +776,14 @@ pub fn checkpoints(args: CheckpointsArgs) -> Result<()> {
             s.workers.len(),
             mb(bytes.len())
         );
+        for (i, w) in s.workers.iter().enumerate() {
+            let offsets: Vec<String> = w
+                .streams
+                .iter()
+                .map(|st| format!("{}/{} at {}", st.topic, st.partition, st.next_offset))
+                .collect();
+            println!("  worker {i}: frontier {}, {}", w.cap, offsets.join(", "));
+        }
         let mut parts: BTreeMap<String, usize> = BTreeMap::new();
         for w in &s.workers {
             for st in &w.streams {

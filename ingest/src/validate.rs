@@ -192,6 +192,13 @@ impl StreamValidator {
         Ok((time, Some(before)))
     }
 
+    /// Sets the dedup horizon and the allowed lateness (a restart from a checkpoint with
+    /// other settings: they apply from there on).
+    pub fn set_limits(&mut self, horizon: Millis, lateness: Millis) {
+        self.horizon = horizon;
+        self.lateness = lateness;
+    }
+
     /// The stream's frontier: no later event is applied before it. It is the latest
     /// accepted event time minus the allowed lateness, or higher when raised while idle.
     pub fn frontier(&self) -> Millis {

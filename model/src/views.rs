@@ -592,6 +592,9 @@ pub struct StoreImages {
     /// The length of each JSON-lines file written (alerts, dead letters), by path: a
     /// restart cuts each back to it and appends.
     pub files: Vec<(String, u64)>,
+    /// The `as_of` of the last view batch written before the checkpoint: every store must
+    /// hold at least that for a restart to continue it.
+    pub as_of: Option<Millis>,
 }
 
 /// What commits a checkpoint: called by the sink writer once every output sent before it

@@ -62,6 +62,7 @@ struct Manifest {
     workers: Vec<WorkerManifest>,
     memory: Vec<u64>,
     files: Vec<(String, u64)>,
+    stores_as_of: Option<Millis>,
 }
 
 impl Snapshot {
@@ -113,6 +114,7 @@ impl Snapshot {
             workers,
             memory,
             files: self.stores.files.clone(),
+            stores_as_of: self.stores.as_of,
         };
         (manifest, blobs)
     }
@@ -160,7 +162,8 @@ pub struct Snapshot {
     /// The dataflow time T it describes: every record dated before T is applied; the
     /// records waiting in the operators are dated T or later.
     pub time: Millis,
-    /// The `as_of` of the last view batch handed to the writer before it, if any.
+    /// T − 1, the views' time the checkpoint describes (the writer may have written up to
+    /// an earlier `as_of`: see [`StoreImages::as_of`]).
     pub as_of: Option<Millis>,
     /// One part per timely worker, by worker index.
     pub workers: Vec<WorkerPart>,
@@ -380,11 +383,13 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
         .get(..8)
         .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
         .ok_or_else(|| unreadable(&"no manifest"))?;
-    let manifest: Manifest = payload
-        .get(8..8 + m_len)
-        .ok_or_else(|| unreadable(&"short manifest"))
-        .and_then(|b| bincode::deserialize(b).map_err(|e| unreadable(&e)))?;
-    let mut rest = &payload[8 + m_len..];
+    let m_end = m_len
+        .checked_add(8)
+        .filter(|&e| e <= payload.len())
+        .ok_or_else(|| unreadable(&"short manifest"))?;
+    let manifest: Manifest =
+        bincode::deserialize(&payload[8..m_end]).map_err(|e| unreadable(&e))?;
+    let mut rest = &payload[m_end..];
     let mut take = |n: u64| -> Result<Vec<u8>, String> {
         let n = usize::try_from(n).map_err(|e| unreadable(&e))?;
         if rest.len() < n {
@@ -434,6 +439,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
         stores: StoreImages {
             memory,
             files: manifest.files,
+            as_of: manifest.stores_as_of,
         },
     })
 }
@@ -461,7 +467,10 @@ pub fn write(
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir))?;
-    prune(dir, keep)?;
+    // The checkpoint is written; failing to delete old ones is worth a line, not a retry.
+    if let Err(e) = prune(dir, keep) {
+        tracing::warn!(error = %e, "old checkpoints not removed: {e}");
+    }
     Ok((path, len))
 }
 

@@ -298,7 +298,10 @@ where
             0,
         ),
         Some(p) => {
-            let (v, o) = restored_streams(&keys, p.streams).map_err(restore_error)?;
+            let (mut v, o) = restored_streams(&keys, p.streams).map_err(restore_error)?;
+            for validator in &mut v {
+                validator.set_limits(config.dedup_horizon_ms, config.lateness_ms);
+            }
             (v, o, p.cap)
         }
     };
@@ -362,18 +365,25 @@ where
             )?
         };
     }
+    // The frontier of the streams still being read: what pauses are measured from. (With
+    // checkpoints on, a bounded run's `cap` is also held by streams at their end, which
+    // cannot be read any more: pausing the others against it would stop the run.)
+    let mut reading_cap = cap;
     while !stats.stop.load(Ordering::Relaxed) {
         if failed.load(Ordering::Relaxed) {
             return Err(PipelineError::SinkGone);
         }
-        if index == 0 {
+        if ends.aborted.load(Ordering::Acquire) {
+            return Err(PipelineError::Worker("another worker stopped".into()));
+        }
+        if streams > 0 {
             coordinator.request_if_due(stats.messages.load(Ordering::Relaxed));
         }
         checkpoint!();
         // A transient source error (the broker went away) is retried with backoff; the
         // messages read before it are processed as usual.
         if !read_all {
-            pauses.update(source.as_mut(), &validators, cap, &tally.paused);
+            pauses.update(source.as_mut(), &validators, reading_cap, &tally.paused);
             match source.poll(&mut buf, config.poll_batch) {
                 Ok(()) => {
                     if source_failures > 0 {
@@ -483,18 +493,33 @@ where
         if snap.finished {
             break;
         }
-        let next = next_frontier(config, &snap.caught_up, &validators, cap);
-        let previous = timely;
+        let hold_all = !config.live && config.checkpoints.is_some();
+        let next = next_frontier(config, hold_all, &snap.caught_up, &validators, cap);
+        reading_cap = next_frontier(config, false, &snap.caught_up, &validators, reading_cap);
+        // The dataflow's inputs stand a millisecond behind the slowest worker's frontier.
+        let previous = cap.saturating_sub(1);
         if next > cap {
             cap = next;
             ends.caps[index].store(cap, Ordering::Release);
         }
         ends.follow(index, &mut inputs, &mut timely, false);
         inputs.flush();
-        // Backpressure: let the dataflow reach the time this round's records went in at
-        // before reading more. While waiting, park when there is nothing to do here
-        // (another worker has the work): spinning would take the core that worker needs.
-        while probe.less_than(&previous) && !failed.load(Ordering::Relaxed) {
+        // Backpressure: let the dataflow reach the previous frontier (this round's records
+        // went in before it) before reading more; a worker ahead of the others waits for
+        // them here. While waiting, park when there is nothing to do here (another worker
+        // has the work): spinning would take the core that worker needs.
+        // A worker holding at the end of its bounded input (checkpoints on) never moves
+        // again: the wait goes no further than its frontier.
+        let target = |ends: &Ends| match ends.at_end_floor() {
+            Some(f) => previous.min(f.saturating_sub(1)),
+            None => previous,
+        };
+        // A checkpoint asked for ends the wait: the others stop reading for it and would
+        // wait for this worker in turn.
+        while probe.less_than(&target(ends))
+            && !failed.load(Ordering::Relaxed)
+            && !coordinator.asked(index)
+        {
             worker.step_or_park(Some(Duration::from_millis(1)));
             ends.follow(index, &mut inputs, &mut timely, false);
         }
@@ -520,15 +545,25 @@ where
             if ends.aborted.load(Ordering::Acquire) {
                 return Err(PipelineError::Worker("another worker stopped".into()));
             }
+            coordinator.request_if_due(stats.messages.load(Ordering::Relaxed));
             checkpoint!();
             ends.follow(index, &mut inputs, &mut timely, true);
             inputs.flush();
             worker.step_or_park(Some(Duration::from_millis(1)));
             publish_as_of(&probe);
         }
-        if !stats.stop.load(Ordering::Relaxed) {
-            coordinator.request_final();
+        // Every reading worker takes part until the final checkpoint is done (whichever
+        // asks for it, once no other is under way).
+        while !stats.stop.load(Ordering::Relaxed) && !coordinator.final_done() {
+            if failed.load(Ordering::Relaxed) {
+                return Err(PipelineError::SinkGone);
+            }
+            if ends.aborted.load(Ordering::Acquire) {
+                return Err(PipelineError::Worker("another worker stopped".into()));
+            }
+            coordinator.try_request_final();
             checkpoint!();
+            worker.step_or_park(Some(Duration::from_millis(1)));
         }
     }
 
@@ -797,17 +832,17 @@ impl Pauses {
 /// moves to the largest stream frontier, and in live operation to the wall clock minus
 /// the lateness. Never goes backwards.
 ///
-/// A bounded run that takes checkpoints is the exception: every stream holds the frontier
-/// back, caught up or not. Its last checkpoint must be a moment that a longer input
+/// `hold_all` (a bounded run that takes checkpoints) is the exception: every stream holds
+/// the frontier back, caught up or not. Its last checkpoint must be a moment that a longer input
 /// continues as one run over it would (where no stream has ended yet): a stream's next
 /// events are dated from its own frontier, and the dataflow must not have moved past it.
 fn next_frontier(
     config: &PipelineConfig,
+    hold_all: bool,
     caught_up: &[bool],
     validators: &[StreamValidator],
     cap: Millis,
 ) -> Millis {
-    let hold_all = !config.live && config.checkpoints.is_some();
     let active = (0..validators.len())
         .filter(|&s| hold_all || !caught_up[s])
         .map(|s| validators[s].frontier())
@@ -952,6 +987,16 @@ impl Ends {
             sent: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             at_end: (0..workers).map(|_| AtomicBool::new(false)).collect(),
         }
+    }
+
+    /// The smallest input frontier of a worker holding at the end of its bounded input.
+    fn at_end_floor(&self) -> Option<Millis> {
+        self.at_end
+            .iter()
+            .zip(&self.caps)
+            .filter(|(e, _)| e.load(Ordering::Acquire))
+            .map(|(_, c)| c.load(Ordering::Acquire))
+            .min()
     }
 
     /// Whether every worker with streams has read its bounded input to the end.
@@ -1240,8 +1285,8 @@ struct Coordinator {
     seq: AtomicU64,
     /// When the last checkpoint was asked for, and the messages read then.
     last: Mutex<(Instant, u64)>,
-    /// Whether the checkpoint at the end of a bounded input was asked for.
-    final_requested: AtomicBool,
+    /// The checkpoint at the end of a bounded input (0 = not asked for yet).
+    final_epoch: AtomicU64,
 }
 
 impl Coordinator {
@@ -1262,8 +1307,13 @@ impl Coordinator {
             parts: Mutex::new((0..workers).map(|_| None).collect()),
             seq: AtomicU64::new(seq),
             last: Mutex::new((Instant::now(), 0)),
-            final_requested: AtomicBool::new(false),
+            final_epoch: AtomicU64::new(0),
         })
+    }
+
+    /// Whether a checkpoint is asked for that worker `index` has not joined yet.
+    fn asked(&self, index: usize) -> bool {
+        self.requested.load(Ordering::Acquire) > self.joined[index].load(Ordering::Acquire)
     }
 
     /// Whether checkpoints are on.
@@ -1271,16 +1321,26 @@ impl Coordinator {
         self.config.is_some()
     }
 
-    /// Asks for the checkpoint at the end of a bounded input: once, by whichever reading
-    /// worker gets there first (the others join it).
-    fn request_final(&self) {
-        if !self.final_requested.swap(true, Ordering::AcqRel) {
-            // One under way (taken on the schedule) cannot be at the end: wait it out.
-            while self.requested.load(Ordering::Acquire) != self.completed.load(Ordering::Acquire) {
-                std::thread::yield_now();
-            }
-            self.request();
+    /// Asks for the checkpoint at the end of a bounded input, once, as soon as no other is
+    /// under way (one taken on the schedule meanwhile is not at the end).
+    fn try_request_final(&self) {
+        if self.final_epoch.load(Ordering::Acquire) != 0 {
+            return;
         }
+        let done = self.completed.load(Ordering::Acquire);
+        if self
+            .requested
+            .compare_exchange(done, done + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.final_epoch.store(done + 1, Ordering::Release);
+        }
+    }
+
+    /// Whether the checkpoint at the end of a bounded input is finished (taken or skipped).
+    fn final_done(&self) -> bool {
+        let epoch = self.final_epoch.load(Ordering::Acquire);
+        epoch != 0 && self.completed.load(Ordering::Acquire) >= epoch
     }
 
     /// Asks for a checkpoint unless one is under way (or checkpoints are off).

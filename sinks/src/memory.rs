@@ -76,13 +76,18 @@ impl MemoryStore {
             Output::Views(batch) => apply_views(&mut s, batch),
             Output::DeadLetters(d) => s.dead_letters.extend(d),
             Output::Checkpoint(c) => {
-                let image = bincode::serialize(&*s).unwrap_or_default();
+                let image = bincode::serialize(&*s);
+                let as_of = s.as_of;
                 drop(s);
-                let images = shopflow_model::StoreImages {
-                    memory: vec![image],
-                    files: Vec::new(),
+                let result = match image {
+                    Ok(image) => c.commit(shopflow_model::StoreImages {
+                        memory: vec![image],
+                        files: Vec::new(),
+                        as_of,
+                    }),
+                    Err(e) => Some(Err(e.to_string())),
                 };
-                if let Some(Err(e)) = c.commit(images) {
+                if let Some(Err(e)) = result {
                     tracing::warn!(error = %e, "checkpoint not written");
                 }
             }

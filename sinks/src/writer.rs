@@ -177,8 +177,12 @@ pub struct WriterConfig {
     /// the sink's error; `None` retries forever. Default [`DEFAULT_GIVE_UP_AFTER`].
     pub give_up_after: Option<Duration>,
     /// The run continues from a checkpoint: a replay covers only what changed since, so
-    /// the catch-up image is not the whole state (rows it lacks are not stale).
+    /// the catch-up image is not the whole state (rows it lacks are not stale), and the
+    /// alerts and dead letters before it are in the sinks already.
     pub resumed: bool,
+    /// With `resumed`: the `as_of` of the last batch written before the checkpoint. A store
+    /// behind it has lost data since, and the run refuses to continue.
+    pub resumed_as_of: Option<Millis>,
 }
 
 /// The default [`WriterConfig::give_up_after`]: 15 minutes, longer than a restart, a
@@ -191,6 +195,7 @@ impl Default for WriterConfig {
         WriterConfig {
             give_up_after: Some(DEFAULT_GIVE_UP_AFTER),
             resumed: false,
+            resumed_as_of: None,
         }
     }
 }
@@ -554,6 +559,9 @@ async fn write_loop(
         ViewStore::Memory(m) => m.read(|s| s.as_of),
         ViewStore::Redis(r) => retry.run("redis", || r.as_of()).await?,
     };
+    if retry.config.resumed {
+        check_resumable(&sinks, resume_as_of, retry).await?;
+    }
     for sink in sinks.names() {
         // Every sink in use is listed from the start, with no failure yet.
         stats.metrics.write_failures.with_label_values(&[sink]);
@@ -614,7 +622,7 @@ async fn write_loop(
                 let alerts: Vec<Alert> = batch
                     .alerts
                     .iter()
-                    .filter(|a| resume_as_of.is_none_or(|r| a.ts > r))
+                    .filter(|a| retry.config.resumed || resume_as_of.is_none_or(|r| a.ts > r))
                     .cloned()
                     .collect();
                 if !alerts.is_empty() {
@@ -734,7 +742,58 @@ async fn write_loop(
             }
         }
         if let Some(c) = checkpoint {
-            commit_checkpoint(&mut sinks, &c);
+            if catch_up.is_some() {
+                // The stores are ahead of the replay and the batches so far are only
+                // folded: the in-process stores' images would not match the checkpoint.
+                tracing::info!(
+                    seq = c.seq,
+                    "checkpoint {} skipped: the writer is still catching up with the stored views",
+                    c.seq
+                );
+            } else {
+                let as_of = stats.as_of_plus_one.load(Ordering::Relaxed).checked_sub(1);
+                commit_checkpoint(&mut sinks, &c, as_of);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A run continuing a checkpoint: every external store must hold at least what was
+/// written before the checkpoint (`views_as_of` is the view store's, read already). A
+/// store that was emptied or restored from an older backup would otherwise stay without
+/// the rows the checkpoint says are written.
+async fn check_resumable(
+    sinks: &SinkSet,
+    views_as_of: Option<Millis>,
+    retry: &Retry<'_>,
+) -> Result<(), SinkError> {
+    let Some(need) = retry.config.resumed_as_of else {
+        return Ok(());
+    };
+    let behind = |sink: &str, has: Option<Millis>| {
+        Err(SinkError::Checkpoint(format!(
+            "{sink} holds data as of {has:?}, the checkpoint being continued was taken after \
+             writing as of {need}: {sink} lost data since (emptied, or restored from an older \
+             backup). Move the state directory's checkpoints away: a replay from the start \
+             rebuilds it"
+        )))
+    };
+    if let ViewStore::Redis(_) = &sinks.views {
+        if views_as_of.is_none_or(|h| h < need) {
+            return behind("Redis", views_as_of);
+        }
+    }
+    if let LedgerStore::Mysql(l) = &sinks.ledger {
+        let has = retry.run("mysql", || l.as_of()).await?;
+        if has.is_none_or(|h| h < need) {
+            return behind("MySQL", has);
+        }
+    }
+    if let SalesStore::ClickHouse(c) = &sinks.sales {
+        let has = retry.run("clickhouse", || c.as_of()).await?;
+        if has.is_none_or(|h| h < need) {
+            return behind("ClickHouse", has);
         }
     }
     Ok(())
@@ -743,7 +802,7 @@ async fn write_loop(
 /// Commits a checkpoint: everything sent before it is written, so the in-process stores'
 /// images belong to its moment. A checkpoint that cannot be written is logged and the run
 /// goes on (the next one may succeed; a restart uses an older one).
-fn commit_checkpoint(sinks: &mut SinkSet, c: &CheckpointCommit) {
+fn commit_checkpoint(sinks: &mut SinkSet, c: &CheckpointCommit, as_of: Option<Millis>) {
     let images = (|| {
         let memory = sinks
             .memory_stores()
@@ -756,7 +815,11 @@ fn commit_checkpoint(sinks: &mut SinkSet, c: &CheckpointCommit) {
                 files.push((f.path().to_string(), f.sync()?));
             }
         }
-        Ok::<_, SinkError>(StoreImages { memory, files })
+        Ok::<_, SinkError>(StoreImages {
+            memory,
+            files,
+            as_of,
+        })
     })();
     let result = match images {
         Ok(images) => c.commit(images),

@@ -143,3 +143,56 @@ impl Source for FileSource {
         (FILE_TOPIC.to_string(), 0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, text: &str) -> String {
+        let dir = std::env::temp_dir().join(format!("shopflow-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_string_lossy().into_owned()
+    }
+
+    fn read_all(mut s: FileSource) -> Vec<(i64, String)> {
+        let mut out = Vec::new();
+        while !s.finished() {
+            s.poll(&mut out, 2).expect("poll");
+        }
+        out.into_iter()
+            .map(|m| (m.offset, String::from_utf8(m.payload).expect("utf-8")))
+            .collect()
+    }
+
+    #[test]
+    fn open_from_skips_lines_and_keeps_offsets() {
+        let path = file("skip.jsonl", "a\nb\r\nc\nd\n");
+        let got = read_all(FileSource::open_from(&path, 2).expect("open"));
+        assert_eq!(got, vec![(2, "c".into()), (3, "d".into())]);
+        assert_eq!(
+            read_all(FileSource::open_from(&path, 4).expect("open")),
+            vec![]
+        );
+        assert_eq!(
+            read_all(FileSource::open_from(&path, 0).expect("open")).len(),
+            4
+        );
+    }
+
+    #[test]
+    fn open_from_accepts_a_last_line_without_newline_and_refuses_a_short_file() {
+        let path = file("last.jsonl", "a\nb");
+        assert_eq!(
+            read_all(FileSource::open_from(&path, 2).expect("open")),
+            vec![]
+        );
+        assert_eq!(
+            read_all(FileSource::open_from(&path, 1).expect("open")),
+            vec![(1, "b".into())]
+        );
+        let e = FileSource::open_from(&path, 3).expect_err("fewer lines than the checkpoint");
+        assert!(e.to_string().contains("resumes at line 3"), "{e}");
+    }
+}

@@ -264,6 +264,21 @@ impl KafkaSource {
                 })?;
             self.end[i] = high;
             if self.position[i] < low {
+                // Retention deleted messages this source had not read: the views will
+                // miss them. Worth a line every time (it needs longer retention).
+                tracing::warn!(
+                    topic = %s.topic,
+                    partition = s.partition,
+                    from = self.position[i],
+                    to = low,
+                    "{}/{}: offsets {}..{} were deleted (retention) before they were read; \
+                     reading resumes at {low}. Keep the topic's history from the oldest \
+                     checkpoint's offsets on (docs/operations.md, Retention)",
+                    s.topic,
+                    s.partition,
+                    self.position[i],
+                    low
+                );
                 self.position[i] = low;
             }
         }
