@@ -1327,13 +1327,8 @@ impl Coordinator {
         if self.final_epoch.load(Ordering::Acquire) != 0 {
             return;
         }
-        let done = self.completed.load(Ordering::Acquire);
-        if self
-            .requested
-            .compare_exchange(done, done + 1, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.final_epoch.store(done + 1, Ordering::Release);
+        if let Some(epoch) = self.request() {
+            self.final_epoch.store(epoch, Ordering::Release);
         }
     }
 
@@ -1344,14 +1339,14 @@ impl Coordinator {
     }
 
     /// Asks for a checkpoint unless one is under way (or checkpoints are off).
-    fn request(&self) {
-        if self.config.is_none() {
-            return;
-        }
+    /// Returns the checkpoint's number if this call asked for it.
+    fn request(&self) -> Option<u64> {
+        self.config.as_ref()?;
         let done = self.completed.load(Ordering::Acquire);
-        let _ =
-            self.requested
-                .compare_exchange(done, done + 1, Ordering::AcqRel, Ordering::Acquire);
+        self.requested
+            .compare_exchange(done, done + 1, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| done + 1)
     }
 
     /// Asks for a checkpoint if the schedule says one is due (`messages` read so far).

@@ -155,6 +155,17 @@ pub fn payloads(streams: &[Stream]) -> Vec<Vec<Vec<u8>>> {
         .collect()
 }
 
+/// Every sink of a run in one in-process store (the embedded default).
+fn memory_sinks(store: &MemoryStore) -> SinkSet {
+    SinkSet {
+        views: ViewStore::Memory(store.clone()),
+        ledger: shopflow_sinks::LedgerStore::Memory(store.clone()),
+        sales: shopflow_sinks::SalesStore::Memory(store.clone()),
+        alerts: EventLog::Memory(store.clone()),
+        dead_letters: EventLog::Memory(store.clone()),
+    }
+}
+
 /// Runs the pipeline in process over `streams` into a fresh memory store.
 pub fn run_in_memory(streams: Vec<Stream>, config: PipelineConfig) -> (MemoryStore, RunSummary) {
     run_in_memory_metered(streams, config, &shopflow_api::metrics::Registry::new())
@@ -168,13 +179,7 @@ pub fn run_in_memory_metered(
 ) -> (MemoryStore, RunSummary) {
     let store = MemoryStore::new();
     let (tx, rx) = sync_channel(64);
-    let sinks = SinkSet {
-        views: ViewStore::Memory(store.clone()),
-        ledger: shopflow_sinks::LedgerStore::Memory(store.clone()),
-        sales: shopflow_sinks::SalesStore::Memory(store.clone()),
-        alerts: EventLog::Memory(store.clone()),
-        dead_letters: EventLog::Memory(store.clone()),
-    };
+    let sinks = memory_sinks(&store);
     let rt = shopflow_sinks::io_runtime();
     let sink_stats = SinkStats::default();
     sink_stats.metrics.register(registry).expect("sink metrics");
@@ -200,13 +205,7 @@ pub fn run_into(
     offsets: BTreeMap<(String, i32), i64>,
 ) -> RunSummary {
     let (tx, rx) = sync_channel(64);
-    let sinks = SinkSet {
-        views: ViewStore::Memory(store.clone()),
-        ledger: shopflow_sinks::LedgerStore::Memory(store.clone()),
-        sales: shopflow_sinks::SalesStore::Memory(store.clone()),
-        alerts: EventLog::Memory(store.clone()),
-        dead_letters: EventLog::Memory(store.clone()),
-    };
+    let sinks = memory_sinks(store);
     let rt = shopflow_sinks::io_runtime();
     let writer_config = shopflow_sinks::writer::WriterConfig {
         resumed: config.restore.is_some(),
