@@ -2,13 +2,15 @@
 //!
 //! This crate owns the sources ([`source`]: Kafka partitions, JSON-lines files, in-memory
 //! logs), decoding and schema validation of the event contract ([`decode`]), the order life
-//! cycle rules ([`lifecycle`]), and dedup, effective time and per-stream frontiers
+//! cycle rules ([`lifecycle`]) and where orders are kept ([`orderbook`]), and dedup, effective time and per-stream frontiers
 //! ([`validate`]). What it does not accept becomes a dead letter; nothing it rejects is
 //! half-applied, and nothing a producer can send makes it panic.
 #![forbid(missing_docs)]
 
 pub mod decode;
+pub mod dedup;
 pub mod lifecycle;
+pub mod orderbook;
 pub mod source;
 pub mod topics;
 pub mod validate;

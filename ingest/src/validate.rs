@@ -6,17 +6,14 @@
 //! stream and the order's state lives with the stream. Dedup is per stream too: a re-sent
 //! message carries the same key and so lands in the same partition.
 
-use std::collections::HashMap;
-
-/// The validator's maps hash event ids and order ids with foldhash, not SipHash: they are
-/// touched once or twice per event. Its seed is random per process, so producers cannot
-/// choose colliding keys ahead of time.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+use std::borrow::Cow;
 
 use shopflow_model::{DeadLetterReason, Event, EventBody, Millis};
 
 use crate::decode::{decode, Rejection};
+use crate::dedup::SeenIds;
 use crate::lifecycle::OrderState;
+use crate::orderbook::OrderBook;
 
 /// Default dedup horizon: 7 days of event time.
 pub const DEFAULT_DEDUP_HORIZON_MS: Millis = 7 * 24 * 3600 * 1000;
@@ -57,9 +54,9 @@ pub struct StreamValidator {
     horizon: Millis,
     lateness: Millis,
     /// `event_id` → event time at which it was (last) accepted as new.
-    seen: FastMap<String, Millis>,
+    seen: SeenIds,
     max_seen_ts: Millis,
-    orders: FastMap<u64, OrderState>,
+    orders: OrderBook,
     /// Largest effective time of an accepted event.
     max_time: Option<Millis>,
     /// Lower bound of future dataflow times on this stream, raised by the wall clock or
@@ -74,9 +71,9 @@ impl StreamValidator {
         StreamValidator {
             horizon,
             lateness,
-            seen: FastMap::default(),
+            seen: SeenIds::default(),
             max_seen_ts: 0,
-            orders: FastMap::default(),
+            orders: OrderBook::default(),
             max_time: None,
             floor: 0,
             evict_at: 1 << 16,
@@ -128,19 +125,19 @@ impl StreamValidator {
     }
 
     /// The current state of an order this stream placed.
-    pub fn order(&self, order_id: u64) -> Option<&OrderState> {
-        self.orders.get(&order_id)
+    pub fn order(&self, order_id: u64) -> Option<Cow<'_, OrderState>> {
+        self.orders.get(order_id)
     }
 
     /// Dedup (SPEC §8): every schema-valid event marks its id; a duplicate is an id first
     /// seen at ts′ with ts − ts′ ≤ horizon.
     fn is_duplicate(&mut self, event: &Event) -> bool {
-        if let Some(&first) = self.seen.get(&event.event_id) {
+        if let Some(first) = self.seen.get(&event.event_id) {
             if event.ts <= first || event.ts - first <= self.horizon {
                 return true;
             }
         }
-        self.seen.insert(event.event_id.clone(), event.ts);
+        self.seen.insert(&event.event_id, event.ts);
         self.max_seen_ts = self.max_seen_ts.max(event.ts);
         if self.seen.len() >= self.evict_at {
             self.evict();
@@ -152,7 +149,7 @@ impl StreamValidator {
     /// most one horizon older than the newest can be their duplicate.
     fn evict(&mut self) {
         let cutoff = self.max_seen_ts.saturating_sub(2 * self.horizon);
-        self.seen.retain(|_, &mut ts| ts >= cutoff);
+        self.seen.retain_since(cutoff);
         self.evict_at = (self.seen.len() * 2).max(1 << 16);
     }
 
@@ -169,7 +166,7 @@ impl StreamValidator {
             return Ok((event.ts, None));
         };
         if let EventBody::OrderPlaced { .. } = event.body {
-            if self.orders.contains_key(&order_id) {
+            if self.orders.contains(order_id) {
                 return Err(Rejection::new(
                     DeadLetterReason::Lifecycle,
                     format!("order {order_id} was already placed"),
@@ -177,10 +174,10 @@ impl StreamValidator {
             }
             let mut state = OrderState::placed(&event.body, event.ts).expect("order.placed");
             state.steps.placed = event.ts.max(floor);
-            self.orders.insert(order_id, state);
+            self.orders.insert(state);
             return Ok((event.ts, None));
         }
-        let Some(state) = self.orders.get_mut(&order_id) else {
+        let Some(state) = self.orders.get_mut(order_id) else {
             return Err(Rejection::new(
                 DeadLetterReason::UnknownOrder,
                 format!("order {order_id} was never placed"),
@@ -219,6 +216,11 @@ impl StreamValidator {
     /// Number of orders whose state is kept.
     pub fn orders_tracked(&self) -> usize {
         self.orders.len()
+    }
+
+    /// Number of those kept in the compact form (see [`OrderBook`]).
+    pub fn orders_compact(&self) -> usize {
+        self.orders.compact_len()
     }
 }
 

@@ -5,9 +5,10 @@
 //! confirmation* and a sale belongs to the seller *at placement*; later catalog changes
 //! must not rewrite them. The catalog operator, partitioned by SKU (every worker also
 //! keeps every category, they are few), handles each time's catalog updates first, then
-//! its queries, and freezes each line's answer for the line's later entries and facts. A
-//! query about a SKU or category not yet known waits, holding no capability, and is
-//! answered when both become known, at that time.
+//! its queries. It keeps every version of the catalog rather than each line's answer: a
+//! line's later facts and refund entries look the terms up again as of the time they were
+//! frozen (its placement, its confirmation). A query about a SKU or category not yet known
+//! waits, holding no capability, and is answered when both become known, at that time.
 
 use std::collections::HashMap;
 
@@ -26,17 +27,43 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// Key of an upsert: (dataflow time, partition, offset); the largest is the latest.
 type EventKey = (Millis, i32, i64);
 
-/// What the catalog operator of one worker keeps.
+/// A catalog record's versions over time: per dataflow time only the latest (largest
+/// key) of that time, in time order. Upserts are rare next to orders, so keeping every
+/// version costs little, and it lets a line's frozen terms be looked up again at the time
+/// they were frozen instead of being stored per line.
+type History<V> = Vec<(EventKey, V)>;
+
+/// Adds an upsert at `key` to `history`; returns whether it is the latest version now.
+fn upsert<V>(history: &mut History<V>, key: EventKey, value: V) -> bool {
+    match history.last() {
+        Some((last, _)) if *last > key => false,
+        Some((last, _)) if last.0 == key.0 => {
+            *history.last_mut().expect("a last version") = (key, value);
+            true
+        }
+        _ => {
+            history.push((key, value));
+            true
+        }
+    }
+}
+
+/// The version in force at time `t` (the latest with a time ≤ t).
+fn as_of<V>(history: &History<V>, t: Millis) -> Option<&V> {
+    let n = history.partition_point(|(k, _)| k.0 <= t);
+    n.checked_sub(1).map(|i| &history[i].1)
+}
+
+/// What the catalog operator of one worker keeps: the catalog's versions, and the queries
+/// still waiting for a SKU or category to become known. Nothing per order line: a line's
+/// listing at placement and its settlement terms at confirmation are looked up in the
+/// versions again when a later fact or refund needs them.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Catalog {
-    /// Current listing of each SKU: (seller, category).
-    listings: FastMap<u64, (EventKey, u64, u64)>,
-    /// Current commission of every category.
-    categories: FastMap<u64, (EventKey, u32)>,
-    /// Each placed line's listing at placement: (seller, category).
-    sale_terms: FastMap<(u64, u64), (u64, u64)>,
-    /// Each confirmed line's settlement terms: (seller, commission_bp, dated).
-    settle_terms: FastMap<(u64, u64), (u64, u32, Millis)>,
+    /// Listings of each SKU: (seller, category).
+    listings: FastMap<u64, History<(u64, u64)>>,
+    /// Commission of every category.
+    categories: FastMap<u64, History<u32>>,
     /// Facts of lines whose SKU was not listed at placement, per SKU, in arrival order.
     waiting_facts: FastMap<u64, Vec<FactDraft>>,
     /// Settlement queries waiting for the SKU or its category, per SKU, in arrival order.
@@ -44,36 +71,53 @@ struct Catalog {
 }
 
 impl Catalog {
-    fn listing(&self, sku: u64) -> Option<(u64, u64)> {
-        self.listings.get(&sku).map(|&(_, s, c)| (s, c))
+    /// (seller, category) of a SKU at time `t`.
+    fn listing_at(&self, sku: u64, t: Millis) -> Option<(u64, u64)> {
+        as_of(self.listings.get(&sku)?, t).copied()
     }
 
-    /// (seller, commission_bp) of a SKU now, if the SKU and its category are known.
-    fn terms(&self, sku: u64) -> Option<(u64, u32)> {
-        let (seller, category) = self.listing(sku)?;
-        let &(_, bp) = self.categories.get(&category)?;
+    /// (seller, commission_bp) of a SKU at time `t`, if the SKU and its category are known.
+    fn terms_at(&self, sku: u64, t: Millis) -> Option<(u64, u32)> {
+        let (seller, category) = self.listing_at(sku, t)?;
+        let bp = *as_of(self.categories.get(&category)?, t)?;
         Some((seller, bp))
     }
 
-    /// A fact on its line's frozen listing, keyed by its seller, or `None` if the line is
-    /// still waiting.
-    fn fact(&mut self, sku: u64, d: &FactDraft) -> Option<(u64, SellerMsg)> {
-        let line = (d.order_id, d.line_no);
-        let (seller, category) = match self.sale_terms.get(&line) {
-            Some(t) => *t,
-            None if d.effect == SalesEffect::Placed => {
-                let t = self.listing(sku)?;
-                self.sale_terms.insert(line, t);
-                t
+    /// The terms a line confirmed at `c` was settled on, and when: at `c` if the SKU and
+    /// its category were known then, else at the first later time both were (SPEC §8: the
+    /// entry is made then, with that time's seller and rate). `None` while still unknown.
+    fn settled_terms(&self, sku: u64, c: Millis) -> Option<(u64, u32, Millis)> {
+        if let Some((seller, bp)) = self.terms_at(sku, c) {
+            return Some((seller, bp, c));
+        }
+        // The terms change only at versions of the SKU or of a category it was listed in.
+        let listings = self.listings.get(&sku)?;
+        let mut times: Vec<Millis> = listings.iter().map(|(k, _)| k.0).collect();
+        for (_, (_, category)) in listings {
+            if let Some(h) = self.categories.get(category) {
+                times.extend(h.iter().map(|(k, _)| k.0));
             }
-            None => return None,
-        };
+        }
+        times.retain(|&t| t > c);
+        times.sort_unstable();
+        times.dedup();
+        times
+            .into_iter()
+            .find_map(|t| self.terms_at(sku, t).map(|(seller, bp)| (seller, bp, t)))
+    }
+
+    /// A fact on its line's listing at placement (or when the SKU was first listed, if
+    /// later), keyed by its seller, or `None` if the SKU is not listed yet.
+    fn fact(&self, sku: u64, d: &FactDraft) -> Option<(u64, SellerMsg)> {
+        let listings = self.listings.get(&sku)?;
+        let first = listings.first()?.0 .0;
+        let &(seller, category) = as_of(listings, d.placed.max(first))?;
         let fact = complete_fact(sku, d, seller, category);
         Some((seller, SellerMsg::Fact(fact, d.paid)))
     }
 
     /// A settlement query's entry, or `None` if it must wait.
-    fn settle(&mut self, sku: u64, q: &SkuMsg, time: Millis) -> Option<SettlementEntry> {
+    fn settle(&self, sku: u64, q: &SkuMsg, time: Millis) -> Option<SettlementEntry> {
         match *q {
             SkuMsg::Settle {
                 order_id,
@@ -81,9 +125,7 @@ impl Catalog {
                 qty,
                 unit_price,
             } => {
-                let (seller, bp) = self.terms(sku)?;
-                self.settle_terms
-                    .insert((order_id, line_no), (seller, bp, time));
+                let (seller, bp) = self.terms_at(sku, time)?;
                 let line = Line {
                     order_id,
                     line_no,
@@ -98,8 +140,9 @@ impl Catalog {
                 refund,
                 qty,
                 unit_price,
+                confirmed,
             } => {
-                let &(seller, bp, dated) = self.settle_terms.get(&(order_id, line_no))?;
+                let (seller, bp, dated) = self.settled_terms(sku, confirmed)?;
                 let line = Line {
                     order_id,
                     line_no,
@@ -142,9 +185,8 @@ pub fn catalog<'s>(
                         category_id,
                     } => {
                         let key = (time, partition, offset);
-                        let current = c.listings.get(sku).map(|l| l.0);
-                        if current.is_none_or(|k| key > k) {
-                            c.listings.insert(*sku, (key, seller_id, category_id));
+                        let history = c.listings.entry(*sku).or_default();
+                        if upsert(history, key, (seller_id, category_id)) {
                             listed.push(*sku);
                         }
                     }
@@ -155,9 +197,8 @@ pub fn catalog<'s>(
                         commission_bp,
                     } => {
                         let key = (time, partition, offset);
-                        let current = c.categories.get(&category_id).map(|l| l.0);
-                        if current.is_none_or(|k| key > k) {
-                            c.categories.insert(category_id, (key, commission_bp));
+                        let history = c.categories.entry(category_id).or_default();
+                        if upsert(history, key, commission_bp) {
                             categories_changed = true;
                         }
                     }
@@ -168,7 +209,7 @@ pub fn catalog<'s>(
             listed.sort_unstable();
             listed.dedup();
             for sku in &listed {
-                if c.listing(*sku).is_some() {
+                if c.listing_at(*sku, time).is_some() {
                     if let Some(facts) = c.waiting_facts.remove(sku) {
                         for d in facts {
                             let keyed = c.fact(*sku, &d).expect("the SKU is listed");
@@ -184,7 +225,7 @@ pub fn catalog<'s>(
             };
             waiting.sort_unstable();
             for sku in waiting {
-                if c.terms(sku).is_none() {
+                if c.terms_at(sku, time).is_none() {
                     continue;
                 }
                 if let Some(queries) = c.waiting_settle.remove(&sku) {

@@ -32,7 +32,8 @@ pub enum MemberMsg {
         on: bool,
     },
     /// A change of the member's 6-month spend (an order's spend entering or leaving it).
-    Spend(i128),
+    /// (An order's spend is paid − refunded, at most 10^12 KRW: it fits.)
+    Spend(i64),
     /// An order placed by the member (it is known, and the order is one of its recent ones).
     Placed {
         /// Effective time of `order.placed`.
@@ -74,6 +75,8 @@ pub struct FactDraft {
     pub unit_price: u64,
     /// Dataflow time of the step.
     pub ts: Millis,
+    /// Dataflow time of the order's placement: the sale belongs to the SKU's seller then.
+    pub placed: Millis,
     /// Whether the order had been paid (a cancellation after payment is a refund).
     pub paid: bool,
 }
@@ -126,6 +129,9 @@ pub enum SkuMsg {
         qty: u64,
         /// Unit price.
         unit_price: u64,
+        /// Dataflow time of the order's confirmation: the line's entry was made on the
+        /// terms of then (or of when the SKU and its category became known).
+        confirmed: Millis,
     },
     /// A sales fact of a line of this SKU.
     Fact(FactDraft),
@@ -206,11 +212,11 @@ pub fn order_effects(
                 if amount != 0 && end > time {
                     let member = after.member_id;
                     out.push((
-                        Effect::Member(member, MemberMsg::Spend(sign * amount)),
+                        Effect::Member(member, MemberMsg::Spend((sign * amount) as i64)),
                         time,
                     ));
                     out.push((
-                        Effect::Member(member, MemberMsg::Spend(-sign * amount)),
+                        Effect::Member(member, MemberMsg::Spend((-sign * amount) as i64)),
                         end,
                     ));
                 }
@@ -255,7 +261,7 @@ pub fn order_effects(
             }
         }
     }
-    if after.confirmed_applied.is_some() {
+    if let Some(confirmed) = after.confirmed_applied {
         let first = old_refunds.max(after.confirmed_refunds);
         for (n, refund) in after.refunds.iter().enumerate().skip(first) {
             let points = MemberMsg::Points {
@@ -273,6 +279,7 @@ pub fn order_effects(
                     refund: n as u32 + 1,
                     qty,
                     unit_price: line.unit_price,
+                    confirmed,
                 };
                 out.push((Effect::Sku(line.sku, settle), time));
             }
@@ -316,6 +323,7 @@ fn sales_facts(
         qty,
         unit_price,
         ts,
+        placed: after.steps.placed,
         paid,
     };
     let old = before.map(|b| b.steps);

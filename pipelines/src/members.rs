@@ -71,7 +71,7 @@ pub fn members<'s>(records: Timed<'s, (u64, MemberMsg)>, ctx: &Ctx) -> Timed<'s,
                                 m.wow = *on;
                             }
                         }
-                        MemberMsg::Spend(amount) => m.spend += amount,
+                        MemberMsg::Spend(amount) => m.spend += *amount as i128,
                         MemberMsg::Placed {
                             placed_at,
                             order_id,

@@ -11,7 +11,8 @@
 //! leaves its 90-day window) is simply a record dated in the future.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
 use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
@@ -48,8 +49,10 @@ pub struct Ctx {
 struct Waiting<D, S> {
     /// Records due soon, in time order once sorted (see [`ordered`]).
     near: Vec<(D, Millis)>,
-    /// Records dated far ahead, by time.
-    future: BTreeMap<Millis, Vec<D>>,
+    /// Records dated far ahead, earliest (then first arrived) on top.
+    future: BinaryHeap<Reverse<Later<D>>>,
+    /// Arrival number of the next record put in `future`.
+    arrivals: u64,
     /// The operator's own state.
     logic: S,
 }
@@ -58,9 +61,40 @@ impl<D, S: Default> Default for Waiting<D, S> {
     fn default() -> Self {
         Waiting {
             near: Vec::new(),
-            future: BTreeMap::new(),
+            future: BinaryHeap::new(),
+            arrivals: 0,
             logic: S::default(),
         }
+    }
+}
+
+/// A record dated far ahead, ordered by (time, arrival): one heap entry per record, with
+/// no per-time allocation (these are most of what an operator holds: every basket and
+/// every spend waits here for the end of its window).
+#[derive(Serialize, Deserialize)]
+struct Later<D> {
+    time: Millis,
+    arrival: u64,
+    record: D,
+}
+
+impl<D> PartialEq for Later<D> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.arrival) == (other.time, other.arrival)
+    }
+}
+
+impl<D> Eq for Later<D> {}
+
+impl<D> PartialOrd for Later<D> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<D> Ord for Later<D> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.time, self.arrival).cmp(&(other.time, other.arrival))
     }
 }
 
@@ -68,7 +102,7 @@ impl<D, S> Waiting<D, S> {
     /// The earliest time of a waiting record.
     fn earliest(&self) -> Option<Millis> {
         let near = self.near.iter().map(|(_, t)| *t).min();
-        let future = self.future.keys().next().copied();
+        let future = self.future.peek().map(|Reverse(l)| l.time);
         match (near, future) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -127,6 +161,7 @@ where
             let Waiting {
                 near,
                 future,
+                arrivals,
                 logic: state,
             } = &mut *guard;
             let before = near.len();
@@ -165,17 +200,26 @@ where
             handle(near, future, ready, &mut step, &mut out);
             // What stays in `near` and is dated far ahead moves to `future`.
             let far = near.partition_point(|(_, t)| *t < f.saturating_add(NEAR));
-            for (d, t) in near.drain(far..) {
-                future.entry(t).or_default().push(d);
+            for (record, time) in near.drain(far..) {
+                future.push(Reverse(Later {
+                    time,
+                    arrival: *arrivals,
+                    record,
+                }));
+                *arrivals += 1;
+            }
+            // A burst leaves `near` with room it will not need again for long.
+            if near.capacity() > 4 * near.len() + 4096 {
+                near.shrink_to(2 * near.len());
             }
             if !out.is_empty() {
                 let cap = held.as_ref().expect("output without a capability");
                 output.session(cap).give_iterator(out.drain(..));
             }
-            let earliest = match (near.first(), future.keys().next()) {
-                (Some((_, a)), Some(b)) => Some((*a).min(*b)),
+            let earliest = match (near.first(), future.peek()) {
+                (Some((_, a)), Some(Reverse(b))) => Some((*a).min(b.time)),
                 (Some((_, a)), None) => Some(*a),
-                (None, b) => b.copied(),
+                (None, b) => b.map(|Reverse(l)| l.time),
             };
             match earliest {
                 Some(t) => {
@@ -189,7 +233,7 @@ where
     })
 }
 
-/// Records dated this far (ms) past the frontier when they arrive wait in a map by time
+/// Records dated this far (ms) past the frontier when they arrive wait in a heap by time
 /// rather than in the sorted vector.
 const NEAR: Millis = 3_600_000;
 
@@ -200,7 +244,7 @@ const NEAR: Millis = 3_600_000;
 /// `future` too or after it in arrival order — never before.
 fn handle<D, O, L>(
     near: &mut Vec<(D, Millis)>,
-    future: &mut BTreeMap<Millis, Vec<D>>,
+    future: &mut BinaryHeap<Reverse<Later<D>>>,
     ready: impl Fn(Millis) -> bool,
     logic: &mut L,
     out: &mut Vec<(O, Millis)>,
@@ -210,10 +254,7 @@ fn handle<D, O, L>(
     let k = near.partition_point(|(_, t)| ready(*t));
     let mut now = near.drain(..k).peekable();
     loop {
-        let from_future = future
-            .first_key_value()
-            .map(|(t, _)| *t)
-            .filter(|t| ready(*t));
+        let from_future = future.peek().map(|Reverse(l)| l.time).filter(|t| ready(*t));
         let from_near = now.peek().map(|(_, t)| *t);
         let t = match (from_future, from_near) {
             (None, None) => break,
@@ -221,11 +262,12 @@ fn handle<D, O, L>(
             (Some(a), None) => a,
             (None, Some(b)) => b,
         };
-        let mut group = if from_future == Some(t) {
-            future.pop_first().map(|(_, g)| g).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+        let mut group = Vec::new();
+        while future.peek().is_some_and(|Reverse(l)| l.time == t) {
+            if let Some(Reverse(l)) = future.pop() {
+                group.push(l.record);
+            }
+        }
         while let Some((d, _)) = now.next_if(|(_, u)| *u == t) {
             group.push(d);
         }

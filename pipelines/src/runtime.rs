@@ -1151,7 +1151,13 @@ fn feed(
                 return;
             };
             let mut effects = Vec::new();
-            order_effects(accepted.before.as_deref(), after, time, views, &mut effects);
+            order_effects(
+                accepted.before.as_deref(),
+                &after,
+                time,
+                views,
+                &mut effects,
+            );
             let placement = matches!(body, EventBody::OrderPlaced { .. }).then_some(body);
             let msg = OrderMsg {
                 order_id,

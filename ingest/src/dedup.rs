@@ -1,0 +1,276 @@
+//! The event ids a stream has seen, for dedup (SPEC §8), kept compactly.
+//!
+//! Every schema-valid event marks its `event_id`, and an id must be remembered for as long
+//! as a duplicate of it may arrive (the dedup horizon, 7 days of event time by default):
+//! this set holds about one entry per event of the last two horizons, so its size per
+//! entry is a large part of the pipeline's memory. Ids are kept exactly (no hashes stand in
+//! for them): their bytes are appended to one arena, and a hash table holds, per id, its
+//! place in the arena and the time it was first seen — 16 bytes, against a `String` (24
+//! bytes plus a heap block) and its time in a map.
+
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use shopflow_model::Millis;
+
+/// One id: where its bytes start in the arena (a length byte or two, then the bytes) and
+/// the event time at which it was last accepted as new.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    at: u64,
+    ts: Millis,
+}
+
+/// Event ids with the time each was first seen.
+pub struct SeenIds {
+    table: HashTable<Slot>,
+    /// Every id's length (LEB128) then its bytes, in the order they were first seen.
+    arena: Vec<u8>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Default for SeenIds {
+    fn default() -> Self {
+        SeenIds {
+            table: HashTable::new(),
+            arena: Vec::new(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SeenIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeenIds")
+            .field("ids", &self.table.len())
+            .field("arena_bytes", &self.arena.len())
+            .finish()
+    }
+}
+
+/// The id stored at `at` in `arena`.
+fn id_at(arena: &[u8], at: u64) -> &[u8] {
+    let at = at as usize;
+    let (len, skip) = if arena[at] < 0x80 {
+        (arena[at] as usize, 1)
+    } else {
+        (
+            (arena[at] & 0x7f) as usize | (arena[at + 1] as usize) << 7,
+            2,
+        )
+    };
+    &arena[at + skip..at + skip + len]
+}
+
+impl SeenIds {
+    /// Number of ids kept.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether no id is kept.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// When `id` was (last) accepted as new, if it is kept.
+    pub fn get(&self, id: &str) -> Option<Millis> {
+        let hash = self.hasher.hash_one(id.as_bytes());
+        self.table
+            .find(hash, |s| id_at(&self.arena, s.at) == id.as_bytes())
+            .map(|s| s.ts)
+    }
+
+    /// Records that `id` was accepted as new at `ts` (replacing an older time).
+    pub fn insert(&mut self, id: &str, ts: Millis) {
+        let bytes = id.as_bytes();
+        let hash = self.hasher.hash_one(bytes);
+        let arena = &self.arena;
+        if let Some(slot) = self.table.find_mut(hash, |s| id_at(arena, s.at) == bytes) {
+            slot.ts = ts;
+            return;
+        }
+        let at = push_id(&mut self.arena, bytes);
+        let (arena, hasher) = (&self.arena, &self.hasher);
+        self.table.insert_unique(hash, Slot { at, ts }, |s| {
+            hasher.hash_one(id_at(arena, s.at))
+        });
+    }
+
+    /// Keeps only the ids whose time is at least `cutoff`, in a new arena.
+    pub fn retain_since(&mut self, cutoff: Millis) {
+        let mut kept: Vec<Slot> = self
+            .table
+            .iter()
+            .copied()
+            .filter(|s| s.ts >= cutoff)
+            .collect();
+        kept.sort_unstable_by_key(|s| s.at);
+        let old = std::mem::take(&mut self.arena);
+        let mut fresh = SeenIds {
+            table: HashTable::with_capacity(kept.len()),
+            arena: Vec::with_capacity(old.len()),
+            hasher: self.hasher.clone(),
+        };
+        for s in kept {
+            fresh.push_new(id_at(&old, s.at), s.ts);
+        }
+        fresh.arena.shrink_to_fit();
+        *self = fresh;
+    }
+
+    /// Adds an id known not to be kept yet.
+    fn push_new(&mut self, bytes: &[u8], ts: Millis) {
+        let hash = self.hasher.hash_one(bytes);
+        let at = push_id(&mut self.arena, bytes);
+        let (arena, hasher) = (&self.arena, &self.hasher);
+        self.table.insert_unique(hash, Slot { at, ts }, |s| {
+            hasher.hash_one(id_at(arena, s.at))
+        });
+    }
+}
+
+/// Appends an id (1–512 bytes: 128 Unicode scalars) to the arena; returns where it starts.
+fn push_id(arena: &mut Vec<u8>, bytes: &[u8]) -> u64 {
+    let at = arena.len() as u64;
+    let len = bytes.len();
+    debug_assert!(len < 1 << 14, "event ids are at most 512 bytes");
+    if len < 0x80 {
+        arena.push(len as u8);
+    } else {
+        arena.push((len & 0x7f) as u8 | 0x80);
+        arena.push((len >> 7) as u8);
+    }
+    arena.extend_from_slice(bytes);
+    at
+}
+
+/// A checkpoint holds the ids as (arena, per id in arena order: its time); the table is
+/// rebuilt on load (its hasher is seeded per process).
+impl Serialize for SeenIds {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut slots: Vec<Slot> = self.table.iter().copied().collect();
+        slots.sort_unstable_by_key(|s| s.at);
+        let mut arena = Vec::with_capacity(self.arena.len());
+        let mut times = Vec::with_capacity(slots.len());
+        for slot in slots {
+            push_id(&mut arena, id_at(&self.arena, slot.at));
+            times.push(slot.ts);
+        }
+        (Bytes(&arena), times).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SeenIds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let (arena, times): (ByteBuf, Vec<Millis>) = Deserialize::deserialize(d)?;
+        let arena = arena.0;
+        let mut seen = SeenIds {
+            table: HashTable::with_capacity(times.len()),
+            arena: Vec::with_capacity(arena.len()),
+            ..SeenIds::default()
+        };
+        let mut at = 0usize;
+        for ts in times {
+            let len = match arena.get(at) {
+                Some(&b) if b < 0x80 => (b as usize, 1),
+                Some(&b) => match arena.get(at + 1) {
+                    Some(&c) => ((b & 0x7f) as usize | (c as usize) << 7, 2),
+                    None => return Err(D::Error::custom("seen ids: truncated arena")),
+                },
+                None => return Err(D::Error::custom("seen ids: fewer ids than times")),
+            };
+            let start = at + len.1;
+            let Some(bytes) = arena.get(start..start + len.0) else {
+                return Err(D::Error::custom("seen ids: truncated arena"));
+            };
+            seen.push_new(bytes, ts);
+            at = start + len.0;
+        }
+        if at != arena.len() {
+            return Err(D::Error::custom("seen ids: more ids than times"));
+        }
+        Ok(seen)
+    }
+}
+
+struct Bytes<'a>(&'a [u8]);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+struct ByteBuf(Vec<u8>);
+
+impl<'de> Deserialize<'de> for ByteBuf {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ByteBuf;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ByteBuf, A::Error> {
+                let mut v = Vec::new();
+                while let Some(b) = seq.next_element::<u8>()? {
+                    v.push(b);
+                }
+                Ok(ByteBuf(v))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    proptest! {
+        /// The set answers like a map from id to time, through inserts, evictions and a
+        /// checkpoint round trip.
+        #[test]
+        fn behaves_like_a_map(
+            ops in prop::collection::vec(("[a-c]{1,3}|[a-z0-9가]{100,140}", 0..1_000u64, 0..20u8), 1..300),
+        ) {
+            let mut seen = SeenIds::default();
+            let mut model: HashMap<String, Millis> = HashMap::new();
+            for (id, ts, op) in ops {
+                prop_assert_eq!(seen.get(&id), model.get(&id).copied());
+                match op {
+                    0 => {
+                        seen.retain_since(ts);
+                        model.retain(|_, t| *t >= ts);
+                    }
+                    1 => {
+                        let bytes = bincode::serialize(&seen).unwrap();
+                        seen = bincode::deserialize(&bytes).unwrap();
+                    }
+                    _ => {
+                        seen.insert(&id, ts);
+                        model.insert(id, ts);
+                    }
+                }
+                prop_assert_eq!(seen.len(), model.len());
+            }
+            for (id, ts) in &model {
+                prop_assert_eq!(seen.get(id), Some(*ts));
+            }
+        }
+    }
+}
