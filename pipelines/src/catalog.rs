@@ -27,31 +27,79 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// Key of an upsert: (dataflow time, partition, offset); the largest is the latest.
 type EventKey = (Millis, i32, i64);
 
-/// A catalog record's versions over time: per dataflow time only the latest (largest
-/// key) of that time, in time order. Upserts are rare next to orders, so keeping every
-/// version costs little, and it lets a line's frozen terms be looked up again at the time
-/// they were frozen instead of being stored per line.
-type History<V> = Vec<(EventKey, V)>;
+/// A catalog record's values over time, for lookups "as of" a past time. An upsert that
+/// does not change the value (a product's new price or name: the catalog keeps only its
+/// seller and category) adds nothing, so this grows with reassignments, not with upserts.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Versions<V> {
+    /// Key of the latest upsert: a later one replaces it, an earlier one is ignored.
+    latest: EventKey,
+    /// (dataflow time, value from then on), in time order, consecutive values different.
+    history: Vec<(Millis, V)>,
+}
 
-/// Adds an upsert at `key` to `history`; returns whether it is the latest version now.
-fn upsert<V>(history: &mut History<V>, key: EventKey, value: V) -> bool {
-    match history.last() {
-        Some((last, _)) if *last > key => false,
-        Some((last, _)) if last.0 == key.0 => {
-            *history.last_mut().expect("a last version") = (key, value);
-            true
+impl<V: Copy + PartialEq> Versions<V> {
+    fn new(key: EventKey, value: V) -> Self {
+        Versions {
+            latest: key,
+            history: vec![(key.0, value)],
         }
-        _ => {
-            history.push((key, value));
-            true
+    }
+
+    /// Applies an upsert at `key` (upserts come in time order); returns whether it is the
+    /// latest now.
+    fn upsert(&mut self, key: EventKey, value: V) -> bool {
+        if key <= self.latest {
+            return false;
         }
+        self.latest = key;
+        let (time, current) = *self.history.last().expect("a version");
+        if current == value {
+            return true;
+        }
+        if time == key.0 {
+            self.history.pop();
+            // Back to the value before this time: the two runs join.
+            if self.history.last().is_some_and(|(_, v)| *v == value) {
+                return true;
+            }
+        }
+        self.history.push((key.0, value));
+        true
+    }
+
+    /// The value in force at time `t` (set at a time ≤ t).
+    fn as_of(&self, t: Millis) -> Option<V> {
+        let n = self.history.partition_point(|(at, _)| *at <= t);
+        n.checked_sub(1).map(|i| self.history[i].1)
+    }
+
+    /// When the record first had a value.
+    fn first(&self) -> Millis {
+        self.history[0].0
+    }
+
+    /// Times at which the value changed.
+    fn times(&self) -> impl Iterator<Item = Millis> + '_ {
+        self.history.iter().map(|(t, _)| *t)
     }
 }
 
-/// The version in force at time `t` (the latest with a time ≤ t).
-fn as_of<V>(history: &History<V>, t: Millis) -> Option<&V> {
-    let n = history.partition_point(|(k, _)| k.0 <= t);
-    n.checked_sub(1).map(|i| &history[i].1)
+/// Applies an upsert to a record's versions (creating them); returns whether it is the
+/// latest now.
+fn upsert<V: Copy + PartialEq>(
+    map: &mut FastMap<u64, Versions<V>>,
+    id: u64,
+    key: EventKey,
+    value: V,
+) -> bool {
+    match map.get_mut(&id) {
+        Some(v) => v.upsert(key, value),
+        None => {
+            map.insert(id, Versions::new(key, value));
+            true
+        }
+    }
 }
 
 /// What the catalog operator of one worker keeps: the catalog's versions, and the queries
@@ -61,9 +109,9 @@ fn as_of<V>(history: &History<V>, t: Millis) -> Option<&V> {
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Catalog {
     /// Listings of each SKU: (seller, category).
-    listings: FastMap<u64, History<(u64, u64)>>,
+    listings: FastMap<u64, Versions<(u64, u64)>>,
     /// Commission of every category.
-    categories: FastMap<u64, History<u32>>,
+    categories: FastMap<u64, Versions<u32>>,
     /// Facts of lines whose SKU was not listed at placement, per SKU, in arrival order.
     waiting_facts: FastMap<u64, Vec<FactDraft>>,
     /// Settlement queries waiting for the SKU or its category, per SKU, in arrival order.
@@ -73,13 +121,13 @@ struct Catalog {
 impl Catalog {
     /// (seller, category) of a SKU at time `t`.
     fn listing_at(&self, sku: u64, t: Millis) -> Option<(u64, u64)> {
-        as_of(self.listings.get(&sku)?, t).copied()
+        self.listings.get(&sku)?.as_of(t)
     }
 
     /// (seller, commission_bp) of a SKU at time `t`, if the SKU and its category are known.
     fn terms_at(&self, sku: u64, t: Millis) -> Option<(u64, u32)> {
         let (seller, category) = self.listing_at(sku, t)?;
-        let bp = *as_of(self.categories.get(&category)?, t)?;
+        let bp = self.categories.get(&category)?.as_of(t)?;
         Some((seller, bp))
     }
 
@@ -92,10 +140,10 @@ impl Catalog {
         }
         // The terms change only at versions of the SKU or of a category it was listed in.
         let listings = self.listings.get(&sku)?;
-        let mut times: Vec<Millis> = listings.iter().map(|(k, _)| k.0).collect();
-        for (_, (_, category)) in listings {
+        let mut times: Vec<Millis> = listings.times().collect();
+        for (_, (_, category)) in &listings.history {
             if let Some(h) = self.categories.get(category) {
-                times.extend(h.iter().map(|(k, _)| k.0));
+                times.extend(h.times());
             }
         }
         times.retain(|&t| t > c);
@@ -110,8 +158,7 @@ impl Catalog {
     /// later), keyed by its seller, or `None` if the SKU is not listed yet.
     fn fact(&self, sku: u64, d: &FactDraft) -> Option<(u64, SellerMsg)> {
         let listings = self.listings.get(&sku)?;
-        let first = listings.first()?.0 .0;
-        let &(seller, category) = as_of(listings, d.placed.max(first))?;
+        let (seller, category) = listings.as_of(d.placed.max(listings.first()))?;
         let fact = complete_fact(sku, d, seller, category);
         Some((seller, SellerMsg::Fact(fact, d.paid)))
     }
@@ -185,8 +232,7 @@ pub fn catalog<'s>(
                         category_id,
                     } => {
                         let key = (time, partition, offset);
-                        let history = c.listings.entry(*sku).or_default();
-                        if upsert(history, key, (seller_id, category_id)) {
+                        if upsert(&mut c.listings, *sku, key, (seller_id, category_id)) {
                             listed.push(*sku);
                         }
                     }
@@ -197,8 +243,7 @@ pub fn catalog<'s>(
                         commission_bp,
                     } => {
                         let key = (time, partition, offset);
-                        let history = c.categories.entry(category_id).or_default();
-                        if upsert(history, key, commission_bp) {
+                        if upsert(&mut c.categories, category_id, key, commission_bp) {
                             categories_changed = true;
                         }
                     }
@@ -337,5 +382,52 @@ fn complete_fact(sku: u64, d: &FactDraft, seller_id: u64, category_id: u64) -> S
         qty: d.qty,
         amount,
         ts: d.ts,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The versions answer every "as of" lookup like the full list of upserts would
+        /// (the value of the largest key with a time ≤ t), and say which upsert is latest.
+        #[test]
+        fn versions_answer_like_every_upsert_kept(
+            steps in prop::collection::vec((0..4u64, 0..3i32, 0..3i64, 0..3u32), 1..40),
+        ) {
+            let mut time = 0;
+            let mut all: Vec<(EventKey, u32)> = Vec::new();
+            let mut versions: Option<Versions<u32>> = None;
+            for (dt, partition, offset, value) in steps {
+                time += dt;
+                let key = (time, partition, offset);
+                if all.iter().any(|(k, _)| *k == key) {
+                    continue; // an offset is read once
+                }
+                let latest = all.iter().map(|(k, _)| *k).max();
+                let expect_latest = latest.is_none_or(|l| key > l);
+                let got = match versions.as_mut() {
+                    Some(v) => v.upsert(key, value),
+                    None => {
+                        versions = Some(Versions::new(key, value));
+                        true
+                    }
+                };
+                prop_assert_eq!(got, expect_latest);
+                all.push((key, value));
+                let v = versions.as_ref().expect("versions");
+                for t in 0..=time + 1 {
+                    let expected = all
+                        .iter()
+                        .filter(|(k, _)| k.0 <= t)
+                        .max_by_key(|(k, _)| *k)
+                        .map(|(_, v)| *v);
+                    prop_assert_eq!(v.as_of(t), expected, "as of {}", t);
+                }
+                prop_assert!(v.history.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 != w[1].1));
+            }
+        }
     }
 }
