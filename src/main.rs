@@ -23,43 +23,6 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-extern "C" {
-    /// Sets a mimalloc option (`mi_option_t` is a C enum).
-    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
-    /// The C library's `getenv` (no allocation: this runs before the allocator is set up).
-    fn getenv(name: *const std::ffi::c_char) -> *const std::ffi::c_char;
-}
-
-/// mimalloc's defaults trade memory for speed: arenas committed whole up front, freed
-/// pages returned to the OS only after a delay. The pipeline holds its state for long
-/// and frees in bursts, so these kept a third of its peak RSS beyond the live heap (1M
-/// events with the external stores: 536 MB against 382 MB with both off, the heap itself
-/// at 348 MB). A `MIMALLOC_…` variable in the environment still wins. The numbers are the
-/// options' places in `mi_option_e` of mimalloc 3.3 (libmimalloc-sys 0.1.49, pinned by
-/// Cargo.lock). It runs as an ELF constructor, before the first allocation reserves an
-/// arena (prioritised constructors run before mimalloc's own, which has no priority).
-extern "C" fn tune_allocator() {
-    const ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
-    const PURGE_DELAY: std::ffi::c_int = 15;
-    for (option, var, value) in [
-        (ARENA_EAGER_COMMIT, c"MIMALLOC_ARENA_EAGER_COMMIT", 0),
-        (PURGE_DELAY, c"MIMALLOC_PURGE_DELAY", 0),
-    ] {
-        // SAFETY: getenv reads the environment the loader set up; mi_option_set only
-        // stores the value, read by mimalloc each time it reserves or purges memory.
-        unsafe {
-            if getenv(var.as_ptr()).is_null() {
-                mi_option_set(option, value);
-            }
-        }
-    }
-}
-
-#[cfg(target_os = "linux")]
-#[used]
-#[link_section = ".init_array.00101"]
-static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
-
 #[derive(Parser)]
 #[command(
     name = "shopflow",
