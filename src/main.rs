@@ -12,6 +12,7 @@ macro_rules! say {
 
 mod bench;
 mod config;
+mod hints;
 mod load;
 mod token;
 mod wiring;
@@ -92,8 +93,8 @@ struct CheckArgs {
 /// the source recovering from an outage. librdkafka's own error lines are left out: during
 /// a broker outage it reports every reconnection attempt, and the source reports the outage
 /// once (`SHOPFLOW_LOG=warn,rdkafka=debug` shows them).
-const DEFAULT_LOG: &str =
-    "warn,rdkafka=off,librdkafka=off,shopflow_sinks::writer=info,shopflow_pipelines::runtime=info";
+const DEFAULT_LOG: &str = "warn,rdkafka=off,librdkafka=off,shopflow_model::retry=info,\
+                           shopflow_sinks::writer=info,shopflow_pipelines::runtime=info";
 
 fn main() {
     let matches = Cli::command().get_matches();
@@ -205,8 +206,9 @@ fn with_config(
     Ok((args, settings))
 }
 
-/// An error and its causes on one line, each cause once: library errors often repeat their
-/// source's text in their own message, and `{:#}` would print it again.
+/// An error and its causes on one line, each cause once (library errors often repeat their
+/// source's text in their own message, and `{:#}` would print it again), then what to do
+/// about it when the binary knows ([`hints`]).
 fn one_line(e: &anyhow::Error) -> String {
     let mut line = e.to_string();
     for cause in e.chain().skip(1) {
@@ -215,6 +217,11 @@ fn one_line(e: &anyhow::Error) -> String {
             line.push_str(": ");
             line.push_str(&text);
         }
+    }
+    if let Some(hint) = hints::hint(e) {
+        line.push_str(" (");
+        line.push_str(&hint);
+        line.push(')');
     }
     line
 }

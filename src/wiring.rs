@@ -544,7 +544,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
     // Where each stream resumes, and how long each JSON-lines file was at the checkpoint.
     let offsets = snapshot.as_ref().map(|s| s.offsets()).unwrap_or_default();
-    let file_lengths: std::collections::BTreeMap<String, u64> = snapshot
+    let file_lengths: BTreeMap<String, u64> = snapshot
         .as_ref()
         .map(|s| s.stores.files.iter().cloned().collect())
         .unwrap_or_default();

@@ -1,6 +1,6 @@
 //! `shopflow run --config FILE`: precedence (flag, environment, file, default), one-line
-//! errors for a bad file, `config check` on the shipped example, and a JWT secret given only
-//! by a file reaching the API.
+//! errors for a bad file or a service that cannot be reached, `config check` on the shipped
+//! example, and a JWT secret given only by a file reaching the API.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -148,6 +148,65 @@ fn a_bad_file_stops_the_start_with_one_line_naming_file_line_and_key() {
             );
             assert!(!err.contains("pw@"), "the password is not echoed: {err}");
         }
+    }
+}
+
+#[test]
+fn a_service_that_cannot_be_reached_stops_the_start_with_one_line_saying_what_to_do() {
+    let dir = scratch("unreachable");
+    let input = dir.join("empty.jsonl");
+    write(&input, "");
+    // Nothing listens on port 1.
+    for (variable, url, says, script) in [
+        (
+            "SHOPFLOW_REDIS_URL",
+            "redis://127.0.0.1:1",
+            "Redis at redis://127.0.0.1:1",
+            "deploy/local/up.sh redis",
+        ),
+        (
+            "SHOPFLOW_MYSQL_URL",
+            "mysql://shopflow:secret@127.0.0.1:1/shopflow",
+            "MySQL at mysql://shopflow@127.0.0.1:1/shopflow",
+            "deploy/local/up.sh mysql",
+        ),
+        (
+            "SHOPFLOW_CLICKHOUSE_URL",
+            "http://127.0.0.1:1",
+            "ClickHouse at http://127.0.0.1:1",
+            "deploy/local/up.sh clickhouse",
+        ),
+    ] {
+        let out = shopflow()
+            .args(["run", "--bounded", "--exit-when-done", "--file"])
+            .arg(&input)
+            .args(["--out-dir"])
+            .arg(&dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .env(variable, url)
+            .env("SHOPFLOW_JWT_SECRET", "0123456789abcdef0123456789abcdef")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{variable}: {out:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("shopflow:")).collect();
+        assert_eq!(errors.len(), 1, "{variable}: one error line: {err:?}");
+        let line = errors[0];
+        assert!(line.contains(says), "{variable}: names the service: {line}");
+        assert!(
+            line.contains(script),
+            "{variable}: says how to start it: {line}"
+        );
+        assert!(
+            line.contains(variable),
+            "{variable}: names the variable: {line}"
+        );
+        assert!(!line.contains("secret"), "{variable}: no password: {line}");
+        let cause = "refused";
+        assert!(
+            line.matches(cause).count() <= 1,
+            "{variable}: the cause once: {line}"
+        );
     }
 }
 

@@ -9,6 +9,8 @@
 //! description is at `/openapi.json` ([`openapi`]); the seller web page is at `/seller`
 //! ([`seller_page`]). Prometheus metrics are at `/metrics` ([`metrics`]).
 #![forbid(missing_docs)]
+// Libraries log through `tracing`; only the binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod auth;
 pub mod metrics;
@@ -28,9 +30,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use shopflow_model::health::Health;
+use shopflow_model::sales::Bucket;
 use shopflow_model::time::{kst_date, kst_month};
 use shopflow_model::{Millis, OrderView, MAX_ID};
-use shopflow_sinks::clickhouse::Bucket;
 use shopflow_sinks::{LedgerViews, SalesStore, ServingViews};
 
 use paging::{PageQuery, LIST_LIMITS, MEMBER_ORDERS_LIMITS};
@@ -125,6 +127,46 @@ fn unavailable(e: shopflow_sinks::SinkError) -> ApiError {
     ApiError::Unavailable(e.to_string())
 }
 
+/// The answer of a store lookup by id: 503 when the store failed, 404 (`{what} {id} is not
+/// known`) when it holds nothing for the id. Every handler reads through it.
+fn found<T>(
+    what: &str,
+    id: u64,
+    answer: Result<Option<T>, shopflow_sinks::SinkError>,
+) -> Result<T, ApiError> {
+    answer
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::NotFound(format!("{what} {id} is not known")))
+}
+
+/// A route's query string: like `Query<T>`, but a malformed one is a JSON 400, reported by
+/// [`Params::parsed`] once the handler has checked the path's id (a bad id is reported
+/// first).
+struct Params<T>(Result<T, ApiError>);
+
+impl<T> Params<T> {
+    /// The parsed query, or the 400 saying what is malformed.
+    fn parsed(self) -> Result<T, ApiError> {
+        self.0
+    }
+}
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &S,
+    ) -> Result<Self, std::convert::Infallible> {
+        Ok(Params(
+            Query::<T>::from_request_parts(parts, state)
+                .await
+                .map(|Query(q)| q)
+                .map_err(|e| ApiError::BadRequest(e.body_text())),
+        ))
+    }
+}
+
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
     let auth = state.auth.clone();
@@ -160,12 +202,7 @@ async fn stock(
     RawId(raw): RawId,
 ) -> Result<Json<Value>, ApiError> {
     let sku = parse_id("sku", &raw)?;
-    let (row, as_of) = st
-        .views
-        .stock(sku)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| ApiError::NotFound(format!("sku {sku} is not known")))?;
+    let (row, as_of) = found("sku", sku, st.views.stock(sku).await)?;
     Ok(Json(json!({
         "sku": row.sku, "on_hand": row.on_hand, "reserved": row.reserved,
         "available": row.available, "as_of": as_of,
@@ -177,12 +214,7 @@ async fn order(
     RawId(raw): RawId,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id("order_id", &raw)?;
-    let (row, as_of): (_, Millis) = st
-        .views
-        .order(id)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| ApiError::NotFound(format!("order {id} is not known")))?;
+    let (row, as_of): (_, Millis) = found("order", id, st.views.order(id).await)?;
     let mut body = order_json(&row);
     body["as_of"] = as_of.into();
     Ok(Json(body))
@@ -214,12 +246,7 @@ async fn member(
     RawId(raw): RawId,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id("member_id", &raw)?;
-    let (row, as_of) = st
-        .views
-        .member(id)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| ApiError::NotFound(format!("member {id} is not known")))?;
+    let (row, as_of) = found("member", id, st.views.member(id).await)?;
     Ok(Json(json!({
         "member_id": id, "grade": row.grade.as_str(), "spend_6m": row.spend_6m,
         "accrual_bp": row.accrual_bp, "wow": row.wow, "as_of": as_of,
@@ -229,16 +256,11 @@ async fn member(
 async fn points(
     State(st): State<Arc<ApiState>>,
     RawId(raw): RawId,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    params: Params<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id("member_id", &raw)?;
-    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let (entries, as_of) = st
-        .ledger
-        .points(id)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| ApiError::NotFound(format!("member {id} is not known")))?;
+    let q = params.parsed()?;
+    let (entries, as_of) = found("member", id, st.ledger.points(id).await)?;
     let balance: i128 = entries.iter().map(|e| e.points as i128).sum();
     let entries: Vec<Value> = entries
         .iter()
@@ -257,16 +279,11 @@ async fn points(
 async fn member_orders(
     State(st): State<Arc<ApiState>>,
     RawId(raw): RawId,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    params: Params<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id("member_id", &raw)?;
-    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let (orders, as_of) = st
-        .views
-        .member_orders(id)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| ApiError::NotFound(format!("member {id} is not known")))?;
+    let q = params.parsed()?;
+    let (orders, as_of) = found("member", id, st.views.member_orders(id).await)?;
     let orders: Vec<Value> = orders.iter().map(order_json).collect();
     let page = paging::page(
         orders,
@@ -306,10 +323,10 @@ fn parse_range(q: &RangeQuery) -> Result<(Millis, Millis), ApiError> {
 async fn sales(
     State(st): State<Arc<ApiState>>,
     RawId(raw): RawId,
-    query: Result<Query<RangeQuery>, axum::extract::rejection::QueryRejection>,
+    params: Params<RangeQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id("seller_id", &raw)?;
-    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let q = params.parsed()?;
     let (from, to) = parse_range(&q)?;
     let bucket = match q.bucket.as_deref() {
         None => Bucket::Hour,
@@ -361,17 +378,12 @@ fn parse_millis(what: &str, raw: Option<&str>, default: Millis) -> Result<Millis
 async fn settlements(
     State(st): State<Arc<ApiState>>,
     RawId(raw): RawId,
-    query: Result<Query<RangeQuery>, axum::extract::rejection::QueryRejection>,
+    params: Params<RangeQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id("seller_id", &raw)?;
-    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let q = params.parsed()?;
     let (from, to) = parse_range(&q)?;
-    let (entries, as_of) = st
-        .ledger
-        .settlements(id, from, to)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| ApiError::NotFound(format!("seller {id} is not known")))?;
+    let (entries, as_of) = found("seller", id, st.ledger.settlements(id, from, to).await)?;
     let mut totals = [0i128; 4];
     let rows: Vec<Value> = entries
         .iter()
@@ -406,16 +418,11 @@ async fn settlements(
 async fn payouts(
     State(st): State<Arc<ApiState>>,
     RawId(raw): RawId,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    params: Params<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id("seller_id", &raw)?;
-    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let (rows, as_of) = st
-        .ledger
-        .payouts(id)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| ApiError::NotFound(format!("seller {id} is not known")))?;
+    let q = params.parsed()?;
+    let (rows, as_of) = found("seller", id, st.ledger.payouts(id).await)?;
     let rows: Vec<Value> = rows
         .iter()
         .map(|(p, fin)| {
@@ -433,16 +440,11 @@ async fn payouts(
 async fn tax_invoices(
     State(st): State<Arc<ApiState>>,
     RawId(raw): RawId,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    params: Params<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id("seller_id", &raw)?;
-    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let (rows, as_of) = st
-        .ledger
-        .invoices(id)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| ApiError::NotFound(format!("seller {id} is not known")))?;
+    let q = params.parsed()?;
+    let (rows, as_of) = found("seller", id, st.ledger.invoices(id).await)?;
     let rows: Vec<Value> = rows
         .iter()
         .map(|(i, fin)| {
@@ -463,12 +465,7 @@ async fn rating(
     RawId(raw): RawId,
 ) -> Result<Json<Value>, ApiError> {
     let sku = parse_id("sku", &raw)?;
-    let (row, as_of) = st
-        .views
-        .rating(sku)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| ApiError::NotFound(format!("sku {sku} is not known")))?;
+    let (row, as_of) = found("sku", sku, st.views.rating(sku).await)?;
     let h = row.histogram;
     Ok(Json(json!({
         "sku": sku, "count": row.count, "sum": row.sum, "average": row.average(),
@@ -486,10 +483,10 @@ struct LimitQuery {
 async fn also_bought(
     State(st): State<Arc<ApiState>>,
     RawId(raw): RawId,
-    query: Result<Query<LimitQuery>, axum::extract::rejection::QueryRejection>,
+    params: Params<LimitQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let sku = parse_id("sku", &raw)?;
-    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let q = params.parsed()?;
     let limit = match q.limit.as_deref() {
         None => 10,
         Some(text) => match text.parse::<usize>() {
@@ -501,12 +498,7 @@ async fn also_bought(
             }
         },
     };
-    let (row, as_of) = st
-        .views
-        .also_bought(sku)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| ApiError::NotFound(format!("sku {sku} is not known")))?;
+    let (row, as_of) = found("sku", sku, st.views.also_bought(sku).await)?;
     let items: Vec<Value> = row
         .items
         .iter()

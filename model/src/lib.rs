@@ -5,11 +5,14 @@
 //! validation live in `shopflow-ingest`; the rules that compute views live in
 //! `shopflow-pipelines` (and, independently, in `shopflow-reference`).
 #![forbid(missing_docs)]
+// Libraries log through `tracing`; only the binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod event;
 pub mod health;
 pub mod id;
 pub mod ledger;
+pub mod retry;
 pub mod sales;
 pub mod time;
 pub mod views;

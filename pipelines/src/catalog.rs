@@ -24,8 +24,18 @@ use crate::settlements::SellerMsg;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// Key of an upsert: (dataflow time, partition, offset); the largest is the latest.
-type EventKey = (Millis, i32, i64);
+/// Where an upsert was read; the largest (time first) is the latest.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+struct EventKey {
+    /// Its dataflow time.
+    time: Millis,
+    /// Its partition.
+    partition: i32,
+    /// Its offset in the partition.
+    offset: i64,
+}
 
 /// A catalog record's values over time, for lookups "as of" a past time. An upsert that
 /// does not change the value (a product's new price or name: the catalog keeps only its
@@ -42,7 +52,7 @@ impl<V: Copy + PartialEq> Versions<V> {
     fn new(key: EventKey, value: V) -> Self {
         Versions {
             latest: key,
-            history: vec![(key.0, value)],
+            history: vec![(key.time, value)],
         }
     }
 
@@ -57,14 +67,14 @@ impl<V: Copy + PartialEq> Versions<V> {
         if current == value {
             return true;
         }
-        if time == key.0 {
+        if time == key.time {
             self.history.pop();
             // Back to the value before this time: the two runs join.
             if self.history.last().is_some_and(|(_, v)| *v == value) {
                 return true;
             }
         }
-        self.history.push((key.0, value));
+        self.history.push((key.time, value));
         true
     }
 
@@ -231,7 +241,11 @@ pub fn catalog<'s>(
                         seller_id,
                         category_id,
                     } => {
-                        let key = (time, partition, offset);
+                        let key = EventKey {
+                            time,
+                            partition,
+                            offset,
+                        };
                         if upsert(&mut c.listings, *sku, key, (seller_id, category_id)) {
                             listed.push(*sku);
                         }
@@ -242,7 +256,11 @@ pub fn catalog<'s>(
                         offset,
                         commission_bp,
                     } => {
-                        let key = (time, partition, offset);
+                        let key = EventKey {
+                            time,
+                            partition,
+                            offset,
+                        };
                         if upsert(&mut c.categories, category_id, key, commission_bp) {
                             categories_changed = true;
                         }
@@ -402,7 +420,11 @@ mod tests {
             let mut versions: Option<Versions<u32>> = None;
             for (dt, partition, offset, value) in steps {
                 time += dt;
-                let key = (time, partition, offset);
+                let key = EventKey {
+                    time,
+                    partition,
+                    offset,
+                };
                 if all.iter().any(|(k, _)| *k == key) {
                     continue; // an offset is read once
                 }
@@ -421,7 +443,7 @@ mod tests {
                 for t in 0..=time + 1 {
                     let expected = all
                         .iter()
-                        .filter(|(k, _)| k.0 <= t)
+                        .filter(|(k, _)| k.time <= t)
                         .max_by_key(|(k, _)| *k)
                         .map(|(_, v)| *v);
                     prop_assert_eq!(v.as_of(t), expected, "as of {}", t);

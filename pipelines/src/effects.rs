@@ -12,10 +12,42 @@ use shopflow_model::{EntryCause, Millis, OrderView, SalesEffect};
 
 use crate::dataflow::ViewConfig;
 
-/// Stock effect on one SKU: (on_hand, reserved, mentions). `mentions` counts accepted
-/// events naming the SKU, so a SKU is known from its first mention even when its amounts
-/// sum to nothing.
-pub type StockDelta = (i64, i64, i64);
+/// Stock effect on one SKU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StockDelta {
+    /// Change of the units on hand.
+    pub on_hand: i64,
+    /// Change of the units reserved by open orders.
+    pub reserved: i64,
+    /// Accepted events naming the SKU, so a SKU is known from its first mention even when
+    /// its amounts sum to nothing.
+    pub mentions: i64,
+}
+
+impl StockDelta {
+    /// A change of `on_hand` and `reserved` by an event naming the SKU.
+    pub fn mention(on_hand: i64, reserved: i64) -> Self {
+        StockDelta {
+            on_hand,
+            reserved,
+            mentions: 1,
+        }
+    }
+
+    /// The sum of two deltas.
+    pub fn plus(self, other: StockDelta) -> Self {
+        StockDelta {
+            on_hand: self.on_hand + other.on_hand,
+            reserved: self.reserved + other.reserved,
+            mentions: self.mentions + other.mentions,
+        }
+    }
+
+    /// Whether it changes nothing (and names nothing).
+    pub fn is_zero(self) -> bool {
+        self == StockDelta::default()
+    }
+}
 
 /// One record for the member views, keyed by member.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -175,13 +207,20 @@ pub fn order_effects(
     match before {
         None => {
             for (sku, (on_hand, reserved)) in stock_effects(after) {
-                out.push((Effect::Stock(sku, (on_hand, reserved, 1)), time));
+                out.push((
+                    Effect::Stock(sku, StockDelta::mention(on_hand, reserved)),
+                    time,
+                ));
             }
         }
         Some(b) => {
             for ((sku, old), (_, new)) in stock_effects(b).zip(stock_effects(after)) {
-                let delta = (new.0 - old.0, new.1 - old.1, 0);
-                if delta != (0, 0, 0) {
+                let delta = StockDelta {
+                    on_hand: new.0 - old.0,
+                    reserved: new.1 - old.1,
+                    mentions: 0,
+                };
+                if !delta.is_zero() {
                     out.push((Effect::Stock(sku, delta), time));
                 }
             }

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use shopflow_ingest::validate::{DEFAULT_DEDUP_HORIZON_MS, DEFAULT_LATENESS_MS};
 use shopflow_ingest::{decode, Accepted, Message, Outcome, Source, SourceError, StreamValidator};
 use shopflow_model::health::Health;
+use shopflow_model::retry::{backoff, Next, Outages};
 use shopflow_model::{DeadLetter, DeadLetterReason, EventBody, Millis, Output};
 
 use crate::checkpoint::{CheckpointConfig, CheckpointError, Restore, StreamPart, WorkerPart};
 use crate::dataflow::{build, Inputs, ViewConfig};
-use crate::effects::{order_effects, MemberMsg, SkuMsg};
+use crate::effects::{order_effects, MemberMsg, SkuMsg, StockDelta};
 use crate::metrics::PipelineMetrics;
 use crate::orders::{stream_id, OrderMsg};
 use crate::products::ReviewMsg;
@@ -388,15 +389,15 @@ where
                 Ok(()) => {
                     if source_failures > 0 {
                         source_failures = 0;
-                        source_recovered(stats, index);
+                        source_recovered(stats, config, index);
                     }
                 }
                 Err(e) if e.is_transient() => {
                     source_failed(stats, config, index, &e, source_failures)?;
                     let pause = backoff(source_failures);
                     source_failures += 1;
-                    let until = std::time::Instant::now() + pause;
-                    while std::time::Instant::now() < until && !stats.stop.load(Ordering::Relaxed) {
+                    let until = Instant::now() + pause;
+                    while Instant::now() < until && !stats.stop.load(Ordering::Relaxed) {
                         std::thread::sleep(Duration::from_millis(50));
                     }
                 }
@@ -529,7 +530,7 @@ where
 
     // The source is done (or stopped): it is not failing any more.
     if source_failures > 0 {
-        source_recovered(stats, index);
+        source_recovered(stats, config, index);
     }
     // A bounded input read to its end: a checkpoint of this moment (before the end below
     // drives the frontier past the last event time), so that a longer input continues it
@@ -622,15 +623,28 @@ where
     Ok(())
 }
 
-/// The pause after failed attempt `attempt` (0-based): 0.1 s doubling to 5 s.
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
+/// How worker `worker` reports failed reads (see [`shopflow_model::retry`]): one `warn`
+/// line per outage once it has lasted [`SOURCE_REPORT_AFTER`], giving up after the
+/// configured limit.
+fn source_outages<'a>(stats: &'a Stats, config: &PipelineConfig, worker: usize) -> Outages<'a> {
+    Outages {
+        health: &stats.health,
+        component: SOURCE_COMPONENT,
+        member: worker,
+        name: "Kafka",
+        doing: " (reading)",
+        meanwhile: "; reading resumes at the next offset of each partition (/readyz answers 503 \
+                    meanwhile)",
+        service: "the broker",
+        resumes: "reading resumes",
+        report_after: SOURCE_REPORT_AFTER,
+        give_up_after: config.source_give_up_after,
+    }
 }
 
 /// Reports a failed read of worker `worker` (`attempt` counts the failures before it in a
-/// row): the metric and the shared health at once, and one `warn` line per outage once it
-/// has lasted [`SOURCE_REPORT_AFTER`]. Errs (the run stops) once the outage has lasted the
-/// configured limit.
+/// row) to the metric and [`source_outages`]. Errs (the run stops) once the outage has
+/// lasted the configured limit.
 fn source_failed(
     stats: &Stats,
     config: &PipelineConfig,
@@ -640,60 +654,18 @@ fn source_failed(
 ) -> Result<(), SourceError> {
     stats.metrics.source_errors.inc();
     let message = error.to_string();
-    stats.health.failed(SOURCE_COMPONENT, worker, &message);
-    let lasted = stats
-        .health
-        .failing_for(SOURCE_COMPONENT)
-        .unwrap_or_default();
-    if lasted >= SOURCE_REPORT_AFTER && stats.health.announce(SOURCE_COMPONENT) {
-        let limit = match config.source_give_up_after {
-            Some(d) => format!("up to {} s", d.as_secs()),
-            None => "ever".into(),
-        };
-        tracing::warn!(
-            error = %message,
-            "Kafka is failing (reading): retrying with backoff (0.1 s doubling to 5 s) for {limit}; \
-             reading resumes at the next offset of each partition (/readyz answers 503 meanwhile). \
-             Check that the broker is running and reachable"
-        );
-    } else {
-        tracing::debug!(worker, attempt, error = %message, "reading Kafka failed; retrying");
-    }
-    if config.source_give_up_after.is_some_and(|d| lasted >= d) {
-        tracing::error!(
-            error = %message,
-            "reading Kafka has failed for {:.0} s: giving up; the run stops",
-            lasted.as_secs_f64()
-        );
-        return Err(SourceError::GaveUp {
+    match source_outages(stats, config, worker).failed(attempt, &message) {
+        Next::Retry => Ok(()),
+        Next::GiveUp { lasted } => Err(SourceError::GaveUp {
             after: lasted,
             last: message,
-        });
+        }),
     }
-    Ok(())
 }
 
-/// Worker `worker` read again: logs the end of the outage when it was the last one failing
-/// (at debug when the outage was too short to be reported).
-fn source_recovered(stats: &Stats, worker: usize) {
-    let Some(outage) = stats.health.recovered(SOURCE_COMPONENT, worker) else {
-        return;
-    };
-    if outage.announced {
-        tracing::info!(
-            down_s = outage.lasted.as_secs_f64(),
-            failed_attempts = outage.attempts,
-            "Kafka recovered after {:.1} s ({} failed attempts); reading resumes",
-            outage.lasted.as_secs_f64(),
-            outage.attempts
-        );
-    } else {
-        tracing::debug!(
-            down_s = outage.lasted.as_secs_f64(),
-            failed_attempts = outage.attempts,
-            "reading Kafka works again after a brief failure"
-        );
-    }
+/// Worker `worker` read again: see [`Outages::succeeded`].
+fn source_recovered(stats: &Stats, config: &PipelineConfig, worker: usize) {
+    source_outages(stats, config, worker).succeeded();
 }
 
 /// One worker's counts since the last flush to the Prometheus metrics (flushed once per
@@ -791,7 +763,7 @@ impl Tally {
 struct Pauses {
     window: Millis,
     /// For each paused stream, when its paused time was last counted.
-    since: Vec<Option<std::time::Instant>>,
+    since: Vec<Option<Instant>>,
 }
 
 impl Pauses {
@@ -811,7 +783,7 @@ impl Pauses {
         cap: Millis,
         counters: &[prometheus::Counter],
     ) {
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         for (s, v) in validators.iter().enumerate() {
             if let Some(at) = self.since[s] {
                 counters[s].inc_by(now.duration_since(at).as_secs_f64());
@@ -1081,7 +1053,7 @@ fn feed(
             rating,
             ..
         } => {
-            inputs.stock.send(((sku, (0, 0, 1)), time));
+            inputs.stock.send(((sku, StockDelta::mention(0, 0)), time));
             let review = ReviewMsg {
                 partition,
                 offset,
@@ -1098,10 +1070,14 @@ fn feed(
             inputs.reviews.send(((review_id, review), time));
         }
         EventBody::StockReceived { sku, qty } => {
-            inputs.stock.send(((sku, (qty as i64, 0, 1)), time));
+            inputs
+                .stock
+                .send(((sku, StockDelta::mention(qty as i64, 0)), time));
         }
         EventBody::StockAdjusted { sku, delta } => {
-            inputs.stock.send(((sku, (delta, 0, 1)), time));
+            inputs
+                .stock
+                .send(((sku, StockDelta::mention(delta, 0)), time));
         }
         EventBody::ProductUpserted {
             sku,
@@ -1109,7 +1085,7 @@ fn feed(
             category_id,
             ..
         } => {
-            inputs.stock.send(((sku, (0, 0, 1)), time));
+            inputs.stock.send(((sku, StockDelta::mention(0, 0)), time));
             let listing = SkuMsg::Listing {
                 partition,
                 offset,

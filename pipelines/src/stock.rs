@@ -32,16 +32,16 @@ pub fn stock_levels<'s>(
             deltas.sort_unstable_by_key(|(sku, _)| *sku);
             for group in deltas.chunk_by(|a, b| a.0 == b.0) {
                 let sku = group[0].0;
-                let net = group.iter().fold((0, 0, 0), |acc, (_, d)| {
-                    (acc.0 + d.0, acc.1 + d.1, acc.2 + d.2)
-                });
-                if net == (0, 0, 0) {
+                let net = group
+                    .iter()
+                    .fold(StockDelta::default(), |acc, (_, d)| acc.plus(*d));
+                if net.is_zero() {
                     continue;
                 }
                 let level = levels.entry(sku).or_insert((0, 0));
                 let before = level.0 - level.1;
-                level.0 += net.0;
-                level.1 += net.1;
+                level.0 += net.on_hand;
+                level.1 += net.reserved;
                 let available = level.0 - level.1;
                 out.push((
                     Row::Stock(StockLevel {

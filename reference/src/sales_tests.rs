@@ -26,7 +26,7 @@ fn fact(
 ) -> SalesFact {
     let (sku, seller_id, category_id, member_id, unit_price) = t;
     let id = match effect {
-        SalesEffect::Refunded => format!("{order}:{line}:refunded:{n}"),
+        Refunded => format!("{order}:{line}:refunded:{n}"),
         e => format!("{order}:{line}:{}", e.as_str()),
     };
     SalesFact {

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
-use shopflow_model::sales::MINUTE_MS;
+use shopflow_model::sales::{Bucket, SalesPoint};
 use shopflow_model::{Millis, SalesEffect, SalesFact, SalesMinute, ViewBatch};
 
 use crate::SinkError;
@@ -114,90 +114,15 @@ struct ProgressRow {
     as_of: u64,
 }
 
-/// How sales are grouped in a series.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Bucket {
-    /// One minute.
-    Minute,
-    /// One hour (KST hours and UTC hours share their boundaries).
-    Hour,
-    /// One KST day.
-    Day,
-}
-
-impl Bucket {
-    /// Parses `minute`, `hour` or `day`.
-    pub fn parse(text: &str) -> Option<Bucket> {
-        match text {
-            "minute" => Some(Bucket::Minute),
-            "hour" => Some(Bucket::Hour),
-            "day" => Some(Bucket::Day),
-            _ => None,
-        }
-    }
-
-    /// The spelling in the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Bucket::Minute => "minute",
-            Bucket::Hour => "hour",
-            Bucket::Day => "day",
-        }
-    }
-
-    /// (offset, size) in ms: a bucket starts at ⌊(t + offset) / size⌋ × size − offset.
-    fn offset_size(self) -> (i64, i64) {
-        match self {
-            Bucket::Minute => (0, MINUTE_MS as i64),
-            Bucket::Hour => (0, 3_600_000),
-            Bucket::Day => (shopflow_model::time::KST_OFFSET_MS, 86_400_000),
-        }
-    }
-
-    /// The start of the bucket holding `t` (may be negative near the epoch for days).
-    pub fn start(self, t: Millis) -> i64 {
-        let (offset, size) = self.offset_size();
-        (t as i64 + offset).div_euclid(size) * size - offset
-    }
-}
-
-/// One bucket of a seller's sales series.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Row, Serialize, Deserialize)]
-pub struct SalesPoint {
-    /// Bucket start, epoch ms.
-    pub start: i64,
-    /// Distinct paid orders.
-    pub orders: u64,
-    /// Units paid.
-    pub units: i64,
-    /// Gross paid.
-    pub gross: i64,
-    /// Refunds (cancelled after payment + refunded line value).
-    pub refunds: i64,
-    /// gross − refunds.
-    pub net: i64,
-}
-
-/// Groups minute rollups (of one seller, minutes in the wanted range) into a series.
-pub fn series(minutes: impl IntoIterator<Item = SalesMinute>, bucket: Bucket) -> Vec<SalesPoint> {
-    let mut out: std::collections::BTreeMap<i64, SalesPoint> = Default::default();
-    for m in minutes {
-        let start = bucket.start(m.minute);
-        let p = out.entry(start).or_insert(SalesPoint {
-            start,
-            orders: 0,
-            units: 0,
-            gross: 0,
-            refunds: 0,
-            net: 0,
-        });
-        p.orders += m.orders;
-        p.units = p.units.saturating_add(m.units);
-        p.gross = p.gross.saturating_add(m.gross);
-        p.refunds = p.refunds.saturating_add(m.refunds);
-        p.net = p.net.saturating_add(m.net);
-    }
-    out.into_values().collect()
+/// One bucket of a sales series as ClickHouse returns it.
+#[derive(Debug, Row, Serialize, Deserialize)]
+struct PointRow {
+    start: i64,
+    orders: u64,
+    units: i64,
+    gross: i64,
+    refunds: i64,
+    net: i64,
 }
 
 /// Writes and reads the sales tables of one ClickHouse database.
@@ -437,7 +362,8 @@ impl ClickHouseSales {
         bucket: Bucket,
     ) -> Result<Vec<SalesPoint>, SinkError> {
         let (offset, size) = bucket.offset_size();
-        self.client
+        let rows = self
+            .client
             .query(
                 "SELECT intDiv(toInt64(minute_ms) + ?, ?) * ? - ? AS start,
                         sum(orders) AS orders, sum(units) AS units, sum(gross) AS gross,
@@ -453,9 +379,20 @@ impl ClickHouseSales {
             .bind(seller_id)
             .bind(from)
             .bind(to)
-            .fetch_all::<SalesPoint>()
+            .fetch_all::<PointRow>()
             .await
-            .map_err(|e| self.err("reading sales", e))
+            .map_err(|e| self.err("reading sales", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| SalesPoint {
+                start: r.start,
+                orders: r.orders,
+                units: r.units,
+                gross: r.gross,
+                refunds: r.refunds,
+                net: r.net,
+            })
+            .collect())
     }
 
     /// Every fact (for tests and audits), deduplicated with `FINAL`.
@@ -541,37 +478,4 @@ fn parse_effect(s: &str) -> Option<SalesEffect> {
     ]
     .into_iter()
     .find(|e| e.as_str() == s)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn buckets_follow_kst_days() {
-        // 2026-11-02 00:00 KST = 2026-11-01T15:00:00Z.
-        let monday = 1_793_545_200_000u64;
-        assert_eq!(Bucket::Day.start(monday), monday as i64);
-        assert_eq!(Bucket::Day.start(monday - 1), monday as i64 - 86_400_000);
-        assert_eq!(Bucket::Hour.start(monday + 3_599_999), monday as i64);
-        assert_eq!(
-            Bucket::Minute.start(monday + 61_000),
-            monday as i64 + 60_000
-        );
-        let m = |minute, gross| SalesMinute {
-            seller_id: 1,
-            minute,
-            orders: 1,
-            units: 1,
-            gross,
-            refunds: 0,
-            net: gross,
-        };
-        let s = series(
-            [m(monday - 60_000, 5), m(monday, 7), m(monday + 60_000, 11)],
-            Bucket::Day,
-        );
-        assert_eq!(s.len(), 2);
-        assert_eq!((s[0].gross, s[1].gross, s[1].orders), (5, 18, 2));
-    }
 }

@@ -245,11 +245,7 @@ pub async fn ensure_topics(
     for r in results {
         if let Err((topic, code)) = r {
             if code != RDKafkaErrorCode::TopicAlreadyExists {
-                return Err(err(
-                    &topic,
-                    "creating the topic",
-                    rdkafka::error::KafkaError::AdminOp(code),
-                ));
+                return Err(err(&topic, "creating the topic", KafkaError::AdminOp(code)));
             }
         }
     }

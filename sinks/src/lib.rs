@@ -11,9 +11,14 @@
 //!   the idempotent producer; on start the writer reads back what its topic already holds
 //!   so a replay does not write anything twice.
 //! - [`file`]: JSON-lines files for alerts and dead letters in embedded mode.
+//! - [`stores`]: which store each sink of a pipeline is ([`SinkSet`]).
+//! - [`reads`]: the stores as the query API reads them, each answer with its `as_of`.
 //! - [`writer`]: the sink writer thread that drains the pipeline's output channel.
+//! - [`retry`]: the writer's retries and outage reports (the policy shared with the source).
 //! - [`metrics`]: the writer's Prometheus metrics (rows, durations, failures, `as_of`).
 #![forbid(missing_docs)]
+// Libraries log through `tracing`; only the binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod clickhouse;
 pub mod file;
@@ -21,20 +26,24 @@ pub mod kafka;
 pub mod memory;
 pub mod metrics;
 pub mod mysql;
+pub mod reads;
 pub mod redis;
+pub mod retry;
+pub mod stores;
 pub mod writer;
 
 pub use memory::MemoryStore;
-pub use writer::{
-    io_runtime, spawn_writer, EventLog, LedgerStore, LedgerViews, SalesStore, ServingViews,
-    SinkSet, ViewStore,
-};
+pub use reads::{LedgerViews, Periods, ServingViews};
+pub use stores::{EventLog, LedgerStore, SalesStore, SinkSet, ViewStore};
+pub use writer::{io_runtime, spawn_writer};
 
-/// A sink could not be written or read.
+/// A sink could not be written or read. The messages say what failed and why, once; advice
+/// on starting a service or setting its address is the binary's (it knows the scripts and
+/// the environment variables).
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// Redis refused or could not be reached.
-    #[error("Redis at {url}: {source} (is it running? deploy/local/up.sh starts one; SHOPFLOW_REDIS_URL sets the address)")]
+    #[error("Redis at {url}: {source}")]
     Redis {
         /// Where.
         url: String,
@@ -43,7 +52,7 @@ pub enum SinkError {
         source: Box<::redis::RedisError>,
     },
     /// MySQL (or MariaDB) refused, could not be reached, or held a row that does not decode.
-    #[error("MySQL at {url}: {what}: {source}{hint}")]
+    #[error("MySQL at {url}: {what}: {source}")]
     Mysql {
         /// Where (the URL without its password).
         url: String,
@@ -52,12 +61,12 @@ pub enum SinkError {
         /// The client's error.
         #[source]
         source: Box<sqlx::Error>,
-        /// Advice appended to the message: how to start the database when it could not be
-        /// reached, else empty.
-        hint: &'static str,
+        /// Whether the database could not be reached, or refused the login or the database
+        /// name (the binary then says how to start one or point at another).
+        unreachable: bool,
     },
     /// ClickHouse refused or could not be reached.
-    #[error("ClickHouse at {url}: {what}: {source} (is it running? deploy/local/up.sh starts one; SHOPFLOW_CLICKHOUSE_URL sets the address)")]
+    #[error("ClickHouse at {url}: {what}: {source}")]
     ClickHouse {
         /// Where.
         url: String,
@@ -88,7 +97,7 @@ pub enum SinkError {
     },
     /// A write has waited for an acknowledgement longer than the writer reports as healthy
     /// (it keeps waiting: the client retries by itself).
-    #[error("Kafka at {brokers}: no acknowledgement for {waited_s} s (is the broker running? SHOPFLOW_KAFKA_BROKERS sets the address)")]
+    #[error("Kafka at {brokers}: no acknowledgement for {waited_s} s")]
     Unacknowledged {
         /// Bootstrap servers.
         brokers: String,

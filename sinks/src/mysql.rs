@@ -73,9 +73,6 @@ pub const POOL_SIZE: u32 = 4;
 /// How long to wait for the database to answer a new connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-const UNREACHABLE_HINT: &str = " (is it running? deploy/local/up.sh mysql starts MariaDB; \
-     SHOPFLOW_MYSQL_URL sets the address)";
-
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Reads and writes shopflow's ledgers in one MySQL or MariaDB database.
@@ -148,16 +145,11 @@ fn is_unreachable(e: &sqlx::Error) -> bool {
 }
 
 fn mysql_error(url: &str, what: impl Into<String>, source: sqlx::Error) -> SinkError {
-    let hint = if is_unreachable(&source) {
-        UNREACHABLE_HINT
-    } else {
-        ""
-    };
     SinkError::Mysql {
         url: url.to_string(),
         what: what.into(),
+        unreachable: is_unreachable(&source),
         source: Box::new(source),
-        hint,
     }
 }
 
@@ -535,8 +527,7 @@ impl MysqlLedger {
     /// pool of [`POOL_SIZE`] connections and applies the schema's migrations.
     ///
     /// A database that does not answer, refuses the login or does not exist gives a
-    /// one-line error that says how to start one (`deploy/local/up.sh mysql`) or point
-    /// `SHOPFLOW_MYSQL_URL` at one.
+    /// one-line error marked `unreachable` (the binary says how to start one).
     pub async fn connect(url: &str) -> Result<Self, SinkError> {
         let shown = redact_url(url);
         // One plain connection first: its error says why (refused, denied, unknown

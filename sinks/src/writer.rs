@@ -4,14 +4,10 @@
 //! writes), then writes dead letters, then alerts, then the view rows with their `as_of`.
 //! That order makes a crash at any point safe: what was written before the views'
 //! `as_of` is either skipped by id or rewritten identically on replay. A failing write is
-//! retried with backoff; while it fails the channel fills and the pipeline waits
-//! (backpressure) instead of buffering without bound.
-//!
-//! An outage is reported once: one `warn` line when a sink starts failing (what failed,
-//! that it is retried, what to check), one `info` line when it recovers (how long it was
-//! down), `shopflow_sink_write_failures_total{sink}` per failed attempt, and the shared
-//! [`Health`] (so `/readyz` answers 503) meanwhile. The writer gives up, and the run stops
-//! with the sink's error, only after [`WriterConfig::give_up_after`] of failures.
+//! retried with backoff ([`crate::retry`]); while it fails the channel fills and the
+//! pipeline waits (backpressure) instead of buffering without bound. The writer gives up,
+//! and the run stops with the sink's error, only after [`WriterConfig::give_up_after`] of
+//! failures.
 //!
 //! After a restart the run replays from the beginning: see `write_loop` for how it catches
 //! up with a store that is ahead of it.
@@ -24,97 +20,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use shopflow_model::health::Health;
-use shopflow_model::{
-    Alert, AlsoBought, CheckpointCommit, DeadLetter, MemberView, Millis, OrderView, Output, Payout,
-    PointsEntry, RatingView, SettlementEntry, StockLevel, StoreImages, TaxInvoice, ViewBatch,
-};
+use shopflow_model::{Alert, CheckpointCommit, DeadLetter, Millis, Output, StoreImages, ViewBatch};
 
-use crate::clickhouse::{series, Bucket, ClickHouseSales, SalesPoint};
-use crate::file::JsonLinesWriter;
-use crate::kafka::KafkaWriter;
 use crate::memory::MemoryStore;
 use crate::metrics::SinkMetrics;
-use crate::mysql::MysqlLedger;
-use crate::redis::RedisViews;
+use crate::retry::Retry;
+use crate::stores::{EventLog, LedgerStore, SalesStore, SinkSet, ViewStore};
 use crate::SinkError;
-
-/// Where the serving views go.
-#[derive(Debug)]
-pub enum ViewStore {
-    /// The in-process store.
-    Memory(MemoryStore),
-    /// Redis.
-    Redis(RedisViews),
-}
-
-/// Where the ledgers (points, settlements, payouts, tax invoices) go.
-#[derive(Debug)]
-pub enum LedgerStore {
-    /// The in-process store (embedded mode, or a run without MySQL: not durable).
-    Memory(MemoryStore),
-    /// MySQL or MariaDB.
-    Mysql(MysqlLedger),
-}
-
-/// Where the sales analytics go.
-#[derive(Clone, Debug)]
-pub enum SalesStore {
-    /// The in-process store (embedded mode, or a run without ClickHouse).
-    Memory(MemoryStore),
-    /// ClickHouse (boxed: its client is large).
-    ClickHouse(Box<ClickHouseSales>),
-}
-
-impl SalesStore {
-    /// A seller's sales series in [from, to) and the `as_of` of the answer.
-    pub async fn sales(
-        &self,
-        seller_id: u64,
-        from: Millis,
-        to: Millis,
-        bucket: Bucket,
-    ) -> Result<(Vec<SalesPoint>, Millis), SinkError> {
-        match self {
-            SalesStore::Memory(m) => Ok(m.read(|s| {
-                let minutes = s
-                    .sales_minutes
-                    .range((seller_id, from)..(seller_id, to))
-                    .map(|(_, m)| *m);
-                (series(minutes, bucket), s.as_of.unwrap_or(0))
-            })),
-            SalesStore::ClickHouse(c) => {
-                let as_of = c.as_of().await?.unwrap_or(0);
-                Ok((c.sales(seller_id, from, to, bucket).await?, as_of))
-            }
-        }
-    }
-}
-
-/// Where a stream of records (alerts, dead letters) goes.
-#[derive(Debug)]
-pub enum EventLog {
-    /// The in-process store.
-    Memory(MemoryStore),
-    /// A JSON-lines file.
-    File(JsonLinesWriter),
-    /// A Kafka topic.
-    Kafka(KafkaWriter),
-}
-
-/// The sinks of one pipeline.
-#[derive(Debug)]
-pub struct SinkSet {
-    /// Serving views.
-    pub views: ViewStore,
-    /// Ledgers.
-    pub ledger: LedgerStore,
-    /// Sales analytics.
-    pub sales: SalesStore,
-    /// `shop.alerts`.
-    pub alerts: EventLog,
-    /// `shop.dlq`.
-    pub dead_letters: EventLog,
-}
 
 /// Counters of the sink writer.
 #[derive(Debug, Default)]
@@ -200,278 +112,6 @@ impl Default for WriterConfig {
     }
 }
 
-impl WriterConfig {
-    fn limit(&self) -> String {
-        match self.give_up_after {
-            Some(d) => format!("up to {} s", d.as_secs()),
-            None => "ever".into(),
-        }
-    }
-}
-
-/// The serving views as the query API reads them.
-#[derive(Clone, Debug)]
-pub enum ServingViews {
-    /// The in-process store.
-    Memory(MemoryStore),
-    /// Redis.
-    Redis(RedisViews),
-}
-
-impl ServingViews {
-    /// A stock row and the `as_of` of the answer.
-    pub async fn stock(&self, sku: u64) -> Result<Option<(StockLevel, Millis)>, SinkError> {
-        match self {
-            ServingViews::Memory(m) => Ok(m.read(|s| {
-                s.stock
-                    .get(&sku)
-                    .map(|(row, _)| (*row, s.as_of.unwrap_or(0)))
-            })),
-            ServingViews::Redis(r) => r.stock(sku).await,
-        }
-    }
-
-    /// An order row and the `as_of` of the answer.
-    pub async fn order(&self, order_id: u64) -> Result<Option<(OrderView, Millis)>, SinkError> {
-        match self {
-            ServingViews::Memory(m) => Ok(m.read(|s| {
-                s.orders
-                    .get(&order_id)
-                    .map(|(row, _)| (row.clone(), s.as_of.unwrap_or(0)))
-            })),
-            ServingViews::Redis(r) => r.order(order_id).await,
-        }
-    }
-
-    /// A SKU's ratings: `None` if the SKU is unknown, zeros if it has no review.
-    pub async fn rating(&self, sku: u64) -> Result<Option<(RatingView, Millis)>, SinkError> {
-        match self {
-            ServingViews::Memory(m) => Ok(m.read(|s| {
-                let known = s.stock.contains_key(&sku);
-                let row = s.ratings.get(&sku).copied();
-                (known || row.is_some()).then(|| {
-                    (
-                        row.unwrap_or(RatingView {
-                            sku,
-                            ..RatingView::default()
-                        }),
-                        s.as_of.unwrap_or(0),
-                    )
-                })
-            })),
-            ServingViews::Redis(r) => r.rating(sku).await,
-        }
-    }
-
-    /// A SKU's recommendations: `None` if the SKU is unknown, empty if it has none.
-    pub async fn also_bought(&self, sku: u64) -> Result<Option<(AlsoBought, Millis)>, SinkError> {
-        match self {
-            ServingViews::Memory(m) => Ok(m.read(|s| {
-                let known = s.stock.contains_key(&sku);
-                let row = s.also_bought.get(&sku).cloned();
-                (known || row.is_some()).then(|| {
-                    (
-                        row.unwrap_or(AlsoBought {
-                            sku,
-                            items: Vec::new(),
-                        }),
-                        s.as_of.unwrap_or(0),
-                    )
-                })
-            })),
-            ServingViews::Redis(r) => r.also_bought(sku).await,
-        }
-    }
-
-    /// A member row and the `as_of` of the answer.
-    pub async fn member(&self, member_id: u64) -> Result<Option<(MemberView, Millis)>, SinkError> {
-        match self {
-            ServingViews::Memory(m) => Ok(m.read(|s| {
-                s.members
-                    .get(&member_id)
-                    .map(|row| (*row, s.as_of.unwrap_or(0)))
-            })),
-            ServingViews::Redis(r) => r.member(member_id).await,
-        }
-    }
-
-    /// A member's most recent orders, newest first: `None` if the member is unknown.
-    pub async fn member_orders(
-        &self,
-        member_id: u64,
-    ) -> Result<Option<(Vec<OrderView>, Millis)>, SinkError> {
-        match self {
-            ServingViews::Memory(m) => Ok(m.read(|s| {
-                s.members.get(&member_id)?;
-                let ids = s
-                    .member_orders
-                    .get(&member_id)
-                    .map(|m| m.order_ids.clone())
-                    .unwrap_or_default();
-                let orders = ids
-                    .iter()
-                    .filter_map(|id| s.orders.get(id).map(|(o, _)| o.clone()))
-                    .collect();
-                Some((orders, s.as_of.unwrap_or(0)))
-            })),
-            ServingViews::Redis(r) => r.member_orders(member_id).await,
-        }
-    }
-
-    /// The `as_of` of the views, if any batch was written.
-    pub async fn as_of(&self) -> Result<Option<Millis>, SinkError> {
-        match self {
-            ServingViews::Memory(m) => Ok(m.read(|s| s.as_of)),
-            ServingViews::Redis(r) => r.as_of().await,
-        }
-    }
-}
-
-/// The ledgers as the query API reads them. Every answer comes with the ledger's `as_of`.
-#[derive(Clone, Debug)]
-pub enum LedgerViews {
-    /// The in-process store.
-    Memory(MemoryStore),
-    /// MySQL or MariaDB.
-    Mysql(MysqlLedger),
-}
-
-/// A seller's payouts or tax invoices with their `final` flags.
-pub type Periods<T> = Vec<(T, bool)>;
-
-impl LedgerViews {
-    /// The ledger's `as_of` (0 before the first batch).
-    pub async fn as_of(&self) -> Result<Millis, SinkError> {
-        match self {
-            LedgerViews::Memory(m) => Ok(m.read(|s| s.as_of.unwrap_or(0))),
-            LedgerViews::Mysql(l) => Ok(l.as_of().await?.unwrap_or(0)),
-        }
-    }
-
-    /// A member's points entries by time: `None` if the member is unknown.
-    pub async fn points(
-        &self,
-        member_id: u64,
-    ) -> Result<Option<(Vec<PointsEntry>, Millis)>, SinkError> {
-        match self {
-            LedgerViews::Memory(m) => Ok(m.read(|s| {
-                s.members.get(&member_id)?;
-                // In (ts, id) order: the key's order within the member.
-                let entries: Vec<PointsEntry> = s
-                    .points
-                    .range((member_id, 0, String::new())..)
-                    .take_while(|((m, _, _), _)| *m == member_id)
-                    .map(|(_, e)| e.clone())
-                    .collect();
-                Some((entries, s.as_of.unwrap_or(0)))
-            })),
-            LedgerViews::Mysql(l) => {
-                let as_of = self.as_of().await?;
-                if !l.member_known(member_id).await? {
-                    return Ok(None);
-                }
-                Ok(Some((l.points(member_id).await?, as_of)))
-            }
-        }
-    }
-
-    /// Whether any accepted `product.upserted` named the seller.
-    pub async fn seller_known(&self, seller_id: u64) -> Result<bool, SinkError> {
-        match self {
-            LedgerViews::Memory(m) => Ok(m.read(|s| s.sellers.contains(&seller_id))),
-            LedgerViews::Mysql(l) => l.seller_known(seller_id).await,
-        }
-    }
-
-    /// A seller's settlement entries dated in [from, to): `None` if the seller is unknown.
-    pub async fn settlements(
-        &self,
-        seller_id: u64,
-        from: Millis,
-        to: Millis,
-    ) -> Result<Option<(Vec<SettlementEntry>, Millis)>, SinkError> {
-        match self {
-            LedgerViews::Memory(m) => Ok(m.read(|s| {
-                s.sellers.get(&seller_id)?;
-                // In (ts, id) order: the key's order within the seller.
-                let entries: Vec<SettlementEntry> = s
-                    .settlements
-                    .range((seller_id, from, String::new())..)
-                    .take_while(|((seller, ts, _), _)| *seller == seller_id && *ts < to)
-                    .map(|(_, e)| e.clone())
-                    .collect();
-                Some((entries, s.as_of.unwrap_or(0)))
-            })),
-            LedgerViews::Mysql(l) => {
-                let as_of = self.as_of().await?;
-                if !l.seller_known(seller_id).await? {
-                    return Ok(None);
-                }
-                Ok(Some((l.settlements(seller_id, from, to).await?, as_of)))
-            }
-        }
-    }
-
-    /// A seller's weekly payouts with `final` flags: `None` if the seller is unknown.
-    pub async fn payouts(
-        &self,
-        seller_id: u64,
-    ) -> Result<Option<(Periods<Payout>, Millis)>, SinkError> {
-        match self {
-            LedgerViews::Memory(m) => Ok(m.read(|s| {
-                s.sellers.get(&seller_id)?;
-                let as_of = s.as_of.unwrap_or(0);
-                let rows = s
-                    .payouts
-                    .range((seller_id, 0)..=(seller_id, Millis::MAX))
-                    .map(|(_, p)| {
-                        let fin = as_of >= shopflow_model::time::kst_next_week_start(p.week_start);
-                        (*p, fin)
-                    })
-                    .collect();
-                Some((rows, as_of))
-            })),
-            LedgerViews::Mysql(l) => {
-                let as_of = self.as_of().await?;
-                if !l.seller_known(seller_id).await? {
-                    return Ok(None);
-                }
-                Ok(Some((l.payouts(seller_id).await?, as_of)))
-            }
-        }
-    }
-
-    /// A seller's monthly tax invoices with `final` flags: `None` if the seller is unknown.
-    pub async fn invoices(
-        &self,
-        seller_id: u64,
-    ) -> Result<Option<(Periods<TaxInvoice>, Millis)>, SinkError> {
-        match self {
-            LedgerViews::Memory(m) => Ok(m.read(|s| {
-                s.sellers.get(&seller_id)?;
-                let as_of = s.as_of.unwrap_or(0);
-                let rows = s
-                    .invoices
-                    .range((seller_id, 0)..=(seller_id, Millis::MAX))
-                    .map(|(_, i)| {
-                        let fin =
-                            as_of >= shopflow_model::time::kst_next_month_start(i.month_start);
-                        (*i, fin)
-                    })
-                    .collect();
-                Some((rows, as_of))
-            })),
-            LedgerViews::Mysql(l) => {
-                let as_of = self.as_of().await?;
-                if !l.seller_known(seller_id).await? {
-                    return Ok(None);
-                }
-                Ok(Some((l.invoices(seller_id).await?, as_of)))
-            }
-        }
-    }
-}
-
 /// Starts the writer thread. It ends when the channel closes (Ok) or a sink fails for
 /// good (Err). `stats` is updated as it goes.
 ///
@@ -530,9 +170,9 @@ pub fn spawn_writer_restoring(
             }
             let retry = Retry {
                 stats: &stats,
-                config,
+                give_up_after: config.give_up_after,
             };
-            runtime.block_on(write_loop(rx, sinks, &retry))
+            runtime.block_on(write_loop(rx, sinks, &retry, &config))
         })
         .expect("spawn sink writer")
 }
@@ -551,6 +191,7 @@ async fn write_loop(
     rx: Receiver<Output>,
     mut sinks: SinkSet,
     retry: &Retry<'_>,
+    config: &WriterConfig,
 ) -> Result<(), SinkError> {
     let stats = retry.stats;
     // A replay must not resend alerts the views already cover: skip alerts at or
@@ -559,8 +200,8 @@ async fn write_loop(
         ViewStore::Memory(m) => m.read(|s| s.as_of),
         ViewStore::Redis(r) => retry.run("redis", || r.as_of()).await?,
     };
-    if retry.config.resumed {
-        check_resumable(&sinks, resume_as_of, retry).await?;
+    if config.resumed {
+        check_resumable(&sinks, resume_as_of, retry, config).await?;
     }
     for sink in sinks.names() {
         // Every sink in use is listed from the start, with no failure yet.
@@ -622,7 +263,7 @@ async fn write_loop(
                 let alerts: Vec<Alert> = batch
                     .alerts
                     .iter()
-                    .filter(|a| retry.config.resumed || resume_as_of.is_none_or(|r| a.ts > r))
+                    .filter(|a| config.resumed || resume_as_of.is_none_or(|r| a.ts > r))
                     .cloned()
                     .collect();
                 if !alerts.is_empty() {
@@ -642,7 +283,7 @@ async fn write_loop(
                         // After a replay from the start, the image is the whole state; after a
                         // restart from a checkpoint it holds only what changed since (with
                         // its removals), and the rows it lacks are current.
-                        if let (ViewStore::Redis(r), false) = (&sinks.views, retry.config.resumed) {
+                        if let (ViewStore::Redis(r), false) = (&sinks.views, config.resumed) {
                             let (ratings, also) = retry.run("redis", || r.product_skus()).await?;
                             let has_rating: HashSet<u64> =
                                 image.ratings.iter().map(|x| x.sku).collect();
@@ -767,8 +408,9 @@ async fn check_resumable(
     sinks: &SinkSet,
     views_as_of: Option<Millis>,
     retry: &Retry<'_>,
+    config: &WriterConfig,
 ) -> Result<(), SinkError> {
-    let Some(need) = retry.config.resumed_as_of else {
+    let Some(need) = config.resumed_as_of else {
         return Ok(());
     };
     let behind = |sink: &str, has: Option<Millis>| {
@@ -842,77 +484,6 @@ fn commit_checkpoint(sinks: &mut SinkSet, c: &CheckpointCommit, as_of: Option<Mi
 fn total_rows(batch: &ViewBatch) -> usize {
     let (ledger, sales, views) = part_rows(batch);
     ledger + sales + views - batch.members.len() - batch.sellers.len()
-}
-
-impl SinkSet {
-    /// The in-process stores of this set, each once, in a fixed order (views, ledgers,
-    /// sales, alerts, dead letters): what a checkpoint keeps images of.
-    pub fn memory_stores(&self) -> Vec<&MemoryStore> {
-        let candidates = [
-            match &self.views {
-                ViewStore::Memory(m) => Some(m),
-                ViewStore::Redis(_) => None,
-            },
-            match &self.ledger {
-                LedgerStore::Memory(m) => Some(m),
-                LedgerStore::Mysql(_) => None,
-            },
-            match &self.sales {
-                SalesStore::Memory(m) => Some(m),
-                SalesStore::ClickHouse(_) => None,
-            },
-            match &self.alerts {
-                EventLog::Memory(m) => Some(m),
-                _ => None,
-            },
-            match &self.dead_letters {
-                EventLog::Memory(m) => Some(m),
-                _ => None,
-            },
-        ];
-        let mut stores: Vec<&MemoryStore> = Vec::new();
-        for m in candidates.into_iter().flatten() {
-            if !stores.iter().any(|s| s.same_store(m)) {
-                stores.push(m);
-            }
-        }
-        stores
-    }
-
-    /// The one in-process store that holds views, ledgers and sales, if this set writes
-    /// only there (the embedded default).
-    fn single_memory_store(&self) -> Option<&MemoryStore> {
-        match (&self.views, &self.ledger, &self.sales) {
-            (ViewStore::Memory(v), LedgerStore::Memory(l), SalesStore::Memory(s))
-                if v.same_store(l) && v.same_store(s) =>
-            {
-                Some(v)
-            }
-            _ => None,
-        }
-    }
-
-    /// The `sink` labels of the stores this set writes (see [`crate::metrics`]).
-    pub fn names(&self) -> Vec<&'static str> {
-        let mut names = vec!["dead_letters", "alerts"];
-        let mut memory = false;
-        match &self.ledger {
-            LedgerStore::Memory(_) => memory = true,
-            LedgerStore::Mysql(_) => names.push("mysql"),
-        }
-        match &self.sales {
-            SalesStore::Memory(_) => memory = true,
-            SalesStore::ClickHouse(_) => names.push("clickhouse"),
-        }
-        match &self.views {
-            ViewStore::Memory(_) => memory = true,
-            ViewStore::Redis(_) => names.push("redis"),
-        }
-        if memory {
-            names.push("memory");
-        }
-        names
-    }
 }
 
 /// The writer stops gathering waiting batches into one once it holds this many rows, so a
@@ -1011,195 +582,4 @@ async fn write_alerts(
         .alerts
         .fetch_add(alerts.len() as u64, Ordering::Relaxed);
     Ok(())
-}
-
-/// The pause after failed attempt `attempt` (0-based): 0.1 s doubling to 5 s.
-pub fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
-}
-
-/// The [`Health`] component a sink reports under: its own name, except that the alerts and
-/// dead-letter logs share `kafka` with the source, so a broker outage is one outage
-/// whichever of them notices it first.
-pub fn component_of(sink: &str) -> &str {
-    match sink {
-        "alerts" | "dead_letters" => "kafka",
-        other => other,
-    }
-}
-
-/// The [`Health`] member the writer reports as (the source's workers are 0, 1, …).
-pub const WRITER_MEMBER: usize = usize::MAX;
-
-/// How long a Kafka write may wait for the broker's acknowledgement before the writer
-/// reports Kafka as failing (the write keeps waiting; librdkafka retries by itself).
-pub const KAFKA_ACK_WAIT: Duration = Duration::from_secs(15);
-
-/// What an operator should check when `sink` fails.
-fn service_of(sink: &str) -> &'static str {
-    match sink {
-        "redis" => "Redis",
-        "mysql" => "MySQL/MariaDB",
-        "clickhouse" => "ClickHouse",
-        "alerts" | "dead_letters" => "the Kafka broker",
-        _ => "the store",
-    }
-}
-
-/// Retries failing writes and reports outages (see the module docs).
-struct Retry<'a> {
-    stats: &'a SinkStats,
-    config: WriterConfig,
-}
-
-impl Retry<'_> {
-    /// Counts a failed attempt at `sink` (not ready while it fails); logs the first of an
-    /// outage. Returns whether to give up (the outage has lasted the configured limit).
-    fn failed(&self, sink: &str, error: &SinkError) -> bool {
-        let stats = self.stats;
-        stats.failures.fetch_add(1, Ordering::Relaxed);
-        stats.metrics.failed(sink);
-        let message = error.to_string();
-        let component = component_of(sink);
-        stats.health.failed(component, WRITER_MEMBER, &message);
-        // A write that fails is reported at once (the source may have noticed first without
-        // reporting a blip yet).
-        let first = stats.health.announce(component);
-        if first && component == "kafka" {
-            tracing::warn!(
-                sink,
-                error = %message,
-                "Kafka is failing (writing {sink}): retried with backoff for {} while the pipeline \
-                 waits (backpressure; /readyz answers 503). Check that the broker is running and \
-                 reachable",
-                self.config.limit(),
-            );
-        } else if first {
-            tracing::warn!(
-                sink,
-                error = %message,
-                "sink {sink} is failing: writes are retried with backoff (0.1 s doubling to 5 s) for {} \
-                 while the pipeline waits (backpressure; /readyz answers 503). Check that {} is running \
-                 and reachable",
-                self.config.limit(),
-                service_of(sink),
-            );
-        } else {
-            tracing::debug!(sink, error = %message, "sink write failed again; retrying");
-        }
-        let lasted = stats.health.failing_for(component).unwrap_or_default();
-        let give_up = self.config.give_up_after.is_some_and(|d| lasted >= d);
-        if give_up {
-            tracing::error!(
-                sink,
-                error = %message,
-                "sink {sink} has failed for {:.0} s: giving up; the run stops",
-                lasted.as_secs_f64()
-            );
-        }
-        give_up
-    }
-
-    /// A write to `sink` succeeded: logs the end of an outage, ready again if nothing else
-    /// fails.
-    fn succeeded(&self, sink: &str) {
-        let component = component_of(sink);
-        let outage = self
-            .stats
-            .health
-            .recovered(component, WRITER_MEMBER)
-            .filter(|o| o.announced);
-        if let (Some(outage), "kafka") = (outage, component) {
-            tracing::info!(
-                sink,
-                down_s = outage.lasted.as_secs_f64(),
-                failed_attempts = outage.attempts,
-                "Kafka recovered after {:.1} s ({} failed attempts); writing resumes",
-                outage.lasted.as_secs_f64(),
-                outage.attempts
-            );
-        } else if let Some(outage) = outage {
-            tracing::info!(
-                sink,
-                down_s = outage.lasted.as_secs_f64(),
-                failed_attempts = outage.attempts,
-                "sink {sink} recovered after {:.1} s ({} failed attempts); writing resumes",
-                outage.lasted.as_secs_f64(),
-                outage.attempts
-            );
-        }
-        self.stats.refresh_ready();
-    }
-
-    /// Runs a write until it succeeds, with exponential backoff, giving up after
-    /// [`WriterConfig::give_up_after`].
-    async fn run<T, F, Fut>(&self, sink: &str, mut f: F) -> Result<T, SinkError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, SinkError>>,
-    {
-        let mut attempt = 0;
-        loop {
-            match f().await {
-                Ok(v) => {
-                    self.succeeded(sink);
-                    return Ok(v);
-                }
-                Err(e) => {
-                    if self.failed(sink, &e) {
-                        return Err(e);
-                    }
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                }
-            }
-        }
-    }
-
-    /// [`Retry::run`] for a Kafka log (its writer needs `&mut`). A write still waiting for
-    /// the broker after [`KAFKA_ACK_WAIT`] is reported as a failure (once) and keeps waiting:
-    /// resending could write a record twice.
-    async fn kafka(
-        &self,
-        sink: &str,
-        k: &mut KafkaWriter,
-        records: &[crate::kafka::IdRecord],
-    ) -> Result<(), SinkError> {
-        let mut attempt = 0;
-        loop {
-            let brokers = k.brokers().to_string();
-            let started = Instant::now();
-            let write = k.write(records);
-            tokio::pin!(write);
-            let mut reported = false;
-            let result = loop {
-                tokio::select! {
-                    r = &mut write => break r,
-                    _ = tokio::time::sleep(KAFKA_ACK_WAIT), if !reported => {
-                        reported = true;
-                        let waited = SinkError::Unacknowledged {
-                            brokers: brokers.clone(),
-                            waited_s: started.elapsed().as_secs(),
-                        };
-                        if self.failed(sink, &waited) {
-                            return Err(waited);
-                        }
-                    }
-                }
-            };
-            match result {
-                Ok(_) => {
-                    self.succeeded(sink);
-                    return Ok(());
-                }
-                Err(e) => {
-                    if self.failed(sink, &e) {
-                        return Err(e);
-                    }
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                }
-            }
-        }
-    }
 }

@@ -40,7 +40,7 @@ pub struct Message {
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// Kafka could not be reached or refused a request.
-    #[error("Kafka at {brokers}: {what}: {source} (is the broker running? deploy/local/up.sh starts one; SHOPFLOW_KAFKA_BROKERS sets the address)")]
+    #[error("Kafka at {brokers}: {what}: {source}")]
     Kafka {
         /// Bootstrap servers.
         brokers: String,
@@ -51,7 +51,7 @@ pub enum SourceError {
         source: Box<rdkafka::error::KafkaError>,
     },
     /// A topic has no partitions or does not exist.
-    #[error("Kafka topic {topic} does not exist on {brokers} (create it, e.g. deploy/local/create-topic.sh {topic} 4)")]
+    #[error("Kafka topic {topic} does not exist on {brokers}")]
     NoTopic {
         /// Bootstrap servers.
         brokers: String,
