@@ -756,8 +756,10 @@ pub fn checkpoints(args: CheckpointsArgs) -> Result<()> {
     let mb = |n: usize| n as f64 / 1e6;
     for (_, path) in files {
         let started = Instant::now();
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let s = match shopflow_pipelines::checkpoint::decode(&bytes) {
+        let mut file = std::fs::File::open(&path)
+            .map(std::io::BufReader::new)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let s = match shopflow_pipelines::checkpoint::decode_from(&mut file) {
             Ok(s) => s,
             Err(reason) => {
                 println!("{}: unusable: {reason}", path.display());
@@ -774,7 +776,7 @@ pub fn checkpoints(args: CheckpointsArgs) -> Result<()> {
             rfc3339_utc(s.time),
             s.messages(),
             s.workers.len(),
-            mb(bytes.len())
+            mb(std::fs::metadata(&path).map_or(0, |m| m.len() as usize))
         );
         for (i, w) in s.workers.iter().enumerate() {
             let offsets: Vec<String> = w

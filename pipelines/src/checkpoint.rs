@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -352,12 +352,29 @@ pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
 
 /// Reads a whole checkpoint file back, or says why it cannot be used.
 pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
-    if bytes.len() < HEADER || !bytes.starts_with(MAGIC) {
+    decode_from(&mut std::io::Cursor::new(bytes))
+}
+
+/// [`decode`] from a file or any seekable reader, without holding the file in memory: the
+/// checksum is verified in a first pass over the payload in 1 MiB pieces, then each part is
+/// read straight into its own buffer. (Reading the whole file first and copying the parts
+/// out of it touched twice the memory, and a restart spent most of its time having the
+/// kernel clear those pages.)
+pub fn decode_from<R: Read + Seek>(r: &mut R) -> Result<Snapshot, String> {
+    let failed = |e: std::io::Error| format!("cannot read it: {e}");
+    let total = r.seek(SeekFrom::End(0)).map_err(failed)?;
+    r.seek(SeekFrom::Start(0)).map_err(failed)?;
+    let mut header = [0u8; HEADER];
+    if total < HEADER as u64 {
+        return Err("not a checkpoint file (no header)".into());
+    }
+    r.read_exact(&mut header).map_err(failed)?;
+    if !header.starts_with(MAGIC) {
         return Err("not a checkpoint file (no header)".into());
     }
     let word = |at: usize, n: usize| {
         let mut b = [0u8; 8];
-        b[..n].copy_from_slice(&bytes[at..at + n]);
+        b[..n].copy_from_slice(&header[at..at + n]);
         u64::from_le_bytes(b)
     };
     let version = word(MAGIC.len(), 4) as u32;
@@ -368,37 +385,48 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
     }
     let len = word(MAGIC.len() + 4, 8);
     let sum = word(MAGIC.len() + 12, 4) as u32;
-    let payload = &bytes[HEADER..];
-    if payload.len() as u64 != len {
+    let have = total - HEADER as u64;
+    if have != len {
         return Err(format!(
-            "truncated or padded: the header says {len} bytes of state, the file has {}",
-            payload.len()
+            "truncated or padded: the header says {len} bytes of state, the file has {have}"
         ));
     }
-    if CRC.checksum(payload) != sum {
+    let mut digest = CRC.digest();
+    let mut piece = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(piece.len() as u64) as usize;
+        r.read_exact(&mut piece[..n]).map_err(failed)?;
+        digest.update(&piece[..n]);
+        left -= n as u64;
+    }
+    drop(piece);
+    if digest.finalize() != sum {
         return Err("checksum mismatch (the file is corrupt)".into());
     }
+    r.seek(SeekFrom::Start(HEADER as u64)).map_err(failed)?;
     let unreadable = |e: &dyn std::fmt::Display| format!("unreadable state: {e}");
-    let m_len = payload
-        .get(..8)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
-        .ok_or_else(|| unreadable(&"no manifest"))?;
-    let m_end = m_len
-        .checked_add(8)
-        .filter(|&e| e <= payload.len())
-        .ok_or_else(|| unreadable(&"short manifest"))?;
-    let manifest: Manifest =
-        bincode::deserialize(&payload[8..m_end]).map_err(|e| unreadable(&e))?;
-    let mut rest = &payload[m_end..];
+    // Bytes of the payload not read yet: no length in the manifest may reach past them.
+    let mut rest = len;
     let mut take = |n: u64| -> Result<Vec<u8>, String> {
-        let n = usize::try_from(n).map_err(|e| unreadable(&e))?;
-        if rest.len() < n {
+        if n > rest {
             return Err(unreadable(&"a part is cut short"));
         }
-        let (b, r) = rest.split_at(n);
-        rest = r;
-        Ok(b.to_vec())
+        rest -= n;
+        let mut part = Vec::with_capacity(usize::try_from(n).map_err(|e| unreadable(&e))?);
+        r.by_ref()
+            .take(n)
+            .read_to_end(&mut part)
+            .map_err(|e| unreadable(&e))?;
+        if part.len() as u64 != n {
+            return Err(unreadable(&"a part is cut short"));
+        }
+        Ok(part)
     };
+    let m_len = take(8).map_err(|_| unreadable(&"no manifest"))?;
+    let m_len = u64::from_le_bytes(m_len.try_into().expect("8 bytes"));
+    let manifest = take(m_len).map_err(|_| unreadable(&"short manifest"))?;
+    let manifest: Manifest = bincode::deserialize(&manifest).map_err(|e| unreadable(&e))?;
     let mut workers = Vec::with_capacity(manifest.workers.len());
     for (cap, streams, operators) in manifest.workers {
         let streams = streams
@@ -427,7 +455,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
         .into_iter()
         .map(&mut take)
         .collect::<Result<Vec<_>, String>>()?;
-    if !rest.is_empty() {
+    if rest != 0 {
         return Err(unreadable(&"bytes after the last part"));
     }
     Ok(Snapshot {
@@ -504,9 +532,10 @@ pub fn load_newest(
     workers: usize,
 ) -> Result<Option<(PathBuf, Snapshot)>, CheckpointError> {
     for (_, path) in list(dir)? {
-        let reason = match fs::read(&path) {
+        let file = File::open(&path).map(std::io::BufReader::new);
+        let reason = match file {
             Err(e) => format!("cannot read it: {e}"),
-            Ok(bytes) => match decode(&bytes) {
+            Ok(mut file) => match decode_from(&mut file) {
                 Err(reason) => reason,
                 Ok(s) if s.workers.len() != workers => format!(
                     "taken with {} workers, this run has {workers} (operator state is \

@@ -259,10 +259,29 @@ where
         seq: restore.map_or(0, |r| r.seq),
         source,
     };
+    let started = Instant::now();
     let states = match part.as_mut() {
         Some(p) => States::restoring(std::mem::take(&mut p.operators)),
         None => States::default(),
     };
+    // The validators are read back on a thread of their own while this one restores the
+    // operators' states and opens the source: with a file source one worker holds the
+    // only validator, the largest part of the checkpoint.
+    let validators_restored = part.as_mut().map(|p| {
+        let streams = std::mem::take(&mut p.streams);
+        std::thread::Builder::new()
+            .name(format!("shopflow-restore-{index}"))
+            .spawn(move || {
+                streams
+                    .into_iter()
+                    .map(|p| {
+                        let v = p.validator();
+                        (p, v)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .expect("spawn a restoring thread")
+    });
     let (mut inputs, probe) = {
         let out = out.clone();
         let failed = failed.clone();
@@ -271,7 +290,9 @@ where
         worker.dataflow::<Millis, _, _>(move |scope| build(scope, views, out, failed, states))
     };
     states.finish_restore().map_err(restore_error)?;
+    let operators_took = started.elapsed();
     let mut source = make_source(index, worker.peers())?;
+    let source_took = started.elapsed() - operators_took;
     let streams = source.streams().len();
     if streams == 0 {
         ends.reads[index].store(false, Ordering::Release);
@@ -299,10 +320,29 @@ where
             0,
         ),
         Some(p) => {
-            let (mut v, o) = restored_streams(&keys, p.streams).map_err(restore_error)?;
+            let decoded = validators_restored
+                .expect("started with the part")
+                .join()
+                .map_err(|_| PipelineError::Worker("restoring the validators panicked".into()))?;
+            let (mut v, o) = restored_streams(&keys, decoded).map_err(restore_error)?;
             for validator in &mut v {
                 validator.set_limits(config.dedup_horizon_ms, config.lateness_ms);
             }
+            let total = started.elapsed();
+            tracing::info!(
+                worker = index,
+                operators_s = operators_took.as_secs_f64(),
+                source_s = source_took.as_secs_f64(),
+                validators_wait_s = (total - operators_took - source_took).as_secs_f64(),
+                "worker {index} restored in {:.2} s (operator states {:.2} s, opening the \
+                 source at its offsets {:.2} s, then {} validators read back alongside: \
+                 {:.2} s more)",
+                total.as_secs_f64(),
+                operators_took.as_secs_f64(),
+                source_took.as_secs_f64(),
+                v.len(),
+                (total - operators_took - source_took).as_secs_f64(),
+            );
             (v, o, p.cap)
         }
     };
@@ -1150,11 +1190,12 @@ fn feed(
 /// stream's validator and next offset, in the source's order.
 fn restored_streams(
     keys: &[(String, i32)],
-    parts: Vec<StreamPart>,
+    parts: Vec<(StreamPart, Result<StreamValidator, CheckpointError>)>,
 ) -> Result<(Vec<StreamValidator>, Vec<i64>), CheckpointError> {
-    let mut by_key: std::collections::BTreeMap<(String, i32), StreamPart> = parts
+    type Decoded = (StreamPart, Result<StreamValidator, CheckpointError>);
+    let mut by_key: std::collections::BTreeMap<(String, i32), Decoded> = parts
         .into_iter()
-        .map(|p| ((p.topic.clone(), p.partition), p))
+        .map(|(p, v)| ((p.topic.clone(), p.partition), (p, v)))
         .collect();
     let mut validators = Vec::with_capacity(keys.len());
     let mut offsets = Vec::with_capacity(keys.len());
@@ -1164,7 +1205,8 @@ fn restored_streams(
                 "it has no state for {topic}/{partition}: the input's streams changed"
             ))
         })?;
-        validators.push(part.validator()?);
+        let (part, validator) = part;
+        validators.push(validator?);
         offsets.push(part.next_offset);
     }
     if let Some((topic, partition)) = by_key.keys().next() {

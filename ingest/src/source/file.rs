@@ -51,18 +51,24 @@ impl FileSource {
                     ),
                 });
             }
-            // Count newlines up to the `left`-th one in this buffer.
-            let mut used = buf.len();
             partial = buf.last() != Some(&b'\n');
-            for (i, b) in buf.iter().enumerate() {
-                if *b == b'\n' {
-                    left -= 1;
-                    if left == 0 {
-                        used = i + 1;
-                        break;
-                    }
-                }
-            }
+            // A whole buffer short of the line is counted in one pass the compiler
+            // vectorizes; only the buffer holding it is searched for its end.
+            let newlines = buf.iter().filter(|&&b| b == b'\n').count() as u64;
+            let used = if newlines < left {
+                left -= newlines;
+                buf.len()
+            } else {
+                let end = buf
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &b)| b == b'\n')
+                    .nth((left - 1) as usize)
+                    .map(|(i, _)| i + 1)
+                    .expect("the buffer holds that many newlines");
+                left = 0;
+                end
+            };
             reader.consume(used);
         }
         me.next_offset = lines.max(0);
