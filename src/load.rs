@@ -57,9 +57,11 @@ pub struct LoadArgs {
     /// Stop after this many seconds (whichever bound comes first).
     #[arg(long, default_value_t = 30.0)]
     duration_secs: f64,
-    /// `shop`: the weighted mix of SPEC §6 reads; `healthz`: only `/healthz`, a baseline
-    /// that does no work, to read figures against on the same machine.
-    #[arg(long, default_value = "shop", value_parser = ["shop", "healthz"])]
+    /// `shop`: the weighted mix of SPEC §6 reads; `storefront`: only its storefront reads
+    /// (stock, products, orders, members: what the shop's pages read, from Redis);
+    /// `healthz`: only `/healthz`, a baseline that does no work, to read figures against on
+    /// the same machine.
+    #[arg(long, default_value = "shop", value_parser = ["shop", "storefront", "healthz"])]
     mix: String,
     /// JSON file of ids the server knows, `{"sku": [..], "member": [..], "order": [..],
     /// "seller": [..]}`: each request with one of them must answer 200.
@@ -115,6 +117,10 @@ const MIX: [(&str, Kind, u32); 11] = [
     ("tax-invoices", Kind::Seller, 3),
 ];
 
+/// How many of [`MIX`]'s endpoints, from the first, are the storefront's reads from the view
+/// store (the rest are ledgers and sales, from MySQL and ClickHouse).
+const STOREFRONT_ENDPOINTS: usize = 6;
+
 /// Where ids come from.
 enum Ids {
     /// Known ids: 200 expected.
@@ -154,6 +160,8 @@ struct Plan {
     port: u16,
     prefix: String,
     healthz_only: bool,
+    /// The endpoints drawn from, with their weights.
+    mix: Vec<(&'static str, Kind, u32)>,
     ids: Ids,
     unknown_rate: f64,
     auth: Auth,
@@ -181,9 +189,10 @@ impl Plan {
                 expect: Expect::Ok,
             };
         }
-        let total: u32 = MIX.iter().map(|m| m.2).sum();
+        let total: u32 = self.mix.iter().map(|m| m.2).sum();
         let mut roll = rng.random_range(0..total);
-        let (endpoint, kind, _) = *MIX
+        let (endpoint, kind, _) = *self
+            .mix
             .iter()
             .find(|m| {
                 if roll < m.2 {
@@ -510,6 +519,11 @@ pub fn load(args: LoadArgs) -> Result<()> {
         port,
         prefix: uri.path().trim_end_matches('/').to_string(),
         healthz_only,
+        // The storefront reads from Redis are the mix's first six endpoints.
+        mix: match args.mix.as_str() {
+            "storefront" => MIX[..STOREFRONT_ENDPOINTS].to_vec(),
+            _ => MIX.to_vec(),
+        },
         ids,
         unknown_rate: args.unknown_rate,
         auth,

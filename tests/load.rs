@@ -112,11 +112,10 @@ fn load_fails_when_nothing_answers() {
     assert_eq!(report["answered"], 0, "{report:#}");
 }
 
-#[test]
-fn api_under_load_from_a_second_process() {
-    let dir = std::env::temp_dir().join(format!("shopflow-load-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    // The workload, as `shopflow gen` writes it, and the ids it leaves known.
+/// A generated 20,000-event workload in `dir` and the ids it leaves known (from the
+/// reference model): (the file, the ids file, the ids).
+fn workload(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, Value) {
+    std::fs::create_dir_all(dir).unwrap();
     let log = shopflow_gen::generate(&shopflow_gen::GenConfig {
         events: 20_000,
         seed: 7,
@@ -145,17 +144,21 @@ fn api_under_load_from_a_second_process() {
     }
     let ids_file = dir.join("ids.json");
     std::fs::write(&ids_file, ids.to_string()).unwrap();
+    (file, ids_file, ids)
+}
 
-    // The server: one child process, embedded stores (no service from the environment).
-    let port = free_port();
+/// `shopflow run --file FILE --bounded` serving on `port` with `stores` (flags naming the
+/// external stores; none: the embedded ones), returned once the input is processed.
+fn serve(file: &std::path::Path, dir: &std::path::Path, port: u16, stores: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_shopflow"))
         .arg("run")
         .arg("--file")
-        .arg(&file)
+        .arg(file)
         .arg("--bounded")
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--out-dir")
         .arg(dir.join("out"))
+        .args(stores)
         .env("SHOPFLOW_JWT_SECRET", SECRET)
         .env("SHOPFLOW_LOG", "error")
         .env_remove("SHOPFLOW_KAFKA_BROKERS")
@@ -196,6 +199,63 @@ fn api_under_load_from_a_second_process() {
             seen.join("\n")
         );
     }
+    server
+}
+
+/// Checks a `shop` or `storefront` report: only the planned statuses (200 for known ids, 404
+/// for the share of unknown ones), every endpoint of the mix exercised, each with its own
+/// latency percentiles.
+fn check_mix(report: &Value, endpoints: usize) {
+    let status = report["status"].as_object().unwrap();
+    let keys: Vec<&str> = status.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["200", "404"], "{report:#}");
+    let answered = report["answered"].as_u64().unwrap();
+    assert!(answered >= 1000, "{report:#}");
+    let not_found = status["404"].as_u64().unwrap();
+    assert!(
+        (not_found as f64) < answered as f64 * 0.05,
+        "404s beyond the planned 2 %: {report:#}"
+    );
+    assert_eq!(
+        report["endpoints"].as_object().unwrap().len(),
+        endpoints,
+        "{report:#}"
+    );
+    let per_endpoint = report["endpoint_latency_ms"].as_object().unwrap();
+    assert_eq!(per_endpoint.len(), endpoints, "{report:#}");
+    for (e, l) in per_endpoint {
+        let (p50, p99, max) = (
+            l["p50"].as_f64().unwrap(),
+            l["p99"].as_f64().unwrap(),
+            l["max"].as_f64().unwrap(),
+        );
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{e}: {l}");
+    }
+}
+
+/// One line of figures: req/s, latency percentiles, and the ratio to `baseline`.
+fn figures(name: &str, r: &Value, baseline: &Value) -> String {
+    let rps = |r: &Value| r["rps"].as_f64().unwrap();
+    let ms = |p: &str| r["latency_ms"][p].as_f64().unwrap();
+    format!(
+        "{name}: {:.0} req/s ({:.3} of /healthz at {:.0} req/s), p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        rps(r),
+        rps(r) / rps(baseline),
+        rps(baseline),
+        ms("p50"),
+        ms("p90"),
+        ms("p99"),
+        ms("max")
+    )
+}
+
+#[test]
+fn api_under_load_from_a_second_process() {
+    let dir = std::env::temp_dir().join(format!("shopflow-load-{}", std::process::id()));
+    let (file, ids_file, ids) = workload(&dir);
+    // The server: one child process, embedded stores (no service from the environment).
+    let port = free_port();
+    let mut server = serve(&file, &dir, port, &[]);
     let admin = {
         let out = Command::new(env!("CARGO_BIN_EXE_shopflow"))
             .args(["token", "--role", "admin"])
@@ -229,30 +289,9 @@ fn api_under_load_from_a_second_process() {
             "0.02",
         ],
     );
-    // Only the statuses planned: 200 for known ids, 404 for the unknown ones (the load
-    // command checked each request against its plan; here the totals).
-    let status = shop["status"].as_object().unwrap();
-    let keys: Vec<&str> = status.keys().map(String::as_str).collect();
-    assert_eq!(keys, ["200", "404"], "{shop:#}");
-    let answered = shop["answered"].as_u64().unwrap();
-    assert!(answered >= 1000, "{shop:#}");
-    let not_found = status["404"].as_u64().unwrap();
-    assert!(
-        (not_found as f64) < answered as f64 * 0.05,
-        "404s beyond the planned 2 %: {shop:#}"
-    );
-    // Every endpoint of the mix was exercised, each with its own latency percentiles.
-    assert_eq!(shop["endpoints"].as_object().unwrap().len(), 11, "{shop:#}");
-    let per_endpoint = shop["endpoint_latency_ms"].as_object().unwrap();
-    assert_eq!(per_endpoint.len(), 11, "{shop:#}");
-    for (e, l) in per_endpoint {
-        let (p50, p99, max) = (
-            l["p50"].as_f64().unwrap(),
-            l["p99"].as_f64().unwrap(),
-            l["max"].as_f64().unwrap(),
-        );
-        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{e}: {l}");
-    }
+    // Only the statuses planned (the load command checked each request against its plan;
+    // here the totals), every endpoint with its own percentiles.
+    check_mix(&shop, 11);
 
     // The load command fails when answers are not the planned ones: tokens signed with
     // another secret get 401.
@@ -323,5 +362,118 @@ fn api_under_load_from_a_second_process() {
     // it catches a pathological slowdown, not a small regression.
     assert!(ratio > 0.02, "shop mix at {ratio:.3} of the baseline");
     drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same workload served from Redis, MariaDB and ClickHouse (the services `./test.sh`
+/// starts; fresh databases and a fresh key prefix): `/healthz`, the storefront reads and
+/// the whole `shop` mix under load, then a dashboard's repeated reads. Every answer must be
+/// the planned one (no error, no 5xx, no 503 from a store's limits); the figures are
+/// printed as ratios to `/healthz` (docs/operations.md keeps them), not asserted.
+#[test]
+fn shop_mix_from_redis_mariadb_and_clickhouse() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let unique = shopflow_tests::unique_name("load");
+    let dir = std::env::temp_dir().join(format!("shopflow-{unique}"));
+    let (file, ids_file, ids) = workload(&dir);
+    let redis = shopflow_tests::service_env("SHOPFLOW_REDIS_URL");
+    let (_ledger, admin, db) = shopflow_tests::fresh_ledger(&rt, &unique);
+    let mysql = shopflow_sinks::mysql::url_with_database(&admin, &db);
+    let (_sales, ch_url, ch_db) = shopflow_tests::fresh_sales(&rt, &unique);
+    let prefix = format!("{unique}:");
+    let port = free_port();
+    let mut server = serve(
+        &file,
+        &dir,
+        port,
+        &[
+            "--redis",
+            &redis,
+            "--redis-prefix",
+            &prefix,
+            "--mysql",
+            &mysql,
+            "--clickhouse",
+            &ch_url,
+            "--clickhouse-db",
+            &ch_db,
+        ],
+    );
+    let known = ["--ids", ids_file.to_str().unwrap(), "--jwt-secret", SECRET];
+    let baseline = load(port, &["--mix", "healthz"]);
+    let storefront = load(
+        port,
+        &[
+            &known[..],
+            &["--mix", "storefront", "--unknown-rate", "0.02"],
+        ]
+        .concat(),
+    );
+    check_mix(&storefront, 6);
+    let shop = load(port, &[&known[..], &["--unknown-rate", "0.02"]].concat());
+    check_mix(&shop, 11);
+    for (name, r) in [("storefront reads", &storefront), ("shop mix", &shop)] {
+        eprintln!(
+            "{} (Redis, MariaDB, ClickHouse; concurrency 32)",
+            figures(name, r, &baseline)
+        );
+    }
+    if let Some(eps) = shop["endpoint_latency_ms"].as_object() {
+        for (e, l) in eps {
+            eprintln!(
+                "  {e:<14} p50 {} ms  p99 {} ms  max {} ms",
+                l["p50"], l["p99"], l["max"]
+            );
+        }
+    }
+
+    // A seller's dashboard read again and again answers the same, from the cache, and
+    // still with the ledger's `as_of`.
+    let seller = ids["seller"][0].as_u64().unwrap();
+    let token = {
+        let out = Command::new(env!("CARGO_BIN_EXE_shopflow"))
+            .args([
+                "token",
+                "--role",
+                "seller",
+                "--seller-id",
+                &seller.to_string(),
+            ])
+            .env("SHOPFLOW_JWT_SECRET", SECRET)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    for path in [
+        format!("/v1/sellers/{seller}/settlements?limit=50"),
+        format!("/v1/sellers/{seller}/sales?bucket=day"),
+        format!("/v1/sellers/{seller}/payouts"),
+    ] {
+        let first = get(port, &path, Some(&token));
+        assert_eq!(first.0, 200, "{path}: {}", first.1);
+        assert!(
+            first.1["as_of"].as_u64().unwrap() > 0,
+            "{path}: {}",
+            first.1
+        );
+        for _ in 0..5 {
+            assert_eq!(get(port, &path, Some(&token)), first, "{path} read again");
+        }
+    }
+    assert!(
+        server.0.try_wait().unwrap().is_none(),
+        "the server exited under load"
+    );
+    assert_eq!(get(port, "/readyz", None).0, 200);
+    drop(server);
+    rt.block_on(shopflow_sinks::mysql::MysqlLedger::drop_database(
+        &admin, &db,
+    ))
+    .expect("drop the test database");
+    rt.block_on(shopflow_sinks::clickhouse::ClickHouseSales::drop_database(
+        &ch_url, &ch_db,
+    ))
+    .expect("drop the test database");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod paging;
 pub mod seller_page;
+pub mod serving;
 
 pub use auth::AuthMode;
 
@@ -36,6 +37,7 @@ use shopflow_model::{Millis, OrderView, MAX_ID};
 use shopflow_sinks::{LedgerViews, SalesStore, ServingViews};
 
 use paging::{PageQuery, LIST_LIMITS, MEMBER_ORDERS_LIMITS};
+use serving::{Shared, Store};
 
 /// Shared state of the API.
 #[derive(Clone, Debug)]
@@ -67,6 +69,9 @@ pub enum ApiError {
     /// The view store failed.
     #[error("view store unavailable: {0}")]
     Unavailable(String),
+    /// A store is busy or slow: answered 503 with `Retry-After` ([`serving`]).
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl IntoResponse for ApiError {
@@ -74,9 +79,17 @@ impl IntoResponse for ApiError {
         let status = match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
-        (status, Json(json!({"error": self.to_string()}))).into_response()
+        let retry = matches!(self, ApiError::Busy(_));
+        let mut response = (status, Json(json!({"error": self.to_string()}))).into_response();
+        if retry {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 
@@ -190,31 +203,33 @@ pub fn router(state: ApiState) -> Router {
         .route("/seller", get(seller_page::serve))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
-        .with_state(Arc::new(state));
+        .with_state(Arc::new(Shared::new(state)));
     // Wraps every route above, so a route added there is protected too.
     let app = auth::protect(routes, auth);
     // Outermost, so 401s and 403s are timed too.
     metrics::track(app, &registry)
 }
 
-async fn stock(
-    State(st): State<Arc<ApiState>>,
-    RawId(raw): RawId,
-) -> Result<Json<Value>, ApiError> {
+async fn stock(State(st): State<Arc<Shared>>, RawId(raw): RawId) -> Result<Json<Value>, ApiError> {
     let sku = parse_id("sku", &raw)?;
-    let (row, as_of) = found("sku", sku, st.views.stock(sku).await)?;
+    let (row, as_of) = st
+        .limited(Store::Views, async {
+            found("sku", sku, st.views.stock(sku).await)
+        })
+        .await?;
     Ok(Json(json!({
         "sku": row.sku, "on_hand": row.on_hand, "reserved": row.reserved,
         "available": row.available, "as_of": as_of,
     })))
 }
 
-async fn order(
-    State(st): State<Arc<ApiState>>,
-    RawId(raw): RawId,
-) -> Result<Json<Value>, ApiError> {
+async fn order(State(st): State<Arc<Shared>>, RawId(raw): RawId) -> Result<Json<Value>, ApiError> {
     let id = parse_id("order_id", &raw)?;
-    let (row, as_of): (_, Millis) = found("order", id, st.views.order(id).await)?;
+    let (row, as_of): (_, Millis) = st
+        .limited(Store::Views, async {
+            found("order", id, st.views.order(id).await)
+        })
+        .await?;
     let mut body = order_json(&row);
     body["as_of"] = as_of.into();
     Ok(Json(body))
@@ -241,12 +256,13 @@ pub fn money(v: i128) -> Value {
     }
 }
 
-async fn member(
-    State(st): State<Arc<ApiState>>,
-    RawId(raw): RawId,
-) -> Result<Json<Value>, ApiError> {
+async fn member(State(st): State<Arc<Shared>>, RawId(raw): RawId) -> Result<Json<Value>, ApiError> {
     let id = parse_id("member_id", &raw)?;
-    let (row, as_of) = found("member", id, st.views.member(id).await)?;
+    let (row, as_of) = st
+        .limited(Store::Views, async {
+            found("member", id, st.views.member(id).await)
+        })
+        .await?;
     Ok(Json(json!({
         "member_id": id, "grade": row.grade.as_str(), "spend_6m": row.spend_6m,
         "accrual_bp": row.accrual_bp, "wow": row.wow, "as_of": as_of,
@@ -254,36 +270,47 @@ async fn member(
 }
 
 async fn points(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<Shared>>,
     RawId(raw): RawId,
     params: Params<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
+    uri: Uri,
+) -> Result<Response, ApiError> {
     let id = parse_id("member_id", &raw)?;
     let q = params.parsed()?;
-    let (entries, as_of) = found("member", id, st.ledger.points(id).await)?;
-    let balance: i128 = entries.iter().map(|e| e.points as i128).sum();
-    let entries: Vec<Value> = entries
-        .iter()
-        .map(|e| {
-            json!({"id": e.id, "order_id": e.order_id, "cause": e.cause.as_str(), "ts": e.ts,
-                   "rate_bp": e.rate_bp, "amount": e.amount, "points": e.points})
-        })
-        .collect();
-    let page = paging::page(entries, as_of, &format!("points/{id}"), &q, LIST_LIMITS)?;
-    Ok(Json(json!({
-        "member_id": id, "balance": money(balance), "entries": page.items,
-        "next_cursor": page.next_cursor_json(), "as_of": page.as_of,
-    })))
+    let reader = st.clone();
+    let key = uri.path_and_query().map_or("", |p| p.as_str()).to_string();
+    st.cached(&key, &[Store::Ledger], move || async move {
+        let st = reader;
+        let (entries, as_of) = found("member", id, st.ledger.points(id).await)?;
+        let balance: i128 = entries.iter().map(|e| e.points as i128).sum();
+        let entries: Vec<Value> = entries
+            .iter()
+            .map(|e| {
+                json!({"id": e.id, "order_id": e.order_id, "cause": e.cause.as_str(), "ts": e.ts,
+                       "rate_bp": e.rate_bp, "amount": e.amount, "points": e.points})
+            })
+            .collect();
+        let page = paging::page(entries, as_of, &format!("points/{id}"), &q, LIST_LIMITS)?;
+        Ok(Json(json!({
+            "member_id": id, "balance": money(balance), "entries": page.items,
+            "next_cursor": page.next_cursor_json(), "as_of": page.as_of,
+        })))
+    })
+    .await
 }
 
 async fn member_orders(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<Shared>>,
     RawId(raw): RawId,
     params: Params<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id("member_id", &raw)?;
     let q = params.parsed()?;
-    let (orders, as_of) = found("member", id, st.views.member_orders(id).await)?;
+    let (orders, as_of) = st
+        .limited(Store::Views, async {
+            found("member", id, st.views.member_orders(id).await)
+        })
+        .await?;
     let orders: Vec<Value> = orders.iter().map(order_json).collect();
     let page = paging::page(
         orders,
@@ -321,46 +348,53 @@ fn parse_range(q: &RangeQuery) -> Result<(Millis, Millis), ApiError> {
 }
 
 async fn sales(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<Shared>>,
     RawId(raw): RawId,
     params: Params<RangeQuery>,
-) -> Result<Json<Value>, ApiError> {
+    uri: Uri,
+) -> Result<Response, ApiError> {
     let id = parse_id("seller_id", &raw)?;
     let q = params.parsed()?;
-    let (from, to) = parse_range(&q)?;
-    let bucket = match q.bucket.as_deref() {
-        None => Bucket::Hour,
-        Some(text) => Bucket::parse(text).ok_or_else(|| {
-            ApiError::BadRequest(format!("bucket must be minute, hour or day, got {text:?}"))
-        })?,
-    };
-    // A seller is known from the catalog, which the ledger store keeps.
-    if !st.ledger.seller_known(id).await.map_err(unavailable)? {
-        return Err(ApiError::NotFound(format!("seller {id} is not known")));
-    }
-    let (points, as_of) = st
-        .sales
-        .sales(id, from, to, bucket)
-        .await
-        .map_err(unavailable)?;
-    let series: Vec<Value> = points
-        .iter()
-        .map(|p| {
-            json!({"start": p.start, "orders": p.orders, "units": p.units, "gross": p.gross,
-                   "refunds": p.refunds, "net": p.net})
-        })
-        .collect();
-    let page = paging::page(
-        series,
-        as_of,
-        &format!("sales/{id}?from={from}&to={to}&bucket={}", bucket.as_str()),
-        &q.page,
-        LIST_LIMITS,
-    )?;
-    Ok(Json(json!({
-        "seller_id": id, "bucket": bucket.as_str(), "from": from, "to": to,
-        "series": page.items, "next_cursor": page.next_cursor_json(), "as_of": page.as_of,
-    })))
+    let reader = st.clone();
+    let key = uri.path_and_query().map_or("", |p| p.as_str()).to_string();
+    st.cached(&key, &[Store::Ledger, Store::Sales], move || async move {
+        let st = reader;
+        let (from, to) = parse_range(&q)?;
+        let bucket = match q.bucket.as_deref() {
+            None => Bucket::Hour,
+            Some(text) => Bucket::parse(text).ok_or_else(|| {
+                ApiError::BadRequest(format!("bucket must be minute, hour or day, got {text:?}"))
+            })?,
+        };
+        // A seller is known from the catalog, which the ledger store keeps.
+        if !st.ledger.seller_known(id).await.map_err(unavailable)? {
+            return Err(ApiError::NotFound(format!("seller {id} is not known")));
+        }
+        let (points, as_of) = st
+            .sales
+            .sales(id, from, to, bucket)
+            .await
+            .map_err(unavailable)?;
+        let series: Vec<Value> = points
+            .iter()
+            .map(|p| {
+                json!({"start": p.start, "orders": p.orders, "units": p.units, "gross": p.gross,
+                       "refunds": p.refunds, "net": p.net})
+            })
+            .collect();
+        let page = paging::page(
+            series,
+            as_of,
+            &format!("sales/{id}?from={from}&to={to}&bucket={}", bucket.as_str()),
+            &q.page,
+            LIST_LIMITS,
+        )?;
+        Ok(Json(json!({
+            "seller_id": id, "bucket": bucket.as_str(), "from": from, "to": to,
+            "series": page.items, "next_cursor": page.next_cursor_json(), "as_of": page.as_of,
+        })))
+    })
+    .await
 }
 
 fn parse_millis(what: &str, raw: Option<&str>, default: Millis) -> Result<Millis, ApiError> {
@@ -376,96 +410,118 @@ fn parse_millis(what: &str, raw: Option<&str>, default: Millis) -> Result<Millis
 }
 
 async fn settlements(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<Shared>>,
     RawId(raw): RawId,
     params: Params<RangeQuery>,
-) -> Result<Json<Value>, ApiError> {
+    uri: Uri,
+) -> Result<Response, ApiError> {
     let id = parse_id("seller_id", &raw)?;
     let q = params.parsed()?;
-    let (from, to) = parse_range(&q)?;
-    let (entries, as_of) = found("seller", id, st.ledger.settlements(id, from, to).await)?;
-    let mut totals = [0i128; 4];
-    let rows: Vec<Value> = entries
-        .iter()
-        .map(|e| {
-            totals[0] += e.gross as i128;
-            totals[1] += e.commission as i128;
-            totals[2] += e.payment_fee as i128;
-            totals[3] += e.payout as i128;
-            json!({"id": e.id, "order_id": e.order_id, "line_no": e.line_no, "sku": e.sku,
-                   "cause": e.cause.as_str(), "ts": e.ts, "qty": e.qty,
-                   "unit_price": e.unit_price, "commission_bp": e.commission_bp,
-                   "gross": e.gross, "commission": e.commission,
-                   "payment_fee": e.payment_fee, "payout": e.payout})
-        })
-        .collect();
-    let page = paging::page(
-        rows,
-        as_of,
-        &format!("settlements/{id}?from={from}&to={to}"),
-        &q.page,
-        LIST_LIMITS,
-    )?;
-    Ok(Json(json!({
-        "seller_id": id, "from": from, "to": to, "entries": page.items,
-        "next_cursor": page.next_cursor_json(),
-        "totals": {"gross": money(totals[0]), "commission": money(totals[1]),
-                   "payment_fee": money(totals[2]), "payout": money(totals[3])},
-        "as_of": page.as_of,
-    })))
+    let reader = st.clone();
+    let key = uri.path_and_query().map_or("", |p| p.as_str()).to_string();
+    st.cached(&key, &[Store::Ledger], move || async move {
+        let st = reader;
+        let (from, to) = parse_range(&q)?;
+        let (entries, as_of) = found("seller", id, st.ledger.settlements(id, from, to).await)?;
+        let mut totals = [0i128; 4];
+        let rows: Vec<Value> = entries
+            .iter()
+            .map(|e| {
+                totals[0] += e.gross as i128;
+                totals[1] += e.commission as i128;
+                totals[2] += e.payment_fee as i128;
+                totals[3] += e.payout as i128;
+                json!({"id": e.id, "order_id": e.order_id, "line_no": e.line_no, "sku": e.sku,
+                       "cause": e.cause.as_str(), "ts": e.ts, "qty": e.qty,
+                       "unit_price": e.unit_price, "commission_bp": e.commission_bp,
+                       "gross": e.gross, "commission": e.commission,
+                       "payment_fee": e.payment_fee, "payout": e.payout})
+            })
+            .collect();
+        let page = paging::page(
+            rows,
+            as_of,
+            &format!("settlements/{id}?from={from}&to={to}"),
+            &q.page,
+            LIST_LIMITS,
+        )?;
+        Ok(Json(json!({
+            "seller_id": id, "from": from, "to": to, "entries": page.items,
+            "next_cursor": page.next_cursor_json(),
+            "totals": {"gross": money(totals[0]), "commission": money(totals[1]),
+                       "payment_fee": money(totals[2]), "payout": money(totals[3])},
+            "as_of": page.as_of,
+        })))
+    })
+    .await
 }
 
 async fn payouts(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<Shared>>,
     RawId(raw): RawId,
     params: Params<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
+    uri: Uri,
+) -> Result<Response, ApiError> {
     let id = parse_id("seller_id", &raw)?;
     let q = params.parsed()?;
-    let (rows, as_of) = found("seller", id, st.ledger.payouts(id).await)?;
-    let rows: Vec<Value> = rows
-        .iter()
-        .map(|(p, fin)| {
-            json!({"week_start": kst_date(p.week_start), "amount": money(p.amount),
-                   "entries": p.entries, "final": fin})
-        })
-        .collect();
-    let page = paging::page(rows, as_of, &format!("payouts/{id}"), &q, LIST_LIMITS)?;
-    Ok(Json(json!({
-        "seller_id": id, "payouts": page.items, "next_cursor": page.next_cursor_json(),
-        "as_of": page.as_of,
-    })))
+    let reader = st.clone();
+    let key = uri.path_and_query().map_or("", |p| p.as_str()).to_string();
+    st.cached(&key, &[Store::Ledger], move || async move {
+        let st = reader;
+        let (rows, as_of) = found("seller", id, st.ledger.payouts(id).await)?;
+        let rows: Vec<Value> = rows
+            .iter()
+            .map(|(p, fin)| {
+                json!({"week_start": kst_date(p.week_start), "amount": money(p.amount),
+                       "entries": p.entries, "final": fin})
+            })
+            .collect();
+        let page = paging::page(rows, as_of, &format!("payouts/{id}"), &q, LIST_LIMITS)?;
+        Ok(Json(json!({
+            "seller_id": id, "payouts": page.items, "next_cursor": page.next_cursor_json(),
+            "as_of": page.as_of,
+        })))
+    })
+    .await
 }
 
 async fn tax_invoices(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<Shared>>,
     RawId(raw): RawId,
     params: Params<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
+    uri: Uri,
+) -> Result<Response, ApiError> {
     let id = parse_id("seller_id", &raw)?;
     let q = params.parsed()?;
-    let (rows, as_of) = found("seller", id, st.ledger.invoices(id).await)?;
-    let rows: Vec<Value> = rows
-        .iter()
-        .map(|(i, fin)| {
-            json!({"month": kst_month(i.month_start), "supply": money(i.supply),
-                   "vat": money(i.vat), "total": money(i.total), "entries": i.entries,
-                   "final": fin})
-        })
-        .collect();
-    let page = paging::page(rows, as_of, &format!("tax_invoices/{id}"), &q, LIST_LIMITS)?;
-    Ok(Json(json!({
-        "seller_id": id, "tax_invoices": page.items, "next_cursor": page.next_cursor_json(),
-        "as_of": page.as_of,
-    })))
+    let reader = st.clone();
+    let key = uri.path_and_query().map_or("", |p| p.as_str()).to_string();
+    st.cached(&key, &[Store::Ledger], move || async move {
+        let st = reader;
+        let (rows, as_of) = found("seller", id, st.ledger.invoices(id).await)?;
+        let rows: Vec<Value> = rows
+            .iter()
+            .map(|(i, fin)| {
+                json!({"month": kst_month(i.month_start), "supply": money(i.supply),
+                       "vat": money(i.vat), "total": money(i.total), "entries": i.entries,
+                       "final": fin})
+            })
+            .collect();
+        let page = paging::page(rows, as_of, &format!("tax_invoices/{id}"), &q, LIST_LIMITS)?;
+        Ok(Json(json!({
+            "seller_id": id, "tax_invoices": page.items, "next_cursor": page.next_cursor_json(),
+            "as_of": page.as_of,
+        })))
+    })
+    .await
 }
 
-async fn rating(
-    State(st): State<Arc<ApiState>>,
-    RawId(raw): RawId,
-) -> Result<Json<Value>, ApiError> {
+async fn rating(State(st): State<Arc<Shared>>, RawId(raw): RawId) -> Result<Json<Value>, ApiError> {
     let sku = parse_id("sku", &raw)?;
-    let (row, as_of) = found("sku", sku, st.views.rating(sku).await)?;
+    let (row, as_of) = st
+        .limited(Store::Views, async {
+            found("sku", sku, st.views.rating(sku).await)
+        })
+        .await?;
     let h = row.histogram;
     Ok(Json(json!({
         "sku": sku, "count": row.count, "sum": row.sum, "average": row.average(),
@@ -481,7 +537,7 @@ struct LimitQuery {
 }
 
 async fn also_bought(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<Shared>>,
     RawId(raw): RawId,
     params: Params<LimitQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -498,7 +554,11 @@ async fn also_bought(
             }
         },
     };
-    let (row, as_of) = found("sku", sku, st.views.also_bought(sku).await)?;
+    let (row, as_of) = st
+        .limited(Store::Views, async {
+            found("sku", sku, st.views.also_bought(sku).await)
+        })
+        .await?;
     let items: Vec<Value> = row
         .items
         .iter()
@@ -510,7 +570,7 @@ async fn also_bought(
 
 /// 200 once the view store holds a batch and nothing the pipeline depends on is failing;
 /// 503 with the reason otherwise (a sink or the broker down: the views are going stale).
-async fn ready(State(st): State<Arc<ApiState>>) -> Response {
+async fn ready(State(st): State<Arc<Shared>>) -> Response {
     let problems = st.health.problems();
     if !problems.is_empty() {
         return (

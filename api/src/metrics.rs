@@ -23,8 +23,6 @@ use axum::Router;
 pub use prometheus::Registry;
 use prometheus::{Encoder, HistogramOpts, HistogramVec, TextEncoder};
 
-use crate::ApiState;
-
 /// The route label of a request no route matched.
 pub const UNMATCHED: &str = "unmatched";
 
@@ -94,7 +92,7 @@ fn method_label(method: &Method) -> &'static str {
 }
 
 /// `GET /metrics`.
-pub async fn serve(State(st): State<Arc<ApiState>>) -> Response {
+pub async fn serve(State(st): State<Arc<crate::serving::Shared>>) -> Response {
     let encoder = TextEncoder::new();
     let mut body = Vec::new();
     match encoder.encode(&st.registry.gather(), &mut body) {
