@@ -12,6 +12,7 @@
 // Libraries log through `tracing`; only the binary prints.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod answers;
 pub mod auth;
 pub mod metrics;
 pub mod openapi;
@@ -32,8 +33,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use shopflow_model::health::Health;
 use shopflow_model::sales::Bucket;
-use shopflow_model::time::{kst_date, kst_month};
-use shopflow_model::{Millis, OrderView, MAX_ID};
+use shopflow_model::{Millis, MAX_ID};
 use shopflow_sinks::{LedgerViews, SalesStore, ServingViews};
 
 use paging::{PageQuery, LIST_LIMITS, MEMBER_ORDERS_LIMITS};
@@ -210,63 +210,46 @@ pub fn router(state: ApiState) -> Router {
     metrics::track(app, &registry)
 }
 
-async fn stock(State(st): State<Arc<Shared>>, RawId(raw): RawId) -> Result<Json<Value>, ApiError> {
+async fn stock(
+    State(st): State<Arc<Shared>>,
+    RawId(raw): RawId,
+) -> Result<Json<answers::Stock>, ApiError> {
     let sku = parse_id("sku", &raw)?;
     let (row, as_of) = st
         .limited(Store::Views, async {
             found("sku", sku, st.views.stock(sku).await)
         })
         .await?;
-    Ok(Json(json!({
-        "sku": row.sku, "on_hand": row.on_hand, "reserved": row.reserved,
-        "available": row.available, "as_of": as_of,
-    })))
+    Ok(Json(answers::Stock::new(&row, as_of)))
 }
 
-async fn order(State(st): State<Arc<Shared>>, RawId(raw): RawId) -> Result<Json<Value>, ApiError> {
+async fn order(State(st): State<Arc<Shared>>, RawId(raw): RawId) -> Result<Response, ApiError> {
     let id = parse_id("order_id", &raw)?;
     let (row, as_of): (_, Millis) = st
         .limited(Store::Views, async {
             found("order", id, st.views.order(id).await)
         })
         .await?;
-    let mut body = order_json(&row);
-    body["as_of"] = as_of.into();
-    Ok(Json(body))
-}
-
-fn order_json(row: &OrderView) -> Value {
-    let history: Vec<Value> = row
-        .history
-        .iter()
-        .map(|h| json!({"status": h.status.as_str(), "ts": h.ts}))
-        .collect();
-    json!({
-        "order_id": row.order_id, "member_id": row.member_id, "status": row.status.as_str(),
-        "location": row.location, "history": history,
-    })
+    Ok(Json(answers::Order::new(&row, Some(as_of))).into_response())
 }
 
 /// A sum of money as JSON: a number, or a decimal string beyond ±(2^63 − 1), which no
-/// real workload reaches but a 128-bit sum can hold.
+/// real workload reaches but a 128-bit sum can hold ([`answers::Money`]).
 pub fn money(v: i128) -> Value {
-    match i64::try_from(v) {
-        Ok(n) => n.into(),
-        Err(_) => v.to_string().into(),
-    }
+    serde_json::to_value(answers::Money(v)).expect("JSON")
 }
 
-async fn member(State(st): State<Arc<Shared>>, RawId(raw): RawId) -> Result<Json<Value>, ApiError> {
+async fn member(
+    State(st): State<Arc<Shared>>,
+    RawId(raw): RawId,
+) -> Result<Json<answers::Member>, ApiError> {
     let id = parse_id("member_id", &raw)?;
     let (row, as_of) = st
         .limited(Store::Views, async {
             found("member", id, st.views.member(id).await)
         })
         .await?;
-    Ok(Json(json!({
-        "member_id": id, "grade": row.grade.as_str(), "spend_6m": row.spend_6m,
-        "accrual_bp": row.accrual_bp, "wow": row.wow, "as_of": as_of,
-    })))
+    Ok(Json(answers::Member::new(id, &row, as_of)))
 }
 
 async fn points(
@@ -283,13 +266,7 @@ async fn points(
         let st = reader;
         let (entries, as_of) = found("member", id, st.ledger.points(id).await)?;
         let balance: i128 = entries.iter().map(|e| e.points as i128).sum();
-        let entries: Vec<Value> = entries
-            .iter()
-            .map(|e| {
-                json!({"id": e.id, "order_id": e.order_id, "cause": e.cause.as_str(), "ts": e.ts,
-                       "rate_bp": e.rate_bp, "amount": e.amount, "points": e.points})
-            })
-            .collect();
+        let entries = answers::values(entries.iter().map(answers::PointsItem::from));
         let page = paging::page(entries, as_of, &format!("points/{id}"), &q, LIST_LIMITS)?;
         Ok(Json(json!({
             "member_id": id, "balance": money(balance), "entries": page.items,
@@ -311,7 +288,7 @@ async fn member_orders(
             found("member", id, st.views.member_orders(id).await)
         })
         .await?;
-    let orders: Vec<Value> = orders.iter().map(order_json).collect();
+    let orders = answers::values(orders.iter().map(|o| answers::Order::new(o, None)));
     let page = paging::page(
         orders,
         as_of,
@@ -375,13 +352,7 @@ async fn sales(
             .sales(id, from, to, bucket)
             .await
             .map_err(unavailable)?;
-        let series: Vec<Value> = points
-            .iter()
-            .map(|p| {
-                json!({"start": p.start, "orders": p.orders, "units": p.units, "gross": p.gross,
-                       "refunds": p.refunds, "net": p.net})
-            })
-            .collect();
+        let series = answers::values(points.iter().map(answers::SalesItem::from));
         let page = paging::page(
             series,
             as_of,
@@ -424,20 +395,13 @@ async fn settlements(
         let (from, to) = parse_range(&q)?;
         let (entries, as_of) = found("seller", id, st.ledger.settlements(id, from, to).await)?;
         let mut totals = [0i128; 4];
-        let rows: Vec<Value> = entries
-            .iter()
-            .map(|e| {
-                totals[0] += e.gross as i128;
-                totals[1] += e.commission as i128;
-                totals[2] += e.payment_fee as i128;
-                totals[3] += e.payout as i128;
-                json!({"id": e.id, "order_id": e.order_id, "line_no": e.line_no, "sku": e.sku,
-                       "cause": e.cause.as_str(), "ts": e.ts, "qty": e.qty,
-                       "unit_price": e.unit_price, "commission_bp": e.commission_bp,
-                       "gross": e.gross, "commission": e.commission,
-                       "payment_fee": e.payment_fee, "payout": e.payout})
-            })
-            .collect();
+        for e in &entries {
+            totals[0] += e.gross as i128;
+            totals[1] += e.commission as i128;
+            totals[2] += e.payment_fee as i128;
+            totals[3] += e.payout as i128;
+        }
+        let rows = answers::values(entries.iter().map(answers::SettlementItem::from));
         let page = paging::page(
             rows,
             as_of,
@@ -469,13 +433,10 @@ async fn payouts(
     st.cached(&key, &[Store::Ledger], move || async move {
         let st = reader;
         let (rows, as_of) = found("seller", id, st.ledger.payouts(id).await)?;
-        let rows: Vec<Value> = rows
-            .iter()
-            .map(|(p, fin)| {
-                json!({"week_start": kst_date(p.week_start), "amount": money(p.amount),
-                       "entries": p.entries, "final": fin})
-            })
-            .collect();
+        let rows = answers::values(
+            rows.iter()
+                .map(|(p, fin)| answers::PayoutItem::new(p, *fin)),
+        );
         let page = paging::page(rows, as_of, &format!("payouts/{id}"), &q, LIST_LIMITS)?;
         Ok(Json(json!({
             "seller_id": id, "payouts": page.items, "next_cursor": page.next_cursor_json(),
@@ -498,14 +459,10 @@ async fn tax_invoices(
     st.cached(&key, &[Store::Ledger], move || async move {
         let st = reader;
         let (rows, as_of) = found("seller", id, st.ledger.invoices(id).await)?;
-        let rows: Vec<Value> = rows
-            .iter()
-            .map(|(i, fin)| {
-                json!({"month": kst_month(i.month_start), "supply": money(i.supply),
-                       "vat": money(i.vat), "total": money(i.total), "entries": i.entries,
-                       "final": fin})
-            })
-            .collect();
+        let rows = answers::values(
+            rows.iter()
+                .map(|(i, fin)| answers::InvoiceItem::new(i, *fin)),
+        );
         let page = paging::page(rows, as_of, &format!("tax_invoices/{id}"), &q, LIST_LIMITS)?;
         Ok(Json(json!({
             "seller_id": id, "tax_invoices": page.items, "next_cursor": page.next_cursor_json(),
@@ -515,19 +472,17 @@ async fn tax_invoices(
     .await
 }
 
-async fn rating(State(st): State<Arc<Shared>>, RawId(raw): RawId) -> Result<Json<Value>, ApiError> {
+async fn rating(
+    State(st): State<Arc<Shared>>,
+    RawId(raw): RawId,
+) -> Result<Json<answers::Rating>, ApiError> {
     let sku = parse_id("sku", &raw)?;
     let (row, as_of) = st
         .limited(Store::Views, async {
             found("sku", sku, st.views.rating(sku).await)
         })
         .await?;
-    let h = row.histogram;
-    Ok(Json(json!({
-        "sku": sku, "count": row.count, "sum": row.sum, "average": row.average(),
-        "histogram": {"1": h[0], "2": h[1], "3": h[2], "4": h[3], "5": h[4]},
-        "as_of": as_of,
-    })))
+    Ok(Json(answers::Rating::new(sku, &row, as_of)))
 }
 
 /// Query of `also-bought`.
@@ -540,7 +495,7 @@ async fn also_bought(
     State(st): State<Arc<Shared>>,
     RawId(raw): RawId,
     params: Params<LimitQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<answers::AlsoBoughtAnswer>, ApiError> {
     let sku = parse_id("sku", &raw)?;
     let q = params.parsed()?;
     let limit = match q.limit.as_deref() {
@@ -559,13 +514,9 @@ async fn also_bought(
             found("sku", sku, st.views.also_bought(sku).await)
         })
         .await?;
-    let items: Vec<Value> = row
-        .items
-        .iter()
-        .take(limit)
-        .map(|(s, w)| json!({"sku": s, "weight": w}))
-        .collect();
-    Ok(Json(json!({"sku": sku, "items": items, "as_of": as_of})))
+    Ok(Json(answers::AlsoBoughtAnswer::new(
+        sku, &row, limit, as_of,
+    )))
 }
 
 /// 200 once the view store holds a batch and nothing the pipeline depends on is failing;
