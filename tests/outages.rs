@@ -359,10 +359,14 @@ fn sinks_and_broker_down_for_a_while_then_back_lose_and_duplicate_nothing() {
     let unique = unique_name("outage");
     let topics = Topics::with_prefix(&format!("{unique}."));
     let rt = shopflow_sinks::io_runtime();
+    // More input than librdkafka can prefetch (1 MiB per partition, 16 partitions): the
+    // broker's outage must find input left that only the broker can serve. With 50,000
+    // messages (7.5 MB) the whole log could sit in the prefetch, and a fast run drained it
+    // between the ClickHouse and the broker outages.
     let events = std::env::var("SHOPFLOW_OUTAGE_EVENTS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(50_000);
+        .unwrap_or(150_000);
     let log = generate(&GenConfig {
         events,
         seed: 31,
