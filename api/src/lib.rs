@@ -9,6 +9,7 @@
 //! description is at `/openapi.json` ([`openapi`]); the seller web page is at `/seller`
 //! ([`seller_page`]). Prometheus metrics are at `/metrics` ([`metrics`]).
 #![forbid(missing_docs)]
+#![forbid(unsafe_code)]
 // Libraries log through `tracing`; only the binary prints.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 

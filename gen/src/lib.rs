@@ -8,6 +8,7 @@
 //! rates it also sends bad events (every dead-letter reason), exact duplicates, and events
 //! that arrive late. The same seed always gives the same log.
 #![forbid(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod churn;
 

@@ -6,6 +6,7 @@
 //! ([`validate`]). What it does not accept becomes a dead letter; nothing it rejects is
 //! half-applied, and nothing a producer can send makes it panic.
 #![forbid(missing_docs)]
+#![forbid(unsafe_code)]
 // Libraries log through `tracing`; only the binary prints.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 

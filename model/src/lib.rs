@@ -5,6 +5,7 @@
 //! validation live in `shopflow-ingest`; the rules that compute views live in
 //! `shopflow-pipelines` (and, independently, in `shopflow-reference`).
 #![forbid(missing_docs)]
+#![forbid(unsafe_code)]
 // Libraries log through `tracing`; only the binary prints.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 

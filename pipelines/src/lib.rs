@@ -18,6 +18,7 @@
 //!   and where a restart puts it back.
 //! - [`metrics`] exports those counts, the consumer lag and the frontier to Prometheus.
 #![forbid(missing_docs)]
+#![forbid(unsafe_code)]
 // Libraries log through `tracing`; only the binary prints.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 

@@ -6,6 +6,7 @@
 //! on its own); dedup, the order life cycle, times and every view are computed here
 //! independently, straight from SPEC §2–§5.
 #![forbid(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

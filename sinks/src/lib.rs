@@ -17,6 +17,7 @@
 //! - [`retry`]: the writer's retries and outage reports (the policy shared with the source).
 //! - [`metrics`]: the writer's Prometheus metrics (rows, durations, failures, `as_of`).
 #![forbid(missing_docs)]
+#![forbid(unsafe_code)]
 // Libraries log through `tracing`; only the binary prints.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 

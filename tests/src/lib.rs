@@ -2,6 +2,7 @@
 //! workload into partitioned streams, running the pipeline on them, and comparing what
 //! the sinks hold with the reference model, with messages that say exactly what differs.
 #![forbid(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::sync_channel;
