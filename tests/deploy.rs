@@ -1,0 +1,233 @@
+//! The deployment files (`deploy/Dockerfile`, `deploy/compose/`, `deploy/k8s/`) cannot run
+//! on the test machine (no container engine), so this test reads them and checks them
+//! against the binary they deploy:
+//!
+//! - every flag they pass to `shopflow` exists in the subcommand it is passed to (from
+//!   `shopflow SUBCOMMAND --help`), and no flag appears where this test cannot tell which
+//!   command it belongs to;
+//! - every `SHOPFLOW_*` variable they set is one `shopflow run` reads;
+//! - every configuration file they ship passes `shopflow config check`;
+//! - every Secret key the StatefulSet reads exists in the Secret, the ConfigMap it mounts
+//!   exists, and the StatefulSet runs one replica (the pipeline is one process: more
+//!   replicas would each read every partition).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Variables the binary reads outside `run`'s flags (its log filter).
+const OTHER_VARIABLES: [&str; 1] = ["SHOPFLOW_LOG"];
+
+/// Subcommands a deployment file may invoke.
+const SUBCOMMANDS: [&str; 3] = ["run", "load", "token"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn shopflow(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_shopflow"))
+        .args(args)
+        .output()
+        .expect("run shopflow");
+    assert!(out.status.success(), "shopflow {args:?}: {out:?}");
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// The flags of `shopflow SUB --help`.
+fn flags_of(sub: &str) -> BTreeSet<String> {
+    shopflow(&[sub, "--help"])
+        .split_whitespace()
+        .map(|w| w.trim_end_matches([',', '.']))
+        .filter(|w| is_flag(w))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The `SHOPFLOW_*` variables `shopflow run --help` names, and the others the binary reads.
+fn variables() -> BTreeSet<String> {
+    let mut vars: BTreeSet<String> = shopflow(&["run", "--help"])
+        .split("env: ")
+        .skip(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect()
+        })
+        .collect();
+    vars.extend(OTHER_VARIABLES.iter().map(|v| v.to_string()));
+    vars
+}
+
+/// The deployment files, each with its text.
+fn files() -> Vec<(PathBuf, String)> {
+    let mut out = vec![root().join("deploy/Dockerfile")];
+    for dir in ["deploy/compose", "deploy/k8s"] {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.is_file())
+            .collect();
+        entries.sort();
+        out.extend(entries);
+    }
+    out.into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+            (p, text)
+        })
+        .collect()
+}
+
+/// The lines that are not comments; in the Dockerfile, only what the image runs.
+fn live_lines<'a>(path: &Path, text: &'a str) -> Vec<&'a str> {
+    let dockerfile = path.file_name().is_some_and(|n| n == "Dockerfile");
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter(|l| !dockerfile || l.starts_with("CMD") || l.starts_with("ENTRYPOINT"))
+        .collect()
+}
+
+/// The quoted strings of a flow array on `line` (`["run", "--config", "…"]`), if any.
+fn array_items(line: &str) -> Option<Vec<String>> {
+    let start = line.find('[')?;
+    let end = line.rfind(']')?;
+    let inner = &line[start + 1..end];
+    let items: Vec<String> = inner
+        .split(',')
+        .map(|i| i.trim().trim_matches('"').to_string())
+        .collect();
+    (!items.is_empty()).then_some(items)
+}
+
+/// `--name` (not a YAML document separator `---`).
+fn is_flag(word: &str) -> bool {
+    word.strip_prefix("--")
+        .is_some_and(|name| name.starts_with(|c: char| c.is_ascii_lowercase()))
+}
+
+#[test]
+fn every_flag_and_variable_the_deployment_uses_exists() {
+    let vars = variables();
+    let flags: Vec<(&str, BTreeSet<String>)> =
+        SUBCOMMANDS.iter().map(|s| (*s, flags_of(s))).collect();
+    let mut checked_flags = 0;
+    for (path, text) in files() {
+        for line in live_lines(&path, &text) {
+            let has_flag = line
+                .split(|c: char| c.is_whitespace() || c == '"' || c == ',' || c == '[')
+                .any(is_flag);
+            if has_flag {
+                let items = array_items(line).unwrap_or_else(|| {
+                    panic!(
+                        "{path:?}: a flag outside a [\"subcommand\", \"--flag\", …] list: {line}"
+                    )
+                });
+                let (sub, known) = flags
+                    .iter()
+                    .find(|(s, _)| items.iter().any(|i| i == s))
+                    .unwrap_or_else(|| panic!("{path:?}: flags for no known subcommand: {line}"));
+                for flag in items.iter().filter(|i| is_flag(i)) {
+                    assert!(
+                        known.contains(flag.as_str()),
+                        "{path:?}: `shopflow {sub}` has no flag {flag}: {line}"
+                    );
+                    checked_flags += 1;
+                }
+            }
+            let mut rest = line;
+            while let Some(at) = rest.find("SHOPFLOW_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                assert!(
+                    vars.contains(&name),
+                    "{path:?}: shopflow reads no variable {name}: {line}"
+                );
+                rest = &rest[at + name.len()..];
+            }
+        }
+    }
+    assert!(
+        checked_flags >= 4,
+        "only {checked_flags} flags found: the scan is broken"
+    );
+}
+
+#[test]
+fn every_shipped_configuration_passes_config_check() {
+    let dir = std::env::temp_dir().join(format!("shopflow-deploy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut configs = vec![root().join("deploy/compose/shopflow.toml")];
+    // The ConfigMap's `shopflow.toml: |` block, unindented.
+    let configmap = std::fs::read_to_string(root().join("deploy/k8s/configmap.yaml")).unwrap();
+    let mut lines = configmap
+        .lines()
+        .skip_while(|l| !l.trim().starts_with("shopflow.toml: |"));
+    lines.next().expect("the ConfigMap holds shopflow.toml");
+    let block: Vec<&str> = lines
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect();
+    assert!(block.len() > 5, "a short shopflow.toml: {block:?}");
+    let from_configmap = dir.join("configmap-shopflow.toml");
+    std::fs::write(&from_configmap, block.join("\n")).unwrap();
+    configs.push(from_configmap);
+    for file in &configs {
+        let out = Command::new(env!("CARGO_BIN_EXE_shopflow"))
+            .args(["config", "check"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_statefulset_reads_what_the_secret_and_configmap_hold_and_runs_one_process() {
+    let read = |f: &str| std::fs::read_to_string(root().join("deploy/k8s").join(f)).unwrap();
+    let (statefulset, secret, configmap) = (
+        read("statefulset.yaml"),
+        read("secret.yaml"),
+        read("configmap.yaml"),
+    );
+    let mut keys = 0;
+    for line in statefulset.lines().filter(|l| l.contains("secretKeyRef")) {
+        let key = line
+            .split("key:")
+            .nth(1)
+            .map(|k| k.trim().trim_end_matches('}').trim())
+            .unwrap_or_else(|| panic!("a secretKeyRef without key: {line}"));
+        assert!(
+            secret
+                .lines()
+                .any(|l| l.trim().starts_with(&format!("{key}:"))),
+            "the Secret has no key {key}"
+        );
+        keys += 1;
+    }
+    assert_eq!(
+        keys, 2,
+        "the JWT secret and the MySQL URL come from the Secret"
+    );
+    assert!(
+        statefulset.contains("configMap: {name: shopflow}")
+            && configmap.contains("name: shopflow\n"),
+        "the mounted ConfigMap is the one shipped"
+    );
+    let replicas: Vec<&str> = statefulset
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("replicas:"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(replicas, ["1"], "one process runs the pipeline");
+    for probe in ["path: /healthz", "path: /readyz"] {
+        assert!(statefulset.contains(probe), "no probe on {probe}");
+    }
+}
