@@ -261,10 +261,7 @@ async fn points(
 ) -> Result<Response, ApiError> {
     let id = parse_id("member_id", &raw)?;
     let q = params.parsed()?;
-    let reader = st.clone();
-    let key = uri.path_and_query().map_or("", |p| p.as_str()).to_string();
-    st.cached(&key, &[Store::Ledger], move || async move {
-        let st = reader;
+    st.cached(&uri, &[Store::Ledger], move |st| async move {
         let (entries, as_of) = found("member", id, st.ledger.points(id).await)?;
         let balance: i128 = entries.iter().map(|e| e.points as i128).sum();
         let entries = answers::values(entries.iter().map(answers::PointsItem::from));
@@ -333,10 +330,7 @@ async fn sales(
 ) -> Result<Response, ApiError> {
     let id = parse_id("seller_id", &raw)?;
     let q = params.parsed()?;
-    let reader = st.clone();
-    let key = uri.path_and_query().map_or("", |p| p.as_str()).to_string();
-    st.cached(&key, &[Store::Ledger, Store::Sales], move || async move {
-        let st = reader;
+    st.cached(&uri, &[Store::Ledger, Store::Sales], move |st| async move {
         let (from, to) = parse_range(&q)?;
         let bucket = match q.bucket.as_deref() {
             None => Bucket::Hour,
@@ -389,10 +383,7 @@ async fn settlements(
 ) -> Result<Response, ApiError> {
     let id = parse_id("seller_id", &raw)?;
     let q = params.parsed()?;
-    let reader = st.clone();
-    let key = uri.path_and_query().map_or("", |p| p.as_str()).to_string();
-    st.cached(&key, &[Store::Ledger], move || async move {
-        let st = reader;
+    st.cached(&uri, &[Store::Ledger], move |st| async move {
         let (from, to) = parse_range(&q)?;
         let (entries, as_of) = found("seller", id, st.ledger.settlements(id, from, to).await)?;
         let mut totals = [0i128; 4];
@@ -429,10 +420,7 @@ async fn payouts(
 ) -> Result<Response, ApiError> {
     let id = parse_id("seller_id", &raw)?;
     let q = params.parsed()?;
-    let reader = st.clone();
-    let key = uri.path_and_query().map_or("", |p| p.as_str()).to_string();
-    st.cached(&key, &[Store::Ledger], move || async move {
-        let st = reader;
+    st.cached(&uri, &[Store::Ledger], move |st| async move {
         let (rows, as_of) = found("seller", id, st.ledger.payouts(id).await)?;
         let rows = answers::values(
             rows.iter()
@@ -455,10 +443,7 @@ async fn tax_invoices(
 ) -> Result<Response, ApiError> {
     let id = parse_id("seller_id", &raw)?;
     let q = params.parsed()?;
-    let reader = st.clone();
-    let key = uri.path_and_query().map_or("", |p| p.as_str()).to_string();
-    st.cached(&key, &[Store::Ledger], move || async move {
-        let st = reader;
+    st.cached(&uri, &[Store::Ledger], move |st| async move {
         let (rows, as_of) = found("seller", id, st.ledger.invoices(id).await)?;
         let rows = answers::values(
             rows.iter()

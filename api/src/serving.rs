@@ -22,11 +22,12 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use shopflow_model::Millis;
 use shopflow_sinks::{LedgerViews, SalesStore};
@@ -136,18 +137,20 @@ impl Shared {
         }
     }
 
-    /// The answer to the request `key` (its path and query) that reads `stores`: from the
-    /// cache while those stores' `as_of` has not moved, else computed by `compute` (within
+    /// The answer to the request for `uri` that reads `stores`: from the cache while those
+    /// stores' `as_of` has not moved, else computed by `compute` (given the state, within
     /// the limits of the last of `stores`) and kept.
     pub async fn cached<Fut>(
-        &self,
-        key: &str,
+        self: &Arc<Self>,
+        uri: &Uri,
         stores: &[Store],
-        compute: impl FnOnce() -> Fut,
+        compute: impl FnOnce(Arc<Shared>) -> Fut,
     ) -> Result<Response, ApiError>
     where
         Fut: Future<Output = Result<axum::Json<serde_json::Value>, ApiError>>,
     {
+        let key = uri.path_and_query().map_or("", |p| p.as_str());
+        let compute = || compute(self.clone());
         let limit_to = *stores.last().expect("a read names its stores");
         let mut stamp = Vec::with_capacity(stores.len());
         for store in stores {

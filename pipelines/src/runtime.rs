@@ -329,11 +329,12 @@ where
                 validator.set_limits(config.dedup_horizon_ms, config.lateness_ms);
             }
             let total = started.elapsed();
+            let waited = total - operators_took - source_took;
             tracing::info!(
                 worker = index,
                 operators_s = operators_took.as_secs_f64(),
                 source_s = source_took.as_secs_f64(),
-                validators_wait_s = (total - operators_took - source_took).as_secs_f64(),
+                validators_wait_s = waited.as_secs_f64(),
                 "worker {index} restored in {:.2} s (operator states {:.2} s, opening the \
                  source at its offsets {:.2} s, then {} validators read back alongside: \
                  {:.2} s more)",
@@ -341,7 +342,7 @@ where
                 operators_took.as_secs_f64(),
                 source_took.as_secs_f64(),
                 v.len(),
-                (total - operators_took - source_took).as_secs_f64(),
+                waited.as_secs_f64(),
             );
             (v, o, p.cap)
         }
