@@ -46,6 +46,20 @@ pub struct FileConfig {
     /// What the process does once the input is processed.
     #[serde(default)]
     pub run: RunSection,
+    /// Several processes running one pipeline.
+    #[serde(default)]
+    pub cluster: ClusterSection,
+}
+
+/// `[cluster]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// `--peers`: `host:port` of every process, in process order.
+    pub peers: Option<Vec<String>>,
+    /// `--process`: this process's index in `peers`.
+    #[serde(default, deserialize_with = "in_range::<_, 0, 1_023>")]
+    pub process: Option<u64>,
 }
 
 /// `[source]`
@@ -61,6 +75,9 @@ pub struct SourceSection {
     /// `--kafka-fetch-kb`: most KiB fetched per partition per request.
     #[serde(default, deserialize_with = "in_range::<_, 1, 1_048_576>")]
     pub kafka_fetch_kb: Option<u64>,
+    /// `--poll-batch`: most messages read per round.
+    #[serde(default, deserialize_with = "in_range::<_, 1, 1_048_576>")]
+    pub poll_batch: Option<u64>,
     /// `--topic-prefix`: prefix of every topic name.
     pub topic_prefix: Option<String>,
 }
@@ -340,6 +357,13 @@ pub fn merge(args: &mut RunArgs, file: &FileConfig, matches: &ArgMatches) -> Res
     let s = &file.source;
     setting!("source.bounded", "bounded", args.bounded, s.bounded, |v| v);
     setting!(
+        "source.poll_batch",
+        "poll_batch",
+        args.poll_batch,
+        s.poll_batch,
+        Some
+    );
+    setting!(
         "source.kafka_fetch_kb",
         "kafka_fetch_kb",
         args.kafka_fetch_kb,
@@ -514,6 +538,25 @@ pub fn merge(args: &mut RunArgs, file: &FileConfig, matches: &ArgMatches) -> Res
         r.checkpoints_kept,
         |v| v as usize
     );
+    let c = &file.cluster;
+    let mut origin = Origin::of(matches, "peers");
+    if origin == Origin::Default {
+        if let Some(v) = &c.peers {
+            args.peers = v.clone();
+            origin = Origin::File;
+        }
+    }
+    out.push(Setting {
+        key: "cluster.peers",
+        value: if args.peers.is_empty() {
+            "-".into()
+        } else {
+            args.peers.join(",")
+        },
+        origin,
+    });
+    setting!("cluster.process", "process", args.process, c.process, |v| v
+        as usize);
     Ok(out)
 }
 

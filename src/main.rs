@@ -53,7 +53,7 @@ enum Command {
     /// Generator → pipeline → in-process stores → API on localhost, no external services.
     Demo(wiring::DemoArgs),
     /// Run the pipeline on Kafka (or a JSON-lines file) into Redis and Kafka, with the API.
-    Run(wiring::RunArgs),
+    Run(Box<wiring::RunArgs>),
     /// Write a generated workload to a JSON-lines file or to Kafka.
     Gen(wiring::GenArgs),
     /// Measure decode + pipeline throughput against the raw read rate of the same input.
@@ -96,6 +96,31 @@ struct CheckArgs {
 const DEFAULT_LOG: &str = "warn,rdkafka=off,librdkafka=off,shopflow_model::retry=info,\
                            shopflow_sinks::writer=info,shopflow_pipelines::runtime=info";
 
+/// In a cluster, a peer that stops breaks timely's connections: its network threads and
+/// then every worker panic. The run reports that once, as an error naming what to do
+/// (`PipelineError::PeerLost`); the panics themselves get one log line, not a backtrace
+/// each.
+fn quiet_network_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if shopflow_pipelines::runtime::is_network_failure(message) {
+            let thread = std::thread::current();
+            tracing::debug!(
+                thread = thread.name().unwrap_or("?"),
+                "{message} (a process of the cluster stopped)"
+            );
+        } else {
+            default(info);
+        }
+    }));
+}
+
 fn main() {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -122,6 +147,7 @@ fn main() {
                 .init()
         }
     }
+    quiet_network_panics();
     // The matches of `run` / `config show`: where each flag's value came from.
     let run_matches = || {
         matches
@@ -138,7 +164,7 @@ fn main() {
     };
     let result = match cli.command {
         Command::Demo(a) => wiring::demo(a),
-        Command::Run(a) => with_config(a, &run_matches()).and_then(|(a, _)| wiring::run(a)),
+        Command::Run(a) => with_config(*a, &run_matches()).and_then(|(a, _)| wiring::run(a)),
         Command::Config(ConfigCommand::Check(c)) => config::FileConfig::load(&c.file).map(|_| {
             println!("{}: ok", c.file.display());
         }),

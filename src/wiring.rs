@@ -18,6 +18,7 @@ use shopflow_ingest::source::{FileSource, KafkaConfig, KafkaSource, MemorySource
 use shopflow_ingest::{Source, SourceError, StreamId, Topics};
 use shopflow_model::health::Health;
 use shopflow_model::time::rfc3339_utc;
+use shopflow_pipelines::cluster::ClusterConfig;
 use shopflow_pipelines::dataflow::ViewConfig;
 use shopflow_pipelines::{PipelineConfig, Stats};
 use shopflow_sinks::clickhouse::ClickHouseSales;
@@ -182,6 +183,20 @@ pub struct RunArgs {
     /// Messages read between checkpoints (whichever comes first; 0: time only).
     #[arg(long, default_value_t = shopflow_pipelines::checkpoint::DEFAULT_EVERY_MESSAGES, env = "SHOPFLOW_CHECKPOINT_EVERY_MESSAGES")]
     pub(crate) checkpoint_every_messages: u64,
+    /// Most messages read per round (default 4,096 from Kafka, 16,384 from a file): the
+    /// views are handed to the writer once per round, so smaller rounds mean smaller,
+    /// more frequent batches.
+    #[arg(long, env = "SHOPFLOW_POLL_BATCH", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub(crate) poll_batch: Option<u64>,
+    /// Cluster mode: `host:port` of every process, in process order, comma-separated (this
+    /// process's own included: it listens there for the others). Every process is given
+    /// the same list and runs `--workers` threads. Without it the pipeline runs in this
+    /// process alone.
+    #[arg(long, env = "SHOPFLOW_PEERS", value_delimiter = ',')]
+    pub(crate) peers: Vec<String>,
+    /// This process's index in `--peers`, from 0 (in Kubernetes, the pod's ordinal).
+    #[arg(long, default_value_t = 0, env = "SHOPFLOW_PROCESS")]
+    pub(crate) process: usize,
     /// Checkpoint files kept in the state directory (the oldest kept sets how much of
     /// each topic must be retained, see docs/operations.md).
     #[arg(long, default_value_t = shopflow_pipelines::checkpoint::DEFAULT_KEEP, env = "SHOPFLOW_CHECKPOINTS_KEPT")]
@@ -538,6 +553,23 @@ pub fn demo(args: DemoArgs) -> Result<()> {
 pub fn run(args: RunArgs) -> Result<()> {
     let auth = crate::token::run_auth(args.pipeline.jwt_secret.as_deref())?;
     let topics = Topics::with_prefix(&args.topic_prefix);
+    let cluster = match args.peers.is_empty() {
+        true => None,
+        false => Some(
+            ClusterConfig::new(args.process, args.peers.clone())
+                .map_err(|e| anyhow::anyhow!("--peers/--process: {e}"))?,
+        ),
+    };
+    if cluster.is_some() && args.state_dir.is_some() {
+        bail!(
+            "--state-dir: checkpoints are not taken in cluster mode yet; run the cluster without \
+             a state directory (a restart replays the input, the sinks' guards keep it exactly once)"
+        );
+    }
+    // In a cluster the last process's last worker writes every sink (see docs/operations.md).
+    let writes_here = cluster
+        .as_ref()
+        .is_none_or(|c| c.process + 1 == c.processes());
     let mut snapshot = match &args.state_dir {
         Some(dir) => load_checkpoint(dir, args.pipeline.workers)?,
         None => None,
@@ -603,9 +635,14 @@ pub fn run(args: RunArgs) -> Result<()> {
                     .get(&(shopflow_ingest::source::FILE_TOPIC.to_string(), 0))
                     .copied()
                     .unwrap_or(0);
+                // A process that does not write leaves the files alone.
+                let log = |name: &str| match writes_here {
+                    true => json_lines(format!("{}/{name}", args.out_dir)).map(EventLog::File),
+                    false => Ok(EventLog::Memory(MemoryStore::new())),
+                };
                 (
-                    EventLog::File(json_lines(format!("{}/alerts.jsonl", args.out_dir))?),
-                    EventLog::File(json_lines(format!("{}/dlq.jsonl", args.out_dir))?),
+                    log("alerts.jsonl")?,
+                    log("dlq.jsonl")?,
                     Box::new(move |w, _peers| {
                         if w == 0 {
                             Ok(Box::new(FileSource::open_from(&path, from)?) as Box<dyn Source>)
@@ -629,17 +666,33 @@ pub fn run(args: RunArgs) -> Result<()> {
         };
     let registry = Registry::new();
     let health = Health::new();
-    let bound = serve(
-        &rt,
-        args.pipeline.listen,
-        serving,
-        ledger_views,
-        sales.clone(),
-        auth,
-        registry.clone(),
-        health.clone(),
-    )?;
-    say!("API on http://{bound}");
+    if let Some(c) = &cluster {
+        health.place(c.process, c.processes());
+    }
+    // Stores kept in process hold what this process writes: in a cluster, only the writing
+    // process has anything to serve unless every store is external.
+    let external = args.redis.is_some() && args.mysql.is_some() && args.clickhouse.is_some();
+    if writes_here || external {
+        let bound = serve(
+            &rt,
+            args.pipeline.listen,
+            serving,
+            ledger_views,
+            sales.clone(),
+            auth,
+            registry.clone(),
+            health.clone(),
+        )?;
+        say!("API on http://{bound}");
+    } else if let Some(c) = &cluster {
+        say!(
+            "process {} of {}: the views are kept in process {} (stores in process), which \
+             serves the API; none here",
+            c.process,
+            c.processes(),
+            c.processes() - 1
+        );
+    }
     let live = args.kafka.is_some() && args.file.is_none() && !args.bounded;
     let sinks = SinkSet {
         views,
@@ -649,6 +702,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         dead_letters,
     };
     let mut config = args.pipeline.config(live);
+    config.cluster = cluster;
     let mut writer = args.pipeline.writer();
     let mut images_to_restore = Vec::new();
     if let Some(dir) = &args.state_dir {
@@ -681,6 +735,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         // dataflow (a 1M-event file ran about 15 % faster with 16,384 than with 4,096). A
         // Kafka source keeps the default so that a stalled sink stops reading sooner.
         config.poll_batch = FILE_POLL_BATCH;
+    }
+    if let Some(n) = args.poll_batch {
+        config.poll_batch = n as usize;
     }
     let (summary, sink_stats) = execute(
         &rt,

@@ -155,25 +155,155 @@ fn every_flag_and_variable_the_deployment_uses_exists() {
     );
 }
 
+/// Every `NAME.toml: |` block of the ConfigMap, unindented: (NAME.toml, text).
+fn configmap_files() -> Vec<(String, String)> {
+    let configmap = std::fs::read_to_string(root().join("deploy/k8s/configmap.yaml")).unwrap();
+    let mut out = Vec::new();
+    let mut lines = configmap.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some(name) = line.trim().strip_suffix(": |") else {
+            continue;
+        };
+        let mut block = Vec::new();
+        while let Some(l) = lines.next_if(|l| l.is_empty() || l.starts_with("    ")) {
+            block.push(l.strip_prefix("    ").unwrap_or(l));
+        }
+        out.push((name.to_string(), block.join("\n")));
+    }
+    out
+}
+
+/// The quoted items of the `peers = [...]` line of a configuration.
+fn peers_of(config: &str) -> Vec<String> {
+    let line = config
+        .lines()
+        .find(|l| l.trim_start().starts_with("peers ="))
+        .unwrap_or_else(|| panic!("no peers in {config}"));
+    array_items(line).expect("a list of peers")
+}
+
+/// What `shopflow config show --config FILE` prints, with `env` set: key → value.
+fn shown(config: &Path, env: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shopflow"));
+    c.args(["config", "show", "--config"]).arg(config);
+    for v in ["SHOPFLOW_PEERS", "SHOPFLOW_PROCESS", "SHOPFLOW_STATE_DIR"] {
+        c.env_remove(v);
+    }
+    c.envs(env.iter().copied());
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let key = w.next()?.to_string();
+            let _origin = w.next()?;
+            Some((key, w.collect::<Vec<_>>().join(" ")))
+        })
+        .collect()
+}
+
+#[test]
+fn the_cluster_manifests_name_one_peer_per_process_in_order() {
+    // Kubernetes: one peer per replica, pod i at position i, on the port the pods and the
+    // headless Service open; pods start together and resolve before they are ready.
+    let read = |f: &str| std::fs::read_to_string(root().join(f)).unwrap();
+    let statefulset = read("deploy/k8s/statefulset-cluster.yaml");
+    let service = read("deploy/k8s/service.yaml");
+    let replicas: usize = statefulset
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("replicas:"))
+        .and_then(|r| r.trim().parse().ok())
+        .expect("replicas");
+    let (_, config) = configmap_files()
+        .into_iter()
+        .find(|(n, _)| n == "shopflow-cluster.toml")
+        .expect("the ConfigMap holds shopflow-cluster.toml");
+    let peers = peers_of(&config);
+    assert_eq!(peers.len(), replicas, "one peer per replica: {peers:?}");
+    assert!(replicas >= 2, "a cluster of one process");
+    let port = "2101";
+    for (i, p) in peers.iter().enumerate() {
+        assert_eq!(
+            p,
+            &format!("shopflow-{i}.shopflow-peers:{port}"),
+            "peer {i}"
+        );
+    }
+    assert!(
+        statefulset.contains(&format!("containerPort: {port}"))
+            && service.contains(&format!("port: {port}")),
+        "the pods and the headless Service open the peers' port"
+    );
+    assert!(statefulset.contains("serviceName: shopflow-peers"));
+    assert!(statefulset.contains("podManagementPolicy: Parallel"));
+    assert!(service.contains("publishNotReadyAddresses: true"));
+    assert!(
+        statefulset.contains("apps.kubernetes.io/pod-index")
+            && statefulset.contains("SHOPFLOW_PROCESS"),
+        "each pod's process index is its ordinal"
+    );
+    assert!(
+        statefulset.contains("/etc/shopflow/shopflow-cluster.toml"),
+        "the cluster reads the cluster configuration"
+    );
+
+    // Compose: one service per peer, each with its index.
+    let compose = read("deploy/compose/compose.cluster.yaml");
+    let peers = peers_of(&read("deploy/compose/shopflow-cluster.toml"));
+    let indexes: Vec<&str> = compose
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("SHOPFLOW_PROCESS:"))
+        .map(|v| v.trim().trim_matches('"'))
+        .collect();
+    assert_eq!(
+        indexes.len(),
+        peers.len(),
+        "one process per peer: {peers:?}"
+    );
+    for (i, p) in peers.iter().enumerate() {
+        assert_eq!(indexes[i], i.to_string(), "process {i}'s index");
+        let host = p.split(':').next().unwrap();
+        assert!(
+            compose.contains(&format!("\n  {host}:\n")),
+            "peer {i} ({p}) is no service of compose.cluster.yaml"
+        );
+    }
+
+    // Both configurations start as the process their index says, with no state directory
+    // (checkpoints are not taken in cluster mode yet: `run` would refuse).
+    let dir = std::env::temp_dir().join(format!("shopflow-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let k8s = dir.join("k8s.toml");
+    std::fs::write(&k8s, config).unwrap();
+    for file in [k8s, root().join("deploy/compose/shopflow-cluster.toml")] {
+        let got = shown(&file, &[("SHOPFLOW_PROCESS", "1")]);
+        assert_eq!(got["cluster.process"], "1", "{file:?}: {got:?}");
+        assert_eq!(got["run.state_dir"], "-", "{file:?}: {got:?}");
+        assert_eq!(
+            got["cluster.peers"].split(',').count(),
+            2,
+            "{file:?}: {got:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn every_shipped_configuration_passes_config_check() {
     let dir = std::env::temp_dir().join(format!("shopflow-deploy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut configs = vec![root().join("deploy/compose/shopflow.toml")];
-    // The ConfigMap's `shopflow.toml: |` block, unindented.
-    let configmap = std::fs::read_to_string(root().join("deploy/k8s/configmap.yaml")).unwrap();
-    let mut lines = configmap
-        .lines()
-        .skip_while(|l| !l.trim().starts_with("shopflow.toml: |"));
-    lines.next().expect("the ConfigMap holds shopflow.toml");
-    let block: Vec<&str> = lines
-        .take_while(|l| l.is_empty() || l.starts_with("    "))
-        .map(|l| l.strip_prefix("    ").unwrap_or(l))
-        .collect();
-    assert!(block.len() > 5, "a short shopflow.toml: {block:?}");
-    let from_configmap = dir.join("configmap-shopflow.toml");
-    std::fs::write(&from_configmap, block.join("\n")).unwrap();
-    configs.push(from_configmap);
+    let mut configs = vec![
+        root().join("deploy/compose/shopflow.toml"),
+        root().join("deploy/compose/shopflow-cluster.toml"),
+    ];
+    for (name, block) in configmap_files() {
+        assert!(block.lines().count() > 5, "a short {name}: {block}");
+        let path = dir.join(format!("configmap-{name}"));
+        std::fs::write(&path, block).unwrap();
+        configs.push(path);
+    }
+    assert_eq!(configs.len(), 4, "two configurations in the ConfigMap");
     for file in &configs {
         let out = Command::new(env!("CARGO_BIN_EXE_shopflow"))
             .args(["config", "check"])

@@ -509,26 +509,31 @@ async fn also_bought(
 /// 503 with the reason otherwise (a sink or the broker down: the views are going stale).
 async fn ready(State(st): State<Arc<Shared>>) -> Response {
     let problems = st.health.problems();
-    if !problems.is_empty() {
-        return (
+    let (status, mut answer) = if !problems.is_empty() {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "error": problems.join("; ")})),
+            json!({"ready": false, "error": problems.join("; ")}),
         )
-            .into_response();
+    } else {
+        match st.views.as_of().await {
+            Ok(Some(as_of)) => (StatusCode::OK, json!({"ready": true, "as_of": as_of})),
+            Ok(None) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"ready": false, "error": "no view batch written yet"}),
+            ),
+            Err(e) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"ready": false, "error": e.to_string()}),
+            ),
+        }
+    };
+    // In a cluster: which process this is and which streams it reads.
+    if let (Some(p), Some(map)) = (st.health.placement(), answer.as_object_mut()) {
+        map.insert("process".into(), json!(p.process));
+        map.insert("processes".into(), json!(p.processes));
+        map.insert("streams".into(), json!(p.streams));
     }
-    match st.views.as_of().await {
-        Ok(Some(as_of)) => Json(json!({"ready": true, "as_of": as_of})).into_response(),
-        Ok(None) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "error": "no view batch written yet"})),
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "error": e.to_string()})),
-        )
-            .into_response(),
-    }
+    (status, Json(answer)).into_response()
 }
 
 /// Serves the API on `listener` until the process ends.

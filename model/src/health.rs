@@ -22,6 +22,18 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug, Default)]
 pub struct Health {
     inner: Arc<Mutex<BTreeMap<String, Failure>>>,
+    placement: Arc<Mutex<Option<Placement>>>,
+}
+
+/// Where this process stands in a cluster of processes, as `/readyz` reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Placement {
+    /// This process's index.
+    pub process: usize,
+    /// How many processes the cluster has.
+    pub processes: usize,
+    /// The streams (`topic/partition`) this process's workers read.
+    pub streams: BTreeSet<String>,
 }
 
 /// One component's ongoing failure.
@@ -54,6 +66,35 @@ impl Health {
     /// A state with nothing failing.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Records that this process is process `process` of a cluster of `processes`.
+    pub fn place(&self, process: usize, processes: usize) {
+        let mut p = self.placement.lock().unwrap_or_else(|e| e.into_inner());
+        let p = p.get_or_insert_with(Placement::default);
+        p.process = process;
+        p.processes = processes;
+    }
+
+    /// Records that a worker of this process reads `stream` (only in a cluster: see
+    /// [`Health::place`]).
+    pub fn reads(&self, stream: String) {
+        if let Some(p) = self
+            .placement
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            p.streams.insert(stream);
+        }
+    }
+
+    /// Where this process stands, if it is part of a cluster.
+    pub fn placement(&self) -> Option<Placement> {
+        self.placement
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Failure>> {

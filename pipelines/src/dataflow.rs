@@ -4,7 +4,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
-use shopflow_model::{Millis, Output};
+use shopflow_model::{DeadLetter, Millis, Output};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::vec::{Input, Map, Partition};
 use timely::dataflow::operators::{Concat, Probe};
@@ -66,6 +66,8 @@ pub struct Inputs {
     pub products: TimedInput<(u64, u64, SkuMsg)>,
     /// Accepted `category.upserted` events.
     pub categories: TimedInput<(u64, SkuMsg)>,
+    /// Rejected messages, on their way to the worker that writes.
+    pub dead: TimedInput<DeadLetter>,
     /// The last time the views show, set by the worker loop at the end of a bounded input.
     pub end: End,
 }
@@ -79,6 +81,7 @@ impl Inputs {
         self.members.advance_to(time);
         self.products.advance_to(time);
         self.categories.advance_to(time);
+        self.dead.advance_to(time);
     }
 
     /// Sends buffered records into the dataflow.
@@ -89,6 +92,7 @@ impl Inputs {
         self.members.flush();
         self.products.flush();
         self.categories.flush();
+        self.dead.flush();
     }
 
     /// The time the inputs are at.
@@ -117,6 +121,7 @@ pub fn build<'s>(
     let (members_in, member_events) = scope.new_input::<((u64, MemberMsg), Millis)>();
     let (products_in, products) = scope.new_input::<((u64, u64, SkuMsg), Millis)>();
     let (categories_in, categories) = scope.new_input::<((u64, SkuMsg), Millis)>();
+    let (dead_in, dead) = scope.new_input::<(DeadLetter, Millis)>();
 
     // The owner's effects of every order event, split by the view they feed.
     let mut parts = owned_effects(orders, &ctx)
@@ -173,7 +178,8 @@ pub fn build<'s>(
         .concat(recommendations)
         .concat(rating_rows)
         .concat(member_rows)
-        .concat(seller_rows);
+        .concat(seller_rows)
+        .concat(dead.map(|(d, t)| (Row::DeadLetter(d), t)));
     let probe = ProbeHandle::new();
     send_batches(rows, out, failed, &ctx).probe_with(&probe);
     (
@@ -184,6 +190,7 @@ pub fn build<'s>(
             members: members_in,
             products: products_in,
             categories: categories_in,
+            dead: dead_in,
             end: ctx.end.clone(),
         },
         probe,

@@ -24,8 +24,10 @@
 
 pub mod catalog;
 pub mod checkpoint;
+pub mod cluster;
 pub mod dataflow;
 pub mod effects;
+mod ends;
 pub mod members;
 pub mod metrics;
 pub mod ordered;

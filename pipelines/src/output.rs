@@ -12,8 +12,8 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 use shopflow_model::{
-    Alert, AlsoBought, MemberOrders, MemberView, Millis, OrderView, Payout, PointsEntry,
-    RatingView, SalesFact, SalesMinute, SettlementEntry, StockLevel, TaxInvoice,
+    Alert, AlsoBought, DeadLetter, MemberOrders, MemberView, Millis, OrderView, Payout,
+    PointsEntry, RatingView, SalesFact, SalesMinute, SettlementEntry, StockLevel, TaxInvoice,
 };
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
@@ -55,6 +55,9 @@ pub enum Row {
     SalesFact(SalesFact),
     /// A per-seller minute rollup (upsert by seller and minute).
     SalesMinute(SalesMinute),
+    /// A rejected message (only ever added; written to the dead-letter sink as it comes,
+    /// ahead of the batch it travels with).
+    DeadLetter(DeadLetter),
 }
 
 /// Sends batches of view changes to `out` from the last worker as the frontier advances: each
@@ -121,8 +124,11 @@ pub fn send_batches<'s>(
                 }
                 let later = pending.split_off(&(new_as_of + 1));
                 let ready = std::mem::replace(pending, later);
-                let mut batch = consolidate(ready.into_values().flatten(), new_as_of);
+                let (mut batch, dead) = consolidate(ready.into_values().flatten(), new_as_of);
                 batch.complete = complete;
+                if !dead.is_empty() && out.send(Output::DeadLetters(dead)).is_err() {
+                    failed.store(true, Ordering::SeqCst);
+                }
                 if complete {
                     pending.clear();
                 }
@@ -137,8 +143,8 @@ pub fn send_batches<'s>(
 }
 
 /// The rows of `rows` (in time order, all dated ≤ `as_of`) as one batch: the last value
-/// of every key, and every append-only record.
-fn consolidate(rows: impl Iterator<Item = Row>, as_of: Millis) -> ViewBatch {
+/// of every key, and every append-only record; and the dead letters among them, in order.
+fn consolidate(rows: impl Iterator<Item = Row>, as_of: Millis) -> (ViewBatch, Vec<DeadLetter>) {
     let mut stock: FastMap<u64, StockLevel> = FastMap::default();
     let mut orders: FastMap<u64, OrderView> = FastMap::default();
     let mut ratings: FastMap<u64, Option<RatingView>> = FastMap::default();
@@ -153,6 +159,7 @@ fn consolidate(rows: impl Iterator<Item = Row>, as_of: Millis) -> ViewBatch {
         complete: false,
         ..ViewBatch::default()
     };
+    let mut dead = Vec::new();
     for row in rows {
         match row {
             Row::Stock(s) => {
@@ -187,6 +194,7 @@ fn consolidate(rows: impl Iterator<Item = Row>, as_of: Millis) -> ViewBatch {
             Row::SalesMinute(m) => {
                 minutes.insert((m.seller_id, m.minute), m);
             }
+            Row::DeadLetter(d) => dead.push(d),
         }
     }
     batch.stock = stock.into_values().collect();
@@ -238,5 +246,5 @@ fn consolidate(rows: impl Iterator<Item = Row>, as_of: Millis) -> ViewBatch {
     batch
         .alerts
         .sort_unstable_by(|a, b| (a.ts, &a.event_id).cmp(&(b.ts, &b.event_id)));
-    batch
+    (batch, dead)
 }

@@ -12,8 +12,10 @@ use shopflow_model::retry::{backoff, Next, Outages};
 use shopflow_model::{DeadLetter, DeadLetterReason, EventBody, Millis, Output};
 
 use crate::checkpoint::{CheckpointConfig, CheckpointError, Restore, StreamPart, WorkerPart};
+use crate::cluster::{mirror, ClusterConfig};
 use crate::dataflow::{build, Inputs, ViewConfig};
 use crate::effects::{order_effects, MemberMsg, SkuMsg, StockDelta};
+use crate::ends::{EndGuard, Ends};
 use crate::metrics::PipelineMetrics;
 use crate::orders::{stream_id, OrderMsg};
 use crate::products::ReviewMsg;
@@ -50,6 +52,9 @@ pub struct PipelineConfig {
     /// A checkpoint to continue from (the caller restores its store images); `None`
     /// reads every stream from its start.
     pub restore: Option<Arc<Restore>>,
+    /// The cluster this process is part of (`workers` threads in each process); `None`
+    /// runs in this process alone.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// The default [`PipelineConfig::read_ahead_ms`].
@@ -80,6 +85,7 @@ impl Default for PipelineConfig {
             read_ahead_ms: DEFAULT_READ_AHEAD_MS,
             checkpoints: None,
             restore: None,
+            cluster: None,
         }
     }
 }
@@ -165,6 +171,20 @@ pub enum PipelineError {
     /// Timely could not start or a worker panicked.
     #[error("dataflow worker failed: {0}")]
     Worker(String),
+    /// Another process of the cluster stopped (its connection broke): timely has no
+    /// partial failure, so this one stops too and every process must be started again.
+    #[error(
+        "a process of the cluster stopped (the connection to it broke): this one stops too; \
+         start every process again (they replay the input, the sinks' guards keep it \
+         exactly once)"
+    )]
+    PeerLost,
+    /// Checkpoints were asked for in cluster mode, which does not take them yet.
+    #[error(
+        "checkpoints are not taken in cluster mode yet: run the cluster without a state \
+         directory (a restart replays the input; the sinks' guards keep it exactly once)"
+    )]
+    ClusterCheckpoints,
     /// The checkpoint being restored does not fit this run.
     #[error("cannot continue from checkpoint {seq}: {source} (move the state directory's checkpoints away to replay from the start)")]
     Restore {
@@ -196,7 +216,14 @@ pub fn run<F>(
 where
     F: Fn(usize, usize) -> Result<Box<dyn Source>, SourceError> + Send + Sync + 'static,
 {
-    let workers = config.workers.max(1);
+    let threads = config.workers.max(1);
+    let (timely_config, workers) = match &config.cluster {
+        Some(_) if config.checkpoints.is_some() || config.restore.is_some() => {
+            return Err(PipelineError::ClusterCheckpoints);
+        }
+        Some(c) => (c.timely(threads), threads * c.processes()),
+        None => (timely::Config::process(threads), threads),
+    };
     let stats2 = stats.clone();
     let ends = Arc::new(Ends::new(workers));
     if let Some(r) = &config.restore {
@@ -214,7 +241,7 @@ where
         }
     }
     let coordinator = Arc::new(Coordinator::new(workers, config.checkpoints.clone())?);
-    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+    let guards = timely::execute(timely_config, move |worker| {
         worker_main(
             worker,
             &config,
@@ -226,8 +253,15 @@ where
         )
     })
     .map_err(PipelineError::Worker)?;
-    for result in guards.join() {
-        result.map_err(PipelineError::Worker)??;
+    // A peer's broken connection panics timely's network threads and poisons what the
+    // workers receive from it; joining (which also joins the network threads) reports it.
+    let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || guards.join()))
+        .map_err(|_| PipelineError::PeerLost)?;
+    for result in joined {
+        result.map_err(|e| match is_network_failure(&e) {
+            true => PipelineError::PeerLost,
+            false => PipelineError::Worker(e),
+        })??;
     }
     // At the end of the input the frontier is the largest event time seen (SPEC §8).
     let frontier = &stats.metrics.frontier;
@@ -238,19 +272,35 @@ where
     Ok(stats.summary())
 }
 
+/// Whether a worker's panic message is that of a broken connection to another process.
+pub fn is_network_failure(message: &str) -> bool {
+    [
+        "timely communication error",
+        "MergeQueue poisoned",
+        "thread panic",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+}
+
 fn worker_main<F>(
     worker: &mut timely::worker::Worker,
     config: &PipelineConfig,
     make_source: &F,
     out: SyncSender<Output>,
     stats: &Stats,
-    ends: &Ends,
+    ends: &Arc<Ends>,
     coordinator: &Coordinator,
 ) -> Result<(), PipelineError>
 where
     F: Fn(usize, usize) -> Result<Box<dyn Source>, SourceError>,
 {
     let index = worker.index();
+    let threads = config.workers.max(1);
+    if config.cluster.is_some() {
+        mirror(worker, ends.clone(), threads);
+    }
+    let ends: &Ends = ends;
     let _guard = EndGuard { ends, index };
     let failed = Arc::new(AtomicBool::new(false));
     let restore = config.restore.as_ref();
@@ -298,6 +348,9 @@ where
         ends.reads[index].store(false, Ordering::Release);
     }
     let keys: Vec<(String, i32)> = (0..streams).map(|s| source.stream_key(s)).collect();
+    for (topic, partition) in &keys {
+        stats.health.reads(format!("{topic}/{partition}"));
+    }
     // (stream id for order events, partition) of each stream.
     let stream_ids: Vec<(u64, i32)> = keys
         .iter()
@@ -360,8 +413,10 @@ where
     // Past the end of a bounded run the probe may move on to work scheduled later (window
     // ends): the views stay as of the end.
     let end = inputs.end.clone();
+    // The first worker of each process publishes the `as_of` (the probe's frontier is the
+    // cluster's).
     let publish_as_of = |probe: &timely::dataflow::operators::probe::Handle<Millis>| {
-        if index == 0 {
+        if index.is_multiple_of(threads) {
             probe.with_frontier(|f| {
                 if let Some(&t) = f.first() {
                     let t = end.get().map_or(t, |e| t.min(e + 1));
@@ -507,6 +562,7 @@ where
                     stats.dead_letters[i].fetch_add(1, Ordering::Relaxed);
                     tally.dead[i] += 1;
                     let s = &source.streams()[m.stream];
+                    sent = true;
                     dead.push(DeadLetter {
                         reason: r.reason,
                         detail: r.detail,
@@ -519,12 +575,10 @@ where
                 }
             }
         }
-        if !dead.is_empty()
-            && out
-                .send(Output::DeadLetters(std::mem::take(&mut dead)))
-                .is_err()
-        {
-            return Err(PipelineError::SinkGone);
+        // Dead letters go through the dataflow to the worker that writes (in a cluster, it
+        // may be in another process), dated at the inputs' time.
+        for d in dead.drain(..) {
+            inputs.dead.send((d, timely));
         }
         drop(decoded_iter);
         if sent {
@@ -943,136 +997,6 @@ impl Drop for Decoder {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-}
-
-/// How the workers of this process end a run together. A bounded run's views end as of
-/// the largest event time any worker saw (SPEC §8), so every worker must drive the
-/// frontier past that time before any of them closes its inputs; a worker that runs out of
-/// input first must meanwhile not hold the frontier back (the others wait on it). Each
-/// worker publishes its input time; a finished worker follows the slowest unfinished one.
-struct Ends {
-    /// Each worker's input time.
-    caps: Vec<AtomicU64>,
-    /// 0 while the worker reads; then 1 + the last time its views need.
-    finals: Vec<AtomicU64>,
-    /// Whether some worker accepted an event.
-    any_event: AtomicBool,
-    /// Whether some worker stopped with an error (the others then stop too).
-    aborted: AtomicBool,
-    /// Whether each worker has streams to read (workers without any never send records
-    /// and do not hold the input time back).
-    reads: Vec<AtomicBool>,
-    /// The time each worker's dataflow inputs are at.
-    timely: Vec<AtomicU64>,
-    /// For each worker, 1 + the latest input time it sent records at (0 = none).
-    sent: Vec<AtomicU64>,
-    /// Whether each worker has read its bounded input to the end (kept only when
-    /// checkpoints are on, see the end of `worker_main`).
-    at_end: Vec<AtomicBool>,
-}
-
-/// Marks a worker finished (and the run aborted) if it leaves before finishing normally.
-struct EndGuard<'a> {
-    ends: &'a Ends,
-    index: usize,
-}
-
-impl Drop for EndGuard<'_> {
-    fn drop(&mut self) {
-        let f = &self.ends.finals[self.index];
-        if f.load(Ordering::Acquire) == 0 {
-            self.ends.aborted.store(true, Ordering::Release);
-            f.store(1, Ordering::Release);
-        }
-    }
-}
-
-impl Ends {
-    fn new(workers: usize) -> Self {
-        Ends {
-            caps: (0..workers).map(|_| AtomicU64::new(0)).collect(),
-            finals: (0..workers).map(|_| AtomicU64::new(0)).collect(),
-            any_event: AtomicBool::new(false),
-            aborted: AtomicBool::new(false),
-            reads: (0..workers).map(|_| AtomicBool::new(true)).collect(),
-            timely: (0..workers).map(|_| AtomicU64::new(0)).collect(),
-            sent: (0..workers).map(|_| AtomicU64::new(0)).collect(),
-            at_end: (0..workers).map(|_| AtomicBool::new(false)).collect(),
-        }
-    }
-
-    /// The smallest input frontier of a worker holding at the end of its bounded input.
-    fn at_end_floor(&self) -> Option<Millis> {
-        self.at_end
-            .iter()
-            .zip(&self.caps)
-            .filter(|(e, _)| e.load(Ordering::Acquire))
-            .map(|(_, c)| c.load(Ordering::Acquire))
-            .min()
-    }
-
-    /// Whether every worker with streams has read its bounded input to the end.
-    fn all_readers_at_end(&self) -> bool {
-        self.reads
-            .iter()
-            .zip(&self.at_end)
-            .all(|(r, e)| !r.load(Ordering::Acquire) || e.load(Ordering::Acquire))
-    }
-
-    /// The smallest input frontier of a worker with streams, finished or not: the only
-    /// time a checkpoint can describe (no reading worker dates a record before its own
-    /// frontier, after a restart either).
-    fn min_reading_cap(&self) -> Option<Millis> {
-        self.reads
-            .iter()
-            .zip(&self.caps)
-            .filter(|(r, _)| r.load(Ordering::Acquire))
-            .map(|(_, c)| c.load(Ordering::Acquire))
-            .min()
-    }
-
-    /// Moves worker `index`'s dataflow inputs up to one millisecond before the input
-    /// frontier of the slowest worker still reading (`strict`: of any worker with streams,
-    /// while a checkpoint is being agreed on). Records are dated no earlier than their
-    /// worker's frontier, so they are never before the inputs' time; and a checkpoint at
-    /// the slowest frontier T finds every record sent before it at a time before T, hence
-    /// applied once the dataflow's frontier reaches T, with nothing left in flight.
-    fn follow(&self, index: usize, inputs: &mut Inputs, timely: &mut Millis, strict: bool) {
-        let slowest = if strict {
-            self.min_reading_cap()
-        } else {
-            self.slowest_reader()
-        };
-        if let Some(t) = slowest.map(|t| t.saturating_sub(1)) {
-            if t > *timely {
-                *timely = t;
-                inputs.advance_to(t);
-                self.timely[index].store(t, Ordering::Release);
-            }
-        }
-    }
-
-    /// The input time of the slowest worker still reading, if any.
-    fn slowest_reader(&self) -> Option<Millis> {
-        self.finals
-            .iter()
-            .zip(&self.caps)
-            .filter(|(f, _)| f.load(Ordering::Acquire) == 0)
-            .map(|(_, c)| c.load(Ordering::Acquire))
-            .min()
-    }
-
-    /// Once every worker finished: the last time of the run, if any event was accepted.
-    fn last_time(&self) -> Option<Option<Millis>> {
-        let mut last = 0;
-        for f in &self.finals {
-            match f.load(Ordering::Acquire) {
-                0 => return None,
-                v => last = last.max(v - 1),
-            }
-        }
-        Some(self.any_event.load(Ordering::Acquire).then_some(last))
     }
 }
 

@@ -1,0 +1,171 @@
+//! One pipeline across several processes: timely's own cluster mode (processes × worker
+//! threads, exchanging over TCP).
+//!
+//! Every process runs the same dataflow; worker `i` of process `p` is worker
+//! `p × threads + i` of the cluster, and reads the streams
+//! [`shopflow_ingest::source::assign`] gives it among all workers. What the workers of one
+//! process share through memory (each one's input time and end, see [`crate::ends`]) is
+//! mirrored to the other processes by a small dataflow of its own: each worker broadcasts
+//! its entries when they change, and every process merges what it receives. Every entry
+//! moves one way only, so a signal that arrives late only makes a worker wait a little
+//! longer, never lets it pass a time it must not.
+//!
+//! Timely has no partial failure: a process that dies breaks its peers' connections, their
+//! workers stop with an error, and the supervisor restarts every process (recovery is that
+//! of one process: replay from the sinks' guards).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::Inspect;
+
+use crate::ends::{Ends, Signal};
+
+/// Where this process stands in a cluster of processes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This process's index, `0..addresses.len()`.
+    pub process: usize,
+    /// `host:port` of every process, in process order (this one's included: it listens
+    /// there for the others).
+    pub addresses: Vec<String>,
+}
+
+/// Why a cluster configuration cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ClusterError {
+    /// The process index is not among the addresses.
+    #[error("process {process} is not one of the {processes} processes (indexes start at 0)")]
+    Index {
+        /// The index given.
+        process: usize,
+        /// How many processes the peer list names.
+        processes: usize,
+    },
+    /// An address is not `host:port`.
+    #[error("peer address {0:?} is not host:port")]
+    Address(String),
+    /// Two processes were given the same address.
+    #[error("peer address {0} is given twice")]
+    Repeated(String),
+}
+
+impl ClusterConfig {
+    /// A checked cluster configuration.
+    pub fn new(process: usize, addresses: Vec<String>) -> Result<Self, ClusterError> {
+        if process >= addresses.len() {
+            return Err(ClusterError::Index {
+                process,
+                processes: addresses.len(),
+            });
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for a in &addresses {
+            let port_ok = a
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(ClusterError::Address(a.clone()));
+            }
+            if !seen.insert(a.as_str()) {
+                return Err(ClusterError::Repeated(a.clone()));
+            }
+        }
+        Ok(ClusterConfig { process, addresses })
+    }
+
+    /// How many processes the cluster has.
+    pub fn processes(&self) -> usize {
+        self.addresses.len()
+    }
+
+    /// Timely's configuration for this process with `threads` workers.
+    pub(crate) fn timely(&self, threads: usize) -> timely::Config {
+        timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads,
+                process: self.process,
+                addresses: self.addresses.clone(),
+                report: false,
+                zerocopy: false,
+            },
+            worker: timely::WorkerConfig::default(),
+        }
+    }
+}
+
+/// How often a worker looks whether its entries changed (and sends them if so).
+const MIRROR_PERIOD: Duration = Duration::from_millis(1);
+
+/// Builds, in `worker`, the dataflow that mirrors [`Ends`] between the processes: the
+/// worker's own entries go to every worker whenever they change, and those of workers in
+/// other processes are merged into `ends` (those of this process are there already). The
+/// worker stops sending once its end is set (nothing of it changes after that), which
+/// lets the dataflow finish.
+pub(crate) fn mirror(worker: &mut timely::worker::Worker, ends: Arc<Ends>, threads: usize) {
+    let index = worker.index();
+    let process = index / threads.max(1);
+    worker.dataflow::<u64, _, _>(move |scope| {
+        let mine = ends.clone();
+        source::<_, CapacityContainerBuilder<Vec<Signal>>, _, _>(
+            scope,
+            "MirrorEnds",
+            move |cap, info| {
+                let activator = scope.activator_for(info.address);
+                let mut cap = Some(cap);
+                let mut sent: Option<Signal> = None;
+                move |output| {
+                    let Some(c) = cap.as_ref() else {
+                        return;
+                    };
+                    let now = mine.signal(index);
+                    let finished = now.finished();
+                    if sent.as_ref() != Some(&now) {
+                        output.session(c).give(now.clone());
+                        sent = Some(now);
+                    }
+                    if finished {
+                        cap = None;
+                    } else {
+                        activator.activate_after(MIRROR_PERIOD);
+                    }
+                }
+            },
+        )
+        .broadcast()
+        .inspect(move |s: &Signal| {
+            if s.worker() / threads.max(1) != process {
+                ends.apply(s);
+            }
+        });
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_configuration_is_checked() {
+        let two = vec!["a:1".to_string(), "b:2".to_string()];
+        assert!(ClusterConfig::new(1, two.clone()).is_ok());
+        assert_eq!(
+            ClusterConfig::new(2, two),
+            Err(ClusterError::Index {
+                process: 2,
+                processes: 2
+            })
+        );
+        assert_eq!(
+            ClusterConfig::new(0, vec!["a".into()]),
+            Err(ClusterError::Address("a".into()))
+        );
+        assert_eq!(
+            ClusterConfig::new(0, vec!["a:1".into(), "a:1".into()]),
+            Err(ClusterError::Repeated("a:1".into()))
+        );
+    }
+}
