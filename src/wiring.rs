@@ -288,7 +288,15 @@ fn serve(
 
 /// Prints a progress line every second until the pipeline finishes. Unpark its thread
 /// after setting `finished`: it then ends at once instead of at its next tick.
-fn progress(stats: Arc<Stats>, sink: Arc<SinkStats>) -> std::thread::JoinHandle<()> {
+///
+/// In a cluster, a process that does not write (`writes_here` false) is ready once the
+/// dataflow has an `as_of` (the writing process's stores are the ones read), and its line
+/// shows that `as_of`.
+fn progress(
+    stats: Arc<Stats>,
+    sink: Arc<SinkStats>,
+    writes_here: bool,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let start = Instant::now();
         let mut last = 0;
@@ -306,14 +314,16 @@ fn progress(stats: Arc<Stats>, sink: Arc<SinkStats>) -> std::thread::JoinHandle<
                 break;
             }
             // A failing source does not pass through the writer: keep `shopflow_ready` current.
-            sink.refresh_ready();
+            let as_of = if writes_here {
+                sink.refresh_ready();
+                sink.as_of_plus_one.load(Ordering::Relaxed).checked_sub(1)
+            } else {
+                let ready = stats.as_of().is_some() && sink.health.is_healthy();
+                sink.metrics.ready.set(i64::from(ready));
+                stats.as_of()
+            };
             let n = stats.messages.load(Ordering::Relaxed);
-            let as_of = sink
-                .as_of_plus_one
-                .load(Ordering::Relaxed)
-                .checked_sub(1)
-                .map(rfc3339_utc)
-                .unwrap_or_else(|| "-".into());
+            let as_of = as_of.map(rfc3339_utc).unwrap_or_else(|| "-".into());
             say!(
                 "[{:>5.1}s] read {n} ({}/s)  accepted {}  dead letters {}  duplicates {}  late {}  views as of {as_of}",
                 start.elapsed().as_secs_f64(),
@@ -427,7 +437,11 @@ fn execute(
         writer_config,
         images,
     );
-    let reporter = progress(stats.clone(), sink_stats.clone());
+    let writes_here = config
+        .cluster
+        .as_ref()
+        .is_none_or(|c| c.process + 1 == c.processes());
+    let reporter = progress(stats.clone(), sink_stats.clone(), writes_here);
     let stop = stats.clone();
     ctrlc_stop(stop);
     let result = shopflow_pipelines::run(config, make_source, tx, stats.clone());

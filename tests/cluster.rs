@@ -22,7 +22,7 @@ use shopflow_tests::{
 };
 
 mod common;
-use common::{admin_token, answers, get, serve};
+use common::{admin_token, answers, get, get_text, serve};
 
 const SECRET: &str = "cluster-test-secret-0123456789abcdef";
 
@@ -127,6 +127,7 @@ fn a_file_read_by_one_process_of_two_serves_what_one_process_serves() {
     let (mut writer, port, log) = serve(c);
     let got = answers(port, &token);
     let (status, ready) = get(port, "/readyz", &token);
+    let (_, metrics) = get_text(port, "/metrics", &token);
     writer.kill().expect("stop");
     writer.wait().expect("reap");
     let status0 = exits_within(&mut reader, Duration::from_secs(60));
@@ -160,6 +161,12 @@ fn a_file_read_by_one_process_of_two_serves_what_one_process_serves() {
         ),
         "/readyz says which process this is and what it reads: {ready}"
     );
+    for line in ["shopflow_cluster_processes 2", "shopflow_cluster_process 1"] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "/metrics of process 1 lacks {line:?}"
+        );
+    }
     for ((path, s1, b1), (_, s2, b2)) in want.iter().zip(&got) {
         assert_eq!(
             (s1, b1),

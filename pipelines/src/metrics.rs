@@ -54,6 +54,10 @@ pub struct PipelineMetrics {
     pub checkpoint_write: Gauge,
     /// `shopflow_checkpoint_pause_seconds_total`: time reading was paused for checkpoints.
     pub checkpoint_pause: Counter,
+    /// `shopflow_cluster_processes`: how many processes run the pipeline (1 alone).
+    pub processes: IntGauge,
+    /// `shopflow_cluster_process`: this process's index among them.
+    pub process: IntGauge,
 }
 
 impl Default for PipelineMetrics {
@@ -139,7 +143,18 @@ impl PipelineMetrics {
                 "Time reading was paused to take checkpoints.",
             ))
             .expect("valid metric"),
+            processes: IntGauge::with_opts(Opts::new(
+                "shopflow_cluster_processes",
+                "How many processes run the pipeline (1: this one alone).",
+            ))
+            .expect("valid metric"),
+            process: IntGauge::with_opts(Opts::new(
+                "shopflow_cluster_process",
+                "This process's index in the cluster (the last one writes the sinks).",
+            ))
+            .expect("valid metric"),
         };
+        me.processes.set(1);
         for reason in DeadLetterReason::ALL {
             me.dead_letters.with_label_values(&[reason.as_str()]);
         }
@@ -162,6 +177,8 @@ impl PipelineMetrics {
         registry.register(Box::new(self.checkpoint_bytes.clone()))?;
         registry.register(Box::new(self.checkpoint_write.clone()))?;
         registry.register(Box::new(self.checkpoint_pause.clone()))?;
+        registry.register(Box::new(self.processes.clone()))?;
+        registry.register(Box::new(self.process.clone()))?;
         Ok(())
     }
 

@@ -221,7 +221,11 @@ where
         Some(_) if config.checkpoints.is_some() || config.restore.is_some() => {
             return Err(PipelineError::ClusterCheckpoints);
         }
-        Some(c) => (c.timely(threads), threads * c.processes()),
+        Some(c) => {
+            stats.metrics.processes.set(c.processes() as i64);
+            stats.metrics.process.set(c.process as i64);
+            (c.timely(threads), threads * c.processes())
+        }
         None => (timely::Config::process(threads), threads),
     };
     let stats2 = stats.clone();

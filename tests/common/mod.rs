@@ -33,7 +33,8 @@ pub fn serve(mut c: Command) -> (Child, u16, String) {
     (child, port, log)
 }
 
-pub fn get(port: u16, path: &str, token: &str) -> (u16, serde_json::Value) {
+/// GET `path` with `token`: the status and the body as text.
+pub fn get_text(port: u16, path: &str, token: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the API");
     write!(
         s,
@@ -48,7 +49,13 @@ pub fn get(port: u16, path: &str, token: &str) -> (u16, serde_json::Value) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or_default())
+    (status, body.to_string())
+}
+
+/// GET `path` with `token`: the status and the body as JSON (null if it is not).
+pub fn get(port: u16, path: &str, token: &str) -> (u16, serde_json::Value) {
+    let (status, body) = get_text(port, path, token);
+    (status, serde_json::from_str(&body).unwrap_or_default())
 }
 
 pub fn admin_token(secret: &str) -> String {
