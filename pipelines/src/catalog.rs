@@ -84,7 +84,16 @@ impl<V: Copy + PartialEq> Versions<V> {
         n.checked_sub(1).map(|i| self.history[i].1)
     }
 
-    /// When the record first had a value.
+    /// Drops the versions no lookup at `cutoff` or later can need: those before the last
+    /// one set at or before `cutoff`.
+    fn forget_before(&mut self, cutoff: Millis) {
+        let n = self.history.partition_point(|(at, _)| *at <= cutoff);
+        if n > 1 {
+            self.history.drain(..n - 1);
+        }
+    }
+
+    /// When the record first had a value (of the versions kept).
     fn first(&self) -> Millis {
         self.history[0].0
     }
@@ -95,16 +104,21 @@ impl<V: Copy + PartialEq> Versions<V> {
     }
 }
 
-/// Applies an upsert to a record's versions (creating them); returns whether it is the
-/// latest now.
+/// Applies an upsert to a record's versions (creating them), then forgets the versions
+/// no lookup at `keep_from` or later can need; returns whether it is the latest now.
 fn upsert<V: Copy + PartialEq>(
     map: &mut FastMap<u64, Versions<V>>,
     id: u64,
     key: EventKey,
     value: V,
+    keep_from: Millis,
 ) -> bool {
     match map.get_mut(&id) {
-        Some(v) => v.upsert(key, value),
+        Some(v) => {
+            let latest = v.upsert(key, value);
+            v.forget_before(keep_from);
+            latest
+        }
         None => {
             map.insert(id, Versions::new(key, value));
             true
@@ -126,9 +140,35 @@ struct Catalog {
     waiting_facts: FastMap<u64, Vec<FactDraft>>,
     /// Settlement queries waiting for the SKU or its category, per SKU, in arrival order.
     waiting_settle: FastMap<u64, Vec<SkuMsg>>,
+    /// Per SKU, the earliest time a lookup for one of its lines asked about (a line's
+    /// placement: its first fact, handled before any later query of the line, which asks
+    /// about its placement or its confirmation). A line not seen yet is placed no earlier
+    /// than the time being handled. So versions of a SKU older than the one in force at
+    /// the smaller of the two are never looked up again, and are dropped: the history grows
+    /// with the reassignments of SKUs that have orders back then, not with every upsert.
+    oldest_lookup: FastMap<u64, Millis>,
+    /// The earliest of them all: a category's versions are kept back to it.
+    oldest_any: Option<Millis>,
 }
 
 impl Catalog {
+    /// Notes a lookup for `sku` at `t` (see [`Catalog::oldest_lookup`]).
+    fn looked_up(&mut self, sku: u64, t: Millis) {
+        let o = self.oldest_lookup.entry(sku).or_insert(t);
+        *o = (*o).min(t);
+        self.oldest_any = Some(self.oldest_any.map_or(t, |a| a.min(t)));
+    }
+
+    /// The earliest time a lookup for `sku` may still ask about, handling time `now`.
+    fn keep_sku_from(&self, sku: u64, now: Millis) -> Millis {
+        self.oldest_lookup.get(&sku).map_or(now, |&o| o.min(now))
+    }
+
+    /// The earliest time a lookup of any category may still ask about, handling `now`.
+    fn keep_categories_from(&self, now: Millis) -> Millis {
+        self.oldest_any.map_or(now, |o| o.min(now))
+    }
+
     /// (seller, category) of a SKU at time `t`.
     fn listing_at(&self, sku: u64, t: Millis) -> Option<(u64, u64)> {
         self.listings.get(&sku)?.as_of(t)
@@ -246,7 +286,9 @@ pub fn catalog<'s>(
                             partition,
                             offset,
                         };
-                        if upsert(&mut c.listings, *sku, key, (seller_id, category_id)) {
+                        let keep = c.keep_sku_from(*sku, time);
+                        let value = (seller_id, category_id);
+                        if upsert(&mut c.listings, *sku, key, value, keep) {
                             listed.push(*sku);
                         }
                     }
@@ -261,7 +303,8 @@ pub fn catalog<'s>(
                             partition,
                             offset,
                         };
-                        if upsert(&mut c.categories, category_id, key, commission_bp) {
+                        let keep = c.keep_categories_from(time);
+                        if upsert(&mut c.categories, category_id, key, commission_bp, keep) {
                             categories_changed = true;
                         }
                     }
@@ -301,6 +344,12 @@ pub fn catalog<'s>(
             }
             // Then this time's queries, in arrival order.
             for (sku, msg) in records {
+                match &msg {
+                    SkuMsg::Fact(d) => c.looked_up(sku, d.placed),
+                    SkuMsg::Settle { .. } => c.looked_up(sku, time),
+                    SkuMsg::SettleRefund { confirmed, .. } => c.looked_up(sku, *confirmed),
+                    SkuMsg::Listing { .. } | SkuMsg::Category { .. } => {}
+                }
                 match msg {
                     SkuMsg::Listing { .. } | SkuMsg::Category { .. } => {}
                     SkuMsg::Fact(d) => match c.fact(sku, &d) {

@@ -33,7 +33,7 @@ use shopflow_model::{Millis, StoreImages};
 /// Version of the checkpoint format this build writes and reads. A file of another
 /// version is skipped (the run falls back to an older checkpoint of this version, or
 /// replays from the start).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The first bytes of every checkpoint file.
 pub const MAGIC: &[u8] = b"shopflow checkpoint\n";
