@@ -574,19 +574,14 @@ pub fn run(args: RunArgs) -> Result<()> {
                 .map_err(|e| anyhow::anyhow!("--peers/--process: {e}"))?,
         ),
     };
-    if cluster.is_some() && args.state_dir.is_some() {
-        bail!(
-            "--state-dir: checkpoints are not taken in cluster mode yet; run the cluster without \
-             a state directory (a restart replays the input, the sinks' guards keep it exactly once)"
-        );
-    }
     // In a cluster the last process's last worker writes every sink (see docs/operations.md).
     let writes_here = cluster
         .as_ref()
         .is_none_or(|c| c.process + 1 == c.processes());
-    let mut snapshot = match &args.state_dir {
-        Some(dir) => load_checkpoint(dir, args.pipeline.workers)?,
-        None => None,
+    let mut snapshot = match (&args.state_dir, &cluster) {
+        (Some(dir), None) => load_checkpoint(dir, args.pipeline.workers)?,
+        (Some(dir), Some(c)) => load_cluster_checkpoint(dir, args.pipeline.workers, c)?,
+        (None, _) => None,
     };
     // Where each stream resumes, and how long each JSON-lines file was at the checkpoint.
     let offsets = snapshot.as_ref().map(|s| s.offsets()).unwrap_or_default();
@@ -807,6 +802,44 @@ fn load_checkpoint(
             None
         }
     })
+}
+
+/// In a cluster: the checkpoint every process holds, agreed with the others (see
+/// `ClusterConfig::agree_on_checkpoint`); newer ones of this process, which some other
+/// process lacks, are deleted so that the next checkpoint numbers agree too.
+fn load_cluster_checkpoint(
+    dir: &str,
+    workers: usize,
+    cluster: &ClusterConfig,
+) -> Result<Option<shopflow_pipelines::checkpoint::Snapshot>> {
+    use shopflow_pipelines::checkpoint;
+    let path = std::path::Path::new(dir);
+    let started = Instant::now();
+    let offer = checkpoint::usable_seqs(path, workers)
+        .with_context(|| format!("reading the state directory {dir}"))?;
+    let agreed = cluster
+        .agree_on_checkpoint(offer)
+        .map_err(|e| anyhow::anyhow!("agreeing on a checkpoint with the other processes: {e}"))?;
+    for f in checkpoint::remove_newer(path, agreed)? {
+        say!(
+            "deleted {}: not every process of the cluster holds it",
+            f.display()
+        );
+    }
+    let Some(seq) = agreed else {
+        say!("no checkpoint every process holds: every stream is read from its start");
+        return Ok(None);
+    };
+    let (file, s) = checkpoint::load_seq(path, seq, workers)?;
+    say!(
+        "continuing from checkpoint {} ({}, agreed and loaded in {:.2} s): {} messages already read here, dataflow time {}",
+        s.seq,
+        file.display(),
+        started.elapsed().as_secs_f64(),
+        s.messages(),
+        s.time
+    );
+    Ok(Some(s))
 }
 
 /// `shopflow checkpoints`

@@ -189,6 +189,160 @@ fn a_file_read_by_one_process_of_two_serves_what_one_process_serves() {
     }
 }
 
+/// The dead letters of a JSON-lines file without the `topic` (the file they were read
+/// from, which differs between a prefix and the whole log), sorted.
+fn dead_letters(path: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_to_string(path)
+        .expect("read the dead letters")
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            v.as_object_mut().expect("an object").remove("topic");
+            v.to_string()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_cluster_continues_from_the_newest_checkpoint_every_process_holds() {
+    let d = dir("checkpoints");
+    let log = generate(&GenConfig {
+        events: 24_000,
+        seed: 47,
+        bad_rate: 0.02,
+        ..GenConfig::default()
+    });
+    let write = |name: &str, n: usize| {
+        let path = d.join(name);
+        let mut text = Vec::new();
+        for m in &log[..n] {
+            text.extend_from_slice(&m.payload);
+            text.push(b'\n');
+        }
+        std::fs::write(&path, text).expect("write a workload");
+        path
+    };
+    let (first, second, full) = (
+        write("first.jsonl", 8_000),
+        write("second.jsonl", 16_000),
+        write("full.jsonl", log.len()),
+    );
+    let token = admin_token(SECRET);
+
+    let one = d.join("one");
+    let mut c = shopflow(2);
+    c.arg("--file").arg(&full).arg("--out-dir").arg(&one);
+    let (mut single, port, _) = serve(c);
+    let want = answers(port, &token);
+    single.kill().expect("stop");
+    single.wait().expect("reap");
+
+    // Each process keeps its checkpoints in its own state directory.
+    let state = [d.join("s0"), d.join("s1")];
+    let out = [d.join("p0"), d.join("p1")];
+    let cluster = |file: &Path, peers: &str, p: usize| {
+        let mut c = in_cluster(shopflow(1), peers, p);
+        c.arg("--file").arg(file);
+        c.arg("--out-dir")
+            .arg(&out[p])
+            .arg("--state-dir")
+            .arg(&state[p]);
+        // Several rounds per file: a checkpoint at the end of a bounded input needs the
+        // input time to have moved (an input read in one round has none).
+        c.args(["--poll-batch", "1000"]);
+        c
+    };
+    let run_to_end = |file: &Path| {
+        let peers = peers();
+        let mut children: Vec<Child> = (0..2)
+            .map(|p| {
+                cluster(file, &peers, p)
+                    .arg("--exit-when-done")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start a process")
+            })
+            .collect();
+        for (p, child) in children.iter_mut().enumerate() {
+            let status = exits_within(child, Duration::from_secs(120));
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "process {p} over {file:?}: {status:?}"
+            );
+        }
+    };
+    run_to_end(&first);
+    run_to_end(&second);
+    let files = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("a state directory")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    let held = files(&state[0]);
+    assert_eq!(
+        held.len(),
+        2,
+        "two checkpoints in process 0's directory: {held:?}"
+    );
+    assert_eq!(
+        held,
+        files(&state[1]),
+        "the processes number their checkpoints alike"
+    );
+    // Process 0 loses its newest: the cluster must go back to the one before, in both.
+    std::fs::remove_file(state[0].join(&held[1])).expect("remove a checkpoint");
+
+    let peers = peers();
+    let mut reader = cluster(&full, &peers, 0)
+        .arg("--exit-when-done")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start process 0");
+    let (mut writer, port, log1) = serve(cluster(&full, &peers, 1));
+    let got = answers(port, &token);
+    writer.kill().expect("stop");
+    writer.wait().expect("reap");
+    let status0 = exits_within(&mut reader, Duration::from_secs(60));
+    let log0 =
+        String::from_utf8_lossy(&reader.wait_with_output().expect("output").stderr).to_string();
+    assert_eq!(
+        status0.map(|s| s.success()),
+        Some(true),
+        "process 0:\n{log0}"
+    );
+    assert!(
+        log0.contains("continuing from checkpoint 1 ")
+            && log0.contains("8000 messages already read here")
+            && log0.contains("finished: 16000 messages"),
+        "process 0 continues from checkpoint 1 (its newest, 2, is gone) and reads the rest:\n{log0}"
+    );
+    assert!(
+        log1.contains(&format!("deleted {}", state[1].join(&held[1]).display()))
+            && log1.contains("continuing from checkpoint 1 "),
+        "process 1 drops the checkpoint process 0 lacks and continues from checkpoint 1:\n{log1}"
+    );
+    for ((path, s1, b1), (_, s2, b2)) in want.iter().zip(&got) {
+        assert_eq!((s1, b1), (s2, b2), "{path}: one run vs a cluster continued");
+    }
+    assert_eq!(
+        std::fs::read(one.join("alerts.jsonl")).expect("alerts"),
+        std::fs::read(out[1].join("alerts.jsonl")).expect("alerts"),
+        "alerts: one run vs a cluster continued"
+    );
+    assert_eq!(
+        dead_letters(&one.join("dlq.jsonl")),
+        dead_letters(&out[1].join("dlq.jsonl")),
+        "dead letters: one run vs a cluster continued"
+    );
+}
+
 /// Where the processes write: (brokers, Redis URL, MySQL URL, ClickHouse URL, ClickHouse db,
 /// unique prefix).
 struct Services {
@@ -198,6 +352,9 @@ struct Services {
     clickhouse: String,
     clickhouse_db: String,
     unique: String,
+    /// Checkpoints on: each process's state directory is `state/s{process}`, its log
+    /// `state/p{process}.log` (appended to by every start).
+    state: Option<PathBuf>,
 }
 
 fn on_services(s: &Services, peers: &str, process: usize) -> Command {
@@ -217,6 +374,17 @@ fn on_services(s: &Services, peers: &str, process: usize) -> Command {
         .args(["--kafka-fetch-kb", "4", "--poll-batch", "64"])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    if let Some(dir) = &s.state {
+        c.arg("--state-dir")
+            .arg(dir.join(format!("s{process}")))
+            .args(["--checkpoint-every-messages", "3000"]);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("p{process}.log")))
+            .expect("open a log file");
+        c.stderr(log);
+    }
     c
 }
 
@@ -229,7 +397,8 @@ fn start_both(s: &Services) -> (Child, Child) {
 
 /// Runs the cluster over a fresh set of topics, keys and databases; `kill_at` (a fraction
 /// of the log's time) SIGKILLs the writing process once its ledger is that far, checks the
-/// other stops on its own, and starts both again. Then every sink must equal the reference.
+/// other stops on its own, and starts both again, each from its checkpoints. Then every sink
+/// must equal the reference.
 fn cluster_on_services(stem: &str, kill_at: Option<u64>) {
     let unique = unique_name(stem);
     let topics = Topics::with_prefix(&format!("{unique}."));
@@ -262,6 +431,7 @@ fn cluster_on_services(stem: &str, kill_at: Option<u64>) {
         clickhouse: ch_url.clone(),
         clickhouse_db: ch_db,
         unique: unique.clone(),
+        state: kill_at.map(|_| dir(stem)),
     };
     let (mut p0, mut p1) = start_both(&s);
     if let Some(third) = kill_at {
@@ -308,6 +478,7 @@ fn cluster_on_services(stem: &str, kill_at: Option<u64>) {
         );
         (p0, p1) = start_both(&s);
     }
+    let restarted = kill_at.is_some();
     for (i, p) in [&mut p0, &mut p1].into_iter().enumerate() {
         let status = exits_within(p, Duration::from_secs(300));
         assert!(
@@ -322,6 +493,15 @@ fn cluster_on_services(stem: &str, kill_at: Option<u64>) {
     got.read_sales(&sales, &rt);
     if let Err(e) = got.compare(&want) {
         panic!("the cluster's sinks differ from the reference ({stem}):\n{e}");
+    }
+    if let (true, Some(dir)) = (restarted, &s.state) {
+        for p in 0..2 {
+            let log = std::fs::read_to_string(dir.join(format!("p{p}.log"))).expect("a log");
+            assert!(
+                log.contains("continuing from checkpoint"),
+                "process {p} restarted from a checkpoint:\n{log}"
+            );
+        }
     }
     rt.block_on(ledger.close());
     rt.block_on(ClickHouseSales::drop_database(&ch_url, &s.clickhouse_db))

@@ -247,6 +247,11 @@ fn the_cluster_manifests_name_one_peer_per_process_in_order() {
         statefulset.contains("/etc/shopflow/shopflow-cluster.toml"),
         "the cluster reads the cluster configuration"
     );
+    assert!(
+        statefulset.contains("volumeClaimTemplates")
+            && statefulset.contains("mountPath: /var/lib/shopflow"),
+        "each pod keeps its checkpoints on a volume of its own"
+    );
 
     // Compose: one service per peer, each with its index.
     let compose = read("deploy/compose/compose.cluster.yaml");
@@ -270,8 +275,8 @@ fn the_cluster_manifests_name_one_peer_per_process_in_order() {
         );
     }
 
-    // Both configurations start as the process their index says, with no state directory
-    // (checkpoints are not taken in cluster mode yet: `run` would refuse).
+    // Both configurations start as the process their index says, each with its state
+    // directory (on the pod's or the service's own volume).
     let dir = std::env::temp_dir().join(format!("shopflow-cluster-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let k8s = dir.join("k8s.toml");
@@ -279,7 +284,10 @@ fn the_cluster_manifests_name_one_peer_per_process_in_order() {
     for file in [k8s, root().join("deploy/compose/shopflow-cluster.toml")] {
         let got = shown(&file, &[("SHOPFLOW_PROCESS", "1")]);
         assert_eq!(got["cluster.process"], "1", "{file:?}: {got:?}");
-        assert_eq!(got["run.state_dir"], "-", "{file:?}: {got:?}");
+        assert_eq!(
+            got["run.state_dir"], "/var/lib/shopflow/state",
+            "{file:?}: {got:?}"
+        );
         assert_eq!(
             got["cluster.peers"].split(',').count(),
             2,

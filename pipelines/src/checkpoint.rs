@@ -524,6 +524,24 @@ pub fn next_seq(dir: &Path) -> Result<u64, CheckpointError> {
     Ok(list(dir)?.first().map_or(1, |(seq, _)| seq + 1))
 }
 
+/// Reads and checks the checkpoint at `path` for a run of `workers` workers (per process);
+/// why it cannot be used, if it cannot.
+fn read_usable(path: &Path, workers: usize) -> Result<Snapshot, String> {
+    let mut file = File::open(path)
+        .map(std::io::BufReader::new)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    let s = decode_from(&mut file)?;
+    if s.workers.len() != workers {
+        return Err(format!(
+            "taken with {} workers, this run has {workers} (operator state is partitioned by \
+             worker; run with --workers {} to use it)",
+            s.workers.len(),
+            s.workers.len()
+        ));
+    }
+    Ok(s)
+}
+
 /// The newest usable checkpoint in `dir` for a run of `workers` workers. Each newer file
 /// that cannot be used is skipped with one `warn` line naming it and the reason. `None`
 /// when there is none (the run replays every stream from its start).
@@ -532,21 +550,54 @@ pub fn load_newest(
     workers: usize,
 ) -> Result<Option<(PathBuf, Snapshot)>, CheckpointError> {
     for (_, path) in list(dir)? {
-        let file = File::open(&path).map(std::io::BufReader::new);
-        let reason = match file {
-            Err(e) => format!("cannot read it: {e}"),
-            Ok(mut file) => match decode_from(&mut file) {
-                Err(reason) => reason,
-                Ok(s) if s.workers.len() != workers => format!(
-                    "taken with {} workers, this run has {workers} (operator state is \
-                     partitioned by worker; run with --workers {} to use it)",
-                    s.workers.len(),
-                    s.workers.len()
-                ),
-                Ok(s) => return Ok(Some((path, s))),
-            },
-        };
-        tracing::warn!(file = %path.display(), %reason, "checkpoint skipped: {reason}");
+        match read_usable(&path, workers) {
+            Ok(s) => return Ok(Some((path, s))),
+            Err(reason) => {
+                tracing::warn!(file = %path.display(), %reason, "checkpoint skipped: {reason}")
+            }
+        }
     }
     Ok(None)
+}
+
+/// The sequence numbers of the usable checkpoints in `dir` for `workers` workers, newest
+/// first (every file is read and checked; one that cannot be used is skipped with one
+/// `warn` line). In a cluster each process offers these to agree on one.
+pub fn usable_seqs(dir: &Path, workers: usize) -> Result<Vec<u64>, CheckpointError> {
+    let mut out = Vec::new();
+    for (seq, path) in list(dir)? {
+        match read_usable(&path, workers) {
+            Ok(_) => out.push(seq),
+            Err(reason) => {
+                tracing::warn!(file = %path.display(), %reason, "checkpoint skipped: {reason}")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Checkpoint `seq` of `dir`, read and checked.
+pub fn load_seq(
+    dir: &Path,
+    seq: u64,
+    workers: usize,
+) -> Result<(PathBuf, Snapshot), CheckpointError> {
+    let path = dir.join(file_name(seq));
+    let s = read_usable(&path, workers)
+        .map_err(|reason| CheckpointError::Mismatch(format!("{}: {reason}", path.display())))?;
+    Ok((path, s))
+}
+
+/// Deletes the checkpoint files of `dir` newer than `keep` (every one if `None`): in a
+/// cluster, those some other process does not hold; a later checkpoint of the same number
+/// must not find them. Returns the files deleted.
+pub fn remove_newer(dir: &Path, keep: Option<u64>) -> Result<Vec<PathBuf>, CheckpointError> {
+    let mut removed = Vec::new();
+    for (seq, path) in list(dir)? {
+        if keep.is_none_or(|k| seq > k) {
+            fs::remove_file(&path).map_err(io(&path))?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
 }

@@ -14,13 +14,18 @@
 //! workers stop with an error, and the supervisor restarts every process (recovery is that
 //! of one process: replay from the sinks' guards).
 
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::Inspect;
+use timely::dataflow::operators::vec::Input;
+use timely::dataflow::operators::{Inspect, Probe};
 
 use crate::ends::{Ends, Signal};
 
@@ -97,14 +102,56 @@ impl ClusterConfig {
     }
 }
 
+impl ClusterConfig {
+    /// Agrees with the other processes on the checkpoint to continue from. Each process
+    /// offers the sequence numbers of the usable checkpoints in its own state directory;
+    /// the answer, the same in every process, is the newest one all of them offer (`None`:
+    /// every process replays from the start). A process that died while the others wrote
+    /// their part of a checkpoint lacks it, so the cluster goes back to the one before.
+    /// Runs a short timely computation over the same addresses before the pipeline's.
+    pub fn agree_on_checkpoint(&self, offer: Vec<u64>) -> Result<Option<u64>, String> {
+        let guards = timely::execute(self.timely(1), move |worker| {
+            let offers: Rc<RefCell<Vec<Vec<u64>>>> = Rc::default();
+            let seen = offers.clone();
+            let probe = ProbeHandle::new();
+            let mut input = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, stream) = scope.new_input::<Vec<u64>>();
+                stream
+                    .broadcast()
+                    .inspect(move |o: &Vec<u64>| seen.borrow_mut().push(o.clone()))
+                    .probe_with(&probe);
+                input
+            });
+            input.send(offer.clone());
+            drop(input);
+            while !probe.done() {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+            }
+            let offers = offers.borrow();
+            let common = offers
+                .iter()
+                .skip(1)
+                .fold(offers.first().cloned().unwrap_or_default(), |acc, o| {
+                    acc.into_iter().filter(|s| o.contains(s)).collect()
+                });
+            common.into_iter().max()
+        })?;
+        guards
+            .join()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err("no worker".into()))
+    }
+}
+
 /// How often a worker looks whether its entries changed (and sends them if so).
 const MIRROR_PERIOD: Duration = Duration::from_millis(1);
 
 /// Builds, in `worker`, the dataflow that mirrors [`Ends`] between the processes: the
 /// worker's own entries go to every worker whenever they change, and those of workers in
 /// other processes are merged into `ends` (those of this process are there already). The
-/// worker stops sending once its end is set (nothing of it changes after that), which
-/// lets the dataflow finish.
+/// worker stops sending once it has left its loop (nothing of it changes after that),
+/// which lets the dataflow finish.
 pub(crate) fn mirror(worker: &mut timely::worker::Worker, ends: Arc<Ends>, threads: usize) {
     let index = worker.index();
     let process = index / threads.max(1);
@@ -121,8 +168,9 @@ pub(crate) fn mirror(worker: &mut timely::worker::Worker, ends: Arc<Ends>, threa
                     let Some(c) = cap.as_ref() else {
                         return;
                     };
+                    // Read before the entries: the last signal sent holds the final ones.
+                    let finished = mine.retired[index].load(Ordering::Acquire);
                     let now = mine.signal(index);
-                    let finished = now.finished();
                     if sent.as_ref() != Some(&now) {
                         output.session(c).give(now.clone());
                         sent = Some(now);

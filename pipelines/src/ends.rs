@@ -4,6 +4,7 @@
 //! (see [`crate::cluster`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use shopflow_model::Millis;
 
@@ -33,6 +34,54 @@ pub(crate) struct Ends {
     /// Whether each worker has read its bounded input to the end (kept only when
     /// checkpoints are on, see the end of `worker_main`).
     pub(crate) at_end: Vec<AtomicBool>,
+    /// How far each worker is in taking the checkpoints asked for.
+    pub(crate) votes: Votes,
+    /// Whether each worker of this process has left its loop (its entries change no more;
+    /// not sent to other processes).
+    pub(crate) retired: Vec<AtomicBool>,
+}
+
+/// The checkpoint entries of [`Ends`] (see `runtime::Coordinator`): the checkpoint asked
+/// for, each worker's progress in it, and worker 0's decision. Each process takes its own
+/// workers' part, so what a process has finished is not among them.
+pub(crate) struct Votes {
+    /// The latest checkpoint asked for (1, 2, …; 0 = none yet).
+    pub(crate) requested: AtomicU64,
+    /// The checkpoint each worker has joined.
+    pub(crate) joined: Vec<AtomicU64>,
+    /// The checkpoint for which each worker's probe has passed its time.
+    pub(crate) ready: Vec<AtomicU64>,
+    /// Worker 0's latest decision: (checkpoint, 1 + its time, or 0 if it is skipped).
+    pub(crate) decision: Mutex<(u64, u64)>,
+    /// The checkpoint at the end of a bounded input (0 = not asked for yet).
+    pub(crate) final_epoch: AtomicU64,
+}
+
+impl Votes {
+    fn new(workers: usize) -> Self {
+        Votes {
+            requested: AtomicU64::new(0),
+            joined: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            ready: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            decision: Mutex::new((0, 0)),
+            final_epoch: AtomicU64::new(0),
+        }
+    }
+
+    /// Records worker 0's decision for checkpoint `epoch` (a later one replaces an
+    /// earlier one, never the reverse).
+    pub(crate) fn decide(&self, epoch: u64, value: u64) {
+        let mut d = self.decision.lock().unwrap_or_else(|e| e.into_inner());
+        if epoch > d.0 {
+            *d = (epoch, value);
+        }
+    }
+
+    /// The decision for checkpoint `epoch`, once made.
+    pub(crate) fn decided(&self, epoch: u64) -> Option<u64> {
+        let d = *self.decision.lock().unwrap_or_else(|e| e.into_inner());
+        (d.0 == epoch).then_some(d.1)
+    }
 }
 
 /// Marks a worker finished (and the run aborted) if it leaves before finishing normally.
@@ -48,6 +97,7 @@ impl Drop for EndGuard<'_> {
             self.ends.aborted.store(true, Ordering::Release);
             f.store(1, Ordering::Release);
         }
+        self.ends.retired[self.index].store(true, Ordering::Release);
     }
 }
 
@@ -62,6 +112,8 @@ impl Ends {
             timely: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             sent: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             at_end: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+            votes: Votes::new(workers),
+            retired: (0..workers).map(|_| AtomicBool::new(false)).collect(),
         }
     }
 
@@ -159,17 +211,17 @@ pub(crate) struct Signal {
     at_end: bool,
     any_event: bool,
     aborted: bool,
+    requested: u64,
+    joined: u64,
+    ready: u64,
+    decision: (u64, u64),
+    final_epoch: u64,
 }
 
 impl Signal {
     /// The worker it is from.
     pub(crate) fn worker(&self) -> usize {
         self.worker
-    }
-
-    /// Whether the worker has set its end (nothing of it changes after that).
-    pub(crate) fn finished(&self) -> bool {
-        self.last != 0
     }
 }
 
@@ -187,6 +239,15 @@ impl Ends {
             at_end: self.at_end[index].load(Ordering::Acquire),
             any_event: self.any_event.load(Ordering::Acquire),
             aborted: self.aborted.load(Ordering::Acquire),
+            requested: self.votes.requested.load(Ordering::Acquire),
+            joined: load(&self.votes.joined),
+            ready: load(&self.votes.ready),
+            decision: *self
+                .votes
+                .decision
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+            final_epoch: self.votes.final_epoch.load(Ordering::Acquire),
         }
     }
 
@@ -209,6 +270,14 @@ impl Ends {
         if s.aborted {
             self.aborted.store(true, Ordering::Release);
         }
+        let v = &self.votes;
+        v.decide(s.decision.0, s.decision.1);
+        v.requested.fetch_max(s.requested, Ordering::AcqRel);
+        v.final_epoch.fetch_max(s.final_epoch, Ordering::AcqRel);
+        v.ready[i].fetch_max(s.ready, Ordering::AcqRel);
+        // Last: a worker seen to have joined a checkpoint is seen with the input time and
+        // the records it had when it joined (it sends none after).
+        v.joined[i].fetch_max(s.joined, Ordering::AcqRel);
     }
 }
 

@@ -179,12 +179,6 @@ pub enum PipelineError {
          exactly once)"
     )]
     PeerLost,
-    /// Checkpoints were asked for in cluster mode, which does not take them yet.
-    #[error(
-        "checkpoints are not taken in cluster mode yet: run the cluster without a state \
-         directory (a restart replays the input; the sinks' guards keep it exactly once)"
-    )]
-    ClusterCheckpoints,
     /// The checkpoint being restored does not fit this run.
     #[error("cannot continue from checkpoint {seq}: {source} (move the state directory's checkpoints away to replay from the start)")]
     Restore {
@@ -217,34 +211,42 @@ where
     F: Fn(usize, usize) -> Result<Box<dyn Source>, SourceError> + Send + Sync + 'static,
 {
     let threads = config.workers.max(1);
-    let (timely_config, workers) = match &config.cluster {
-        Some(_) if config.checkpoints.is_some() || config.restore.is_some() => {
-            return Err(PipelineError::ClusterCheckpoints);
-        }
+    // This process's workers are `first..first + threads` of the cluster's `workers`.
+    let (timely_config, workers, first) = match &config.cluster {
         Some(c) => {
             stats.metrics.processes.set(c.processes() as i64);
             stats.metrics.process.set(c.process as i64);
-            (c.timely(threads), threads * c.processes())
+            (
+                c.timely(threads),
+                threads * c.processes(),
+                threads * c.process,
+            )
         }
-        None => (timely::Config::process(threads), threads),
+        None => (timely::Config::process(threads), threads, 0),
     };
     let stats2 = stats.clone();
     let ends = Arc::new(Ends::new(workers));
+    // A checkpoint holds this process's workers (in a cluster each process keeps its own).
     if let Some(r) = &config.restore {
-        if r.caps.len() != workers {
+        if r.caps.len() != threads {
             return Err(PipelineError::Restore {
                 seq: r.seq,
                 source: CheckpointError::Mismatch(format!(
-                    "it was taken with {} workers, this run has {workers}",
+                    "it was taken with {} workers, this run has {threads}",
                     r.caps.len()
                 )),
             });
         }
-        for (c, &t) in ends.caps.iter().zip(&r.caps) {
+        for (c, &t) in ends.caps[first..].iter().zip(&r.caps) {
             c.store(t, Ordering::Release);
         }
     }
-    let coordinator = Arc::new(Coordinator::new(workers, config.checkpoints.clone())?);
+    let coordinator = Arc::new(Coordinator::new(
+        config.checkpoints.clone(),
+        ends.clone(),
+        first,
+        threads,
+    )?);
     let guards = timely::execute(timely_config, move |worker| {
         worker_main(
             worker,
@@ -308,7 +310,7 @@ where
     let _guard = EndGuard { ends, index };
     let failed = Arc::new(AtomicBool::new(false));
     let restore = config.restore.as_ref();
-    let mut part = restore.and_then(|r| r.take(index));
+    let mut part = restore.and_then(|r| r.take(index % threads));
     let restore_error = |source: CheckpointError| PipelineError::Restore {
         seq: restore.map_or(0, |r| r.seq),
         source,
@@ -1221,29 +1223,28 @@ impl Paused<'_> {
 ///    The writer commits the file once everything before it is written.
 struct Coordinator {
     config: Option<CheckpointConfig>,
-    /// The latest checkpoint asked for (1, 2, …; 0 = none yet).
-    requested: AtomicU64,
-    /// The latest checkpoint finished (taken or skipped).
+    /// The workers' entries, checkpoint votes included (mirrored between processes).
+    ends: Arc<Ends>,
+    /// This process's workers: global indexes `first..first + threads`.
+    first: usize,
+    threads: usize,
+    /// The latest checkpoint this process finished (taken or skipped).
     completed: AtomicU64,
-    /// The checkpoint each worker has joined.
-    joined: Vec<AtomicU64>,
-    /// For the checkpoint `decided_for`: 1 + T, or 0 if it is skipped.
-    decision: AtomicU64,
-    decided_for: AtomicU64,
-    /// The checkpoint for which each worker's probe has passed T.
-    ready: Vec<AtomicU64>,
-    /// Each worker's part of the checkpoint being taken.
+    /// Each of this process's workers' part of the checkpoint being taken.
     parts: Mutex<Vec<Option<WorkerPart>>>,
     /// The next checkpoint file's sequence number.
     seq: AtomicU64,
     /// When the last checkpoint was asked for, and the messages read then.
     last: Mutex<(Instant, u64)>,
-    /// The checkpoint at the end of a bounded input (0 = not asked for yet).
-    final_epoch: AtomicU64,
 }
 
 impl Coordinator {
-    fn new(workers: usize, config: Option<CheckpointConfig>) -> Result<Self, PipelineError> {
+    fn new(
+        config: Option<CheckpointConfig>,
+        ends: Arc<Ends>,
+        first: usize,
+        threads: usize,
+    ) -> Result<Self, PipelineError> {
         let seq = match &config {
             Some(c) => crate::checkpoint::next_seq(&c.dir)
                 .map_err(|e| PipelineError::Restore { seq: 0, source: e })?,
@@ -1251,22 +1252,20 @@ impl Coordinator {
         };
         Ok(Coordinator {
             config,
-            requested: AtomicU64::new(0),
+            ends,
+            first,
+            threads,
             completed: AtomicU64::new(0),
-            joined: (0..workers).map(|_| AtomicU64::new(0)).collect(),
-            decision: AtomicU64::new(0),
-            decided_for: AtomicU64::new(0),
-            ready: (0..workers).map(|_| AtomicU64::new(0)).collect(),
-            parts: Mutex::new((0..workers).map(|_| None).collect()),
+            parts: Mutex::new((0..threads).map(|_| None).collect()),
             seq: AtomicU64::new(seq),
             last: Mutex::new((Instant::now(), 0)),
-            final_epoch: AtomicU64::new(0),
         })
     }
 
     /// Whether a checkpoint is asked for that worker `index` has not joined yet.
     fn asked(&self, index: usize) -> bool {
-        self.requested.load(Ordering::Acquire) > self.joined[index].load(Ordering::Acquire)
+        let v = &self.ends.votes;
+        v.requested.load(Ordering::Acquire) > v.joined[index].load(Ordering::Acquire)
     }
 
     /// Whether checkpoints are on.
@@ -1277,26 +1276,31 @@ impl Coordinator {
     /// Asks for the checkpoint at the end of a bounded input, once, as soon as no other is
     /// under way (one taken on the schedule meanwhile is not at the end).
     fn try_request_final(&self) {
-        if self.final_epoch.load(Ordering::Acquire) != 0 {
+        let v = &self.ends.votes;
+        if v.final_epoch.load(Ordering::Acquire) != 0 {
             return;
         }
         if let Some(epoch) = self.request() {
-            self.final_epoch.store(epoch, Ordering::Release);
+            v.final_epoch.fetch_max(epoch, Ordering::AcqRel);
         }
     }
 
-    /// Whether the checkpoint at the end of a bounded input is finished (taken or skipped).
+    /// Whether the checkpoint at the end of a bounded input is finished (taken or skipped)
+    /// here.
     fn final_done(&self) -> bool {
-        let epoch = self.final_epoch.load(Ordering::Acquire);
+        let epoch = self.ends.votes.final_epoch.load(Ordering::Acquire);
         epoch != 0 && self.completed.load(Ordering::Acquire) >= epoch
     }
 
     /// Asks for a checkpoint unless one is under way (or checkpoints are off).
-    /// Returns the checkpoint's number if this call asked for it.
+    /// Returns the checkpoint's number if this call asked for it. (In a cluster two
+    /// processes may ask for the same number at once: it is one checkpoint.)
     fn request(&self) -> Option<u64> {
         self.config.as_ref()?;
         let done = self.completed.load(Ordering::Acquire);
-        self.requested
+        self.ends
+            .votes
+            .requested
             .compare_exchange(done, done + 1, Ordering::AcqRel, Ordering::Acquire)
             .ok()
             .map(|_| done + 1)
@@ -1313,7 +1317,8 @@ impl Coordinator {
         let due = last.0.elapsed() >= config.interval
             || (config.every_messages > 0
                 && messages.saturating_sub(last.1) >= config.every_messages);
-        if due && self.requested.load(Ordering::Acquire) == self.completed.load(Ordering::Acquire) {
+        let requested = self.ends.votes.requested.load(Ordering::Acquire);
+        if due && requested == self.completed.load(Ordering::Acquire) {
             *last = (Instant::now(), messages);
             drop(last);
             self.request();
@@ -1333,20 +1338,19 @@ impl Coordinator {
         let Some(config) = &self.config else {
             return Ok(());
         };
-        let epoch = self.requested.load(Ordering::Acquire);
+        let v = &self.ends.votes;
+        let epoch = v.requested.load(Ordering::Acquire);
         let index = me.index;
-        if epoch <= self.joined[index].load(Ordering::Acquire) {
+        if epoch <= v.joined[index].load(Ordering::Acquire) {
             return Ok(());
         }
         let started = Instant::now();
-        self.joined[index].store(epoch, Ordering::Release);
+        v.joined[index].store(epoch, Ordering::Release);
         let park = Some(Duration::from_millis(1));
+        // This process's last worker sends its part of the checkpoint.
+        let last = self.first + self.threads - 1;
         // 1. Everyone stops reading.
-        while self
-            .joined
-            .iter()
-            .any(|j| j.load(Ordering::Acquire) < epoch)
-        {
+        while v.joined.iter().any(|j| j.load(Ordering::Acquire) < epoch) {
             if me.interrupted()? {
                 return Ok(());
             }
@@ -1361,18 +1365,33 @@ impl Coordinator {
                 v.iter().all(|x| x.load(Ordering::Acquire) <= limit)
             };
             let ok = fits(&me.ends.timely, t) && fits(&me.ends.sent, t);
-            self.decision
-                .store(if ok { t + 1 } else { 0 }, Ordering::Release);
-            self.decided_for.store(epoch, Ordering::Release);
+            if !ok {
+                let show = |v: &[AtomicU64]| {
+                    v.iter()
+                        .map(|x| x.load(Ordering::Acquire))
+                        .collect::<Vec<_>>()
+                };
+                tracing::debug!(
+                    time = t,
+                    "checkpoint {epoch} skipped at {t}: inputs at {:?}, records sent up to {:?}",
+                    show(&me.ends.timely),
+                    show(&me.ends.sent)
+                );
+            }
+            v.decide(epoch, if ok { t + 1 } else { 0 });
         }
-        while self.decided_for.load(Ordering::Acquire) < epoch {
+        // (In a cluster the decision comes from another process: keep stepping meanwhile.)
+        let decision = loop {
+            if let Some(d) = v.decided(epoch) {
+                break d;
+            }
             if me.interrupted()? {
                 return Ok(());
             }
-            std::thread::yield_now();
-        }
-        let Some(t) = self.decision.load(Ordering::Acquire).checked_sub(1) else {
-            if index == 0 {
+            worker.step_or_park(park);
+        };
+        let Some(t) = decision.checked_sub(1) else {
+            if index == last {
                 tracing::debug!(
                     "checkpoint skipped: a worker finished its bounded input and moved on"
                 );
@@ -1399,8 +1418,8 @@ impl Coordinator {
             }
             worker.step_or_park(park);
         }
-        self.ready[index].store(epoch, Ordering::Release);
-        while self.ready.iter().any(|r| r.load(Ordering::Acquire) < epoch) {
+        v.ready[index].store(epoch, Ordering::Release);
+        while v.ready.iter().any(|r| r.load(Ordering::Acquire) < epoch) {
             if me.interrupted()? {
                 return Ok(());
             }
@@ -1410,9 +1429,8 @@ impl Coordinator {
         let part = me
             .part()
             .map_err(|e| PipelineError::Restore { seq: 0, source: e })?;
-        let last = self.joined.len() - 1;
         if let Ok(mut parts) = self.parts.lock() {
-            parts[index] = Some(part);
+            parts[index - self.first] = Some(part);
         }
         if index == last {
             let workers = loop {

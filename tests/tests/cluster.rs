@@ -142,25 +142,33 @@ fn two_processes_of_two_workers_equal_the_reference_one_stream_or_many() {
 }
 
 #[test]
-fn a_cluster_with_checkpoints_is_refused() {
-    let config = PipelineConfig {
-        cluster: Some(ClusterConfig::new(0, addresses(2)).expect("cluster configuration")),
-        checkpoints: Some(shopflow_pipelines::checkpoint::CheckpointConfig {
-            dir: std::env::temp_dir(),
-            interval: std::time::Duration::from_secs(60),
-            every_messages: 0,
-            keep: 1,
-        }),
-        ..PipelineConfig::default()
-    };
-    let (tx, _rx) = std::sync::mpsc::sync_channel(1);
-    let make = |_: usize, _: usize| -> Result<Box<dyn Source>, _> {
-        Ok(Box::new(MemorySource::empty()) as Box<dyn Source>)
-    };
-    let e = shopflow_pipelines::run(config, make, tx, Arc::new(Stats::default()))
-        .expect_err("checkpoints in a cluster must be refused");
-    assert!(
-        e.to_string().contains("cluster mode"),
-        "the error does not say why: {e}"
-    );
+fn processes_agree_on_the_newest_checkpoint_they_all_hold() {
+    for (offers, want) in [
+        (vec![vec![4, 3, 2], vec![3, 2]], Some(3)),
+        (vec![vec![5, 4], vec![5, 4]], Some(5)),
+        (vec![vec![2], vec![]], None),
+        (vec![vec![7, 6], vec![9, 8, 6]], Some(6)),
+    ] {
+        let addresses = addresses(offers.len());
+        let runs: Vec<_> = offers
+            .iter()
+            .enumerate()
+            .map(|(p, offer)| {
+                let (a, o) = (addresses.clone(), offer.clone());
+                std::thread::spawn(move || {
+                    ClusterConfig::new(p, a)
+                        .expect("cluster configuration")
+                        .agree_on_checkpoint(o)
+                        .expect("agreement")
+                })
+            })
+            .collect();
+        for (p, r) in runs.into_iter().enumerate() {
+            assert_eq!(
+                r.join().expect("a process panicked"),
+                want,
+                "process {p} of offers {offers:?}"
+            );
+        }
+    }
 }
