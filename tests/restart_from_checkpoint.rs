@@ -70,7 +70,8 @@ fn dead_letters(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn workload(dir: &Path) -> (PathBuf, PathBuf, usize, usize) {
+/// A 30,000-event workload as FULL and its first `cut(len)` lines as PREFIX.
+fn workload(dir: &Path, cut: fn(usize) -> usize) -> (PathBuf, PathBuf, usize, usize) {
     let log = generate(&GenConfig {
         events: 30_000,
         seed: 23,
@@ -86,7 +87,7 @@ fn workload(dir: &Path) -> (PathBuf, PathBuf, usize, usize) {
         f.flush().expect("flush");
         path
     };
-    let cut = log.len() * 3 / 5;
+    let cut = cut(log.len());
     (
         write("prefix.jsonl", cut),
         write("full.jsonl", log.len()),
@@ -97,8 +98,19 @@ fn workload(dir: &Path) -> (PathBuf, PathBuf, usize, usize) {
 
 #[test]
 fn prefix_then_full_serves_what_one_run_serves() {
-    let d = dir("prefix");
-    let (prefix, full, cut, total) = workload(&d);
+    prefix_then_full("prefix", |n| n * 3 / 5);
+}
+
+/// A prefix shorter than one round of reading (16,384 lines from a file): its checkpoint
+/// at the end of the input must still be taken.
+#[test]
+fn a_prefix_read_in_one_round_is_continued_too() {
+    prefix_then_full("short-prefix", |_| 5_000);
+}
+
+fn prefix_then_full(name: &str, cut: fn(usize) -> usize) {
+    let d = dir(name);
+    let (prefix, full, cut, total) = workload(&d, cut);
     let token = admin_token(SECRET);
 
     // One run over FULL.
@@ -145,7 +157,7 @@ fn prefix_then_full_serves_what_one_run_serves() {
 #[test]
 fn a_damaged_checkpoint_is_named_skipped_and_the_run_starts_over() {
     let d = dir("damaged");
-    let (prefix, full, _, total) = workload(&d);
+    let (prefix, full, _, total) = workload(&d, |n| n * 3 / 5);
     let one = d.join("one");
     run_to_end(shopflow(&full, &one, None));
 

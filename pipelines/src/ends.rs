@@ -51,6 +51,8 @@ pub(crate) struct Votes {
     pub(crate) joined: Vec<AtomicU64>,
     /// The checkpoint for which each worker's probe has passed its time.
     pub(crate) ready: Vec<AtomicU64>,
+    /// The checkpoint whose part each worker has saved.
+    pub(crate) saved: Vec<AtomicU64>,
     /// Worker 0's latest decision: (checkpoint, 1 + its time, or 0 if it is skipped).
     pub(crate) decision: Mutex<(u64, u64)>,
     /// The checkpoint at the end of a bounded input (0 = not asked for yet).
@@ -63,6 +65,7 @@ impl Votes {
             requested: AtomicU64::new(0),
             joined: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             ready: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            saved: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             decision: Mutex::new((0, 0)),
             final_epoch: AtomicU64::new(0),
         }
@@ -214,6 +217,7 @@ pub(crate) struct Signal {
     requested: u64,
     joined: u64,
     ready: u64,
+    saved: u64,
     decision: (u64, u64),
     final_epoch: u64,
 }
@@ -242,6 +246,7 @@ impl Ends {
             requested: self.votes.requested.load(Ordering::Acquire),
             joined: load(&self.votes.joined),
             ready: load(&self.votes.ready),
+            saved: load(&self.votes.saved),
             decision: *self
                 .votes
                 .decision
@@ -275,6 +280,7 @@ impl Ends {
         v.requested.fetch_max(s.requested, Ordering::AcqRel);
         v.final_epoch.fetch_max(s.final_epoch, Ordering::AcqRel);
         v.ready[i].fetch_max(s.ready, Ordering::AcqRel);
+        v.saved[i].fetch_max(s.saved, Ordering::AcqRel);
         // Last: a worker seen to have joined a checkpoint is seen with the input time and
         // the records it had when it joined (it sends none after).
         v.joined[i].fetch_max(s.joined, Ordering::AcqRel);

@@ -593,6 +593,17 @@ where
         }
         tally.flush(&stats.metrics, source.as_ref(), &validators);
         if snap.finished {
+            // A bounded input read to its end: the frontier takes this round into account
+            // before the checkpoint at the end (below), whose time it is — read in one
+            // round, an input would otherwise leave it at the start, before the records
+            // this round sent, and no checkpoint could be taken.
+            if streams > 0 && coordinator.enabled() {
+                let next = next_frontier(config, true, &snap.caught_up, &validators, cap);
+                if next > cap {
+                    cap = next;
+                    ends.caps[index].store(cap, Ordering::Release);
+                }
+            }
             break;
         }
         let hold_all = !config.live && config.checkpoints.is_some();
@@ -1218,9 +1229,13 @@ impl Paused<'_> {
 ///    records being sent only at times before T and operators emitting only at times
 ///    they are handling — no message is in flight anywhere;
 /// 4. once all are there, each serializes its part (validators, next offsets, operator
-///    states) without stepping again; the last worker (which holds the output) adds its
-///    own and sends the checkpoint to the writer behind the batches it already sent.
-///    The writer commits the file once everything before it is written.
+///    states) without stepping in between, and waits until every worker has saved its
+///    part (no worker reads again before: in a cluster, records read after the checkpoint
+///    would reach a worker of another process still saving); the last worker of each
+///    process adds its own and sends its process's checkpoint to the writer behind the
+///    batches it already sent. The writer commits the file once everything before it is
+///    written. In a cluster the entries above travel between processes (`crate::ends`,
+///    `crate::cluster`) and each process writes its own file under the same number.
 struct Coordinator {
     config: Option<CheckpointConfig>,
     /// The workers' entries, checkpoint votes included (mirrored between processes).
@@ -1431,6 +1446,16 @@ impl Coordinator {
             .map_err(|e| PipelineError::Restore { seq: 0, source: e })?;
         if let Ok(mut parts) = self.parts.lock() {
             parts[index - self.first] = Some(part);
+        }
+        // Nobody reads again before every worker has saved its part: records read after
+        // the checkpoint would reach a worker still saving (in another process) and be in
+        // its part, then read again after a restart.
+        v.saved[index].store(epoch, Ordering::Release);
+        while v.saved.iter().any(|x| x.load(Ordering::Acquire) < epoch) {
+            if me.interrupted()? {
+                return Ok(());
+            }
+            worker.step_or_park(park);
         }
         if index == last {
             let workers = loop {
