@@ -440,7 +440,7 @@ fn execute(
     let writes_here = config
         .cluster
         .as_ref()
-        .is_none_or(|c| c.process + 1 == c.processes());
+        .is_none_or(ClusterConfig::writes_sinks);
     let reporter = progress(stats.clone(), sink_stats.clone(), writes_here);
     let stop = stats.clone();
     ctrlc_stop(stop);
@@ -575,9 +575,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         ),
     };
     // In a cluster the last process's last worker writes every sink (see docs/operations.md).
-    let writes_here = cluster
-        .as_ref()
-        .is_none_or(|c| c.process + 1 == c.processes());
+    let writes_here = cluster.as_ref().is_none_or(ClusterConfig::writes_sinks);
     let mut snapshot = match (&args.state_dir, &cluster) {
         (Some(dir), None) => load_checkpoint(dir, args.pipeline.workers)?,
         (Some(dir), Some(c)) => load_cluster_checkpoint(dir, args.pipeline.workers, c)?,

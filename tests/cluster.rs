@@ -18,11 +18,12 @@ use shopflow_sinks::clickhouse::ClickHouseSales;
 use shopflow_sinks::mysql::MysqlLedger;
 use shopflow_sinks::redis::RedisViews;
 use shopflow_tests::{
-    fresh_ledger, fresh_sales, partition, payloads, publish, read_sinks, service_env, unique_name,
+    first_event_time, fresh_ledger, fresh_sales, partition, payloads, publish, read_sinks,
+    service_env, unique_name,
 };
 
 mod common;
-use common::{admin_token, answers, get, get_text, serve};
+use common::{admin_token, answers, dead_letters, get, get_text, same_answers, serve};
 
 const SECRET: &str = "cluster-test-secret-0123456789abcdef";
 
@@ -167,13 +168,7 @@ fn a_file_read_by_one_process_of_two_serves_what_one_process_serves() {
             "/metrics of process 1 lacks {line:?}"
         );
     }
-    for ((path, s1, b1), (_, s2, b2)) in want.iter().zip(&got) {
-        assert_eq!(
-            (s1, b1),
-            (s2, b2),
-            "{path}: one process vs a cluster of two"
-        );
-    }
+    same_answers(&want, &got, "one process vs a cluster of two");
     for name in ["alerts.jsonl", "dlq.jsonl"] {
         let read = |dir: &Path| std::fs::read(dir.join(name)).unwrap_or_default();
         assert!(!read(&one).is_empty(), "{name}: the workload writes some");
@@ -187,22 +182,6 @@ fn a_file_read_by_one_process_of_two_serves_what_one_process_serves() {
             "{name}: process 0 writes nothing, yet created the file"
         );
     }
-}
-
-/// The dead letters of a JSON-lines file without the `topic` (the file they were read
-/// from, which differs between a prefix and the whole log), sorted.
-fn dead_letters(path: &Path) -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_to_string(path)
-        .expect("read the dead letters")
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
-            v.as_object_mut().expect("an object").remove("topic");
-            v.to_string()
-        })
-        .collect();
-    out.sort();
-    out
 }
 
 #[test]
@@ -328,17 +307,21 @@ fn a_cluster_continues_from_the_newest_checkpoint_every_process_holds() {
             && log1.contains("continuing from checkpoint 1 "),
         "process 1 drops the checkpoint process 0 lacks and continues from checkpoint 1:\n{log1}"
     );
-    for ((path, s1, b1), (_, s2, b2)) in want.iter().zip(&got) {
-        assert_eq!((s1, b1), (s2, b2), "{path}: one run vs a cluster continued");
-    }
+    same_answers(&want, &got, "one run vs a cluster continued");
     assert_eq!(
         std::fs::read(one.join("alerts.jsonl")).expect("alerts"),
         std::fs::read(out[1].join("alerts.jsonl")).expect("alerts"),
         "alerts: one run vs a cluster continued"
     );
+    // In any order: the cluster's writer gets them from the reading process's worker.
+    let sorted = |path: &Path| {
+        let mut d: Vec<String> = dead_letters(path).iter().map(|v| v.to_string()).collect();
+        d.sort();
+        d
+    };
     assert_eq!(
-        dead_letters(&one.join("dlq.jsonl")),
-        dead_letters(&out[1].join("dlq.jsonl")),
+        sorted(&one.join("dlq.jsonl")),
+        sorted(&out[1].join("dlq.jsonl")),
         "dead letters: one run vs a cluster continued"
     );
 }
@@ -435,12 +418,7 @@ fn cluster_on_services(stem: &str, kill_at: Option<u64>) {
     };
     let (mut p0, mut p1) = start_both(&s);
     if let Some(third) = kill_at {
-        let first_ts = log
-            .iter()
-            .filter_map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
-            .filter_map(|v| v["ts"].as_u64())
-            .min()
-            .expect("timestamps");
+        let first_ts = first_event_time(&log);
         let kill_from = first_ts + (final_as_of - first_ts) / third;
         let deadline = Instant::now() + Duration::from_secs(300);
         let killed_at = loop {

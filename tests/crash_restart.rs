@@ -19,7 +19,8 @@ use shopflow_sinks::kafka::read_all;
 use shopflow_sinks::mysql::MysqlLedger;
 use shopflow_sinks::redis::RedisViews;
 use shopflow_tests::{
-    fresh_ledger, fresh_sales, partition, payloads, publish, read_sinks, service_env, unique_name,
+    first_event_time, fresh_ledger, fresh_sales, partition, payloads, publish, read_sinks,
+    service_env, unique_name,
 };
 
 /// Where the child process writes: (Redis URL, MySQL URL, ClickHouse URL, ClickHouse db).
@@ -80,12 +81,7 @@ fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
         ch_url.as_str(),
         ch_db.as_str(),
     );
-    let first_ts = log
-        .iter()
-        .filter_map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
-        .filter_map(|v| v["ts"].as_u64())
-        .min()
-        .expect("timestamps");
+    let first_ts = first_event_time(&log);
     let kill_from = first_ts + (final_as_of - first_ts) / 3;
 
     // First run: kill it once the ledger is a third of the way through the log's time and

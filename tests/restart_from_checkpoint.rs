@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
-use common::{admin_token, answers, serve};
+use common::{admin_token, answers, dead_letters, same_answers, serve};
 
 use shopflow_gen::{generate, GenConfig};
 
@@ -54,20 +54,6 @@ fn run_to_end(mut c: Command) -> String {
     let log = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "shopflow failed: {log}");
     log
-}
-
-/// The dead letters of a JSON-lines file without the `topic` (the file they were read
-/// from, which differs between PREFIX and FULL).
-fn dead_letters(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .expect("read the dead letters")
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
-            v.as_object_mut().expect("an object").remove("topic");
-            v
-        })
-        .collect()
 }
 
 /// A 30,000-event workload as FULL and its first `cut(len)` lines as PREFIX.
@@ -140,9 +126,7 @@ fn prefix_then_full(name: &str, cut: fn(usize) -> usize) {
     let got = answers(port, &token);
     resumed.kill().expect("stop");
     resumed.wait().expect("reap");
-    for ((path, s1, b1), (_, s2, b2)) in want.iter().zip(&got) {
-        assert_eq!((s1, b1), (s2, b2), "{path}: one run vs prefix then full");
-    }
+    same_answers(&want, &got, "one run vs prefix then full");
     let alerts = |dir: &Path| std::fs::read(dir.join("alerts.jsonl")).expect("alerts");
     assert!(!alerts(&one).is_empty(), "the workload raises alerts");
     assert!(

@@ -87,6 +87,12 @@ impl ClusterConfig {
         self.addresses.len()
     }
 
+    /// Whether this process writes the sinks: the last one, which holds the cluster's last
+    /// worker (where `output::send_batches` puts every row).
+    pub fn writes_sinks(&self) -> bool {
+        self.process + 1 == self.processes()
+    }
+
     /// Timely's configuration for this process with `threads` workers.
     pub(crate) fn timely(&self, threads: usize) -> timely::Config {
         timely::Config {

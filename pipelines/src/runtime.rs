@@ -283,7 +283,8 @@ pub fn is_network_failure(message: &str) -> bool {
     [
         "timely communication error",
         "MergeQueue poisoned",
-        "thread panic",
+        "Send thread panic",
+        "Recv thread panic",
     ]
     .iter()
     .any(|m| message.contains(m))

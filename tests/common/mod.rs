@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 /// A run left serving its API once its input is done: the process, its port and its log.
@@ -98,4 +99,34 @@ pub fn answers(port: u16, token: &str) -> Vec<(String, u16, serde_json::Value)> 
             (p, status, body)
         })
         .collect()
+}
+
+/// The dead letters of a JSON-lines file without the `topic` (the file they were read
+/// from, which differs between a prefix and the whole log).
+pub fn dead_letters(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("read the dead letters")
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            v.as_object_mut().expect("an object").remove("topic");
+            v
+        })
+        .collect()
+}
+
+/// Asserts that two samples of [`answers`] are equal, endpoint by endpoint.
+pub fn same_answers(
+    want: &[(String, u16, serde_json::Value)],
+    got: &[(String, u16, serde_json::Value)],
+    what: &str,
+) {
+    assert_eq!(
+        want.len(),
+        got.len(),
+        "{what}: samples of different endpoints"
+    );
+    for ((path, s1, b1), (_, s2, b2)) in want.iter().zip(got) {
+        assert_eq!((s1, b1), (s2, b2), "{path}: {what}");
+    }
 }

@@ -112,6 +112,15 @@ pub fn fresh_sales(
     (sales, url, name)
 }
 
+/// The earliest `ts` of a generated log's events (bad events without one are left out).
+pub fn first_event_time(log: &[GenMessage]) -> u64 {
+    log.iter()
+        .filter_map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
+        .filter_map(|v| v["ts"].as_u64())
+        .min()
+        .expect("timestamps")
+}
+
 /// A name no earlier run used, for topics and key prefixes.
 pub fn unique_name(stem: &str) -> String {
     let millis = std::time::SystemTime::now()
