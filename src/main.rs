@@ -24,6 +24,18 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process (Linux). mimalloc asks for huge pages on
+/// its arenas, and the kernel then clears a whole 2 MiB page on the first touch of any part
+/// of it, again after every purge: on a 1M-event run that was a quarter to half of all CPU
+/// samples (`clear_page_erms`), and the run took 1.3× as long (docs/performance.md). A
+/// failure (an old kernel) only costs that time, so it is not an error.
+fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        eprintln!("note: transparent huge pages stay on ({e})");
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "shopflow",
@@ -122,6 +134,7 @@ fn quiet_network_panics() {
 }
 
 fn main() {
+    no_huge_pages();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let filter = || {
