@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The store's keyed rows: foldhash (fast for integer keys; the keys are ids the pipeline
 /// produced, not attacker-chosen input).
 pub type RowMap<K, V> = foldhash::HashMap<K, V>;
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
 
 use shopflow_model::{
@@ -34,27 +36,162 @@ pub struct MemoryState {
     pub members: RowMap<u64, MemberView>,
     /// Recent orders per member.
     pub member_orders: RowMap<u64, MemberOrders>,
-    /// The points ledger by (member, ts, entry id): a member's entries in time order are
-    /// one range. An entry never changes once written, so writing it again (a replay)
-    /// finds the same key.
-    pub points: BTreeMap<(u64, Millis, String), PointsEntry>,
-    /// The settlement ledger by (seller, ts, entry id): a seller's entries in a time range
-    /// are one range.
-    pub settlements: BTreeMap<(u64, Millis, String), SettlementEntry>,
+    /// The points ledger in (member, ts, entry id) order: a member's entries in time order
+    /// are one range. An entry never changes once written, so writing it again (a replay)
+    /// finds the same place.
+    pub points: BTreeSet<Dated<PointsEntry>>,
+    /// The settlement ledger in (seller, ts, entry id) order: a seller's entries in a time
+    /// range are one range.
+    pub settlements: BTreeSet<Dated<SettlementEntry>>,
     /// Weekly payouts by (seller, week start).
     pub payouts: BTreeMap<(u64, Millis), Payout>,
     /// Monthly tax invoices by (seller, month start).
     pub invoices: BTreeMap<(u64, Millis), TaxInvoice>,
     /// Known sellers.
     pub sellers: BTreeSet<u64>,
-    /// Sales facts by id.
-    pub sales_facts: BTreeMap<String, SalesFact>,
+    /// Sales facts, keyed by their own id (`set.get(id)` finds one): the store's largest
+    /// table (about 11 per order), so the id is not kept a second time as a map key.
+    pub sales_facts: foldhash::HashSet<ById<SalesFact>>,
     /// Minute rollups by (seller, minute).
     pub sales_minutes: BTreeMap<(u64, Millis), SalesMinute>,
     /// Alerts in the order written.
     pub alerts: Vec<Alert>,
     /// Dead letters in the order written.
     pub dead_letters: Vec<DeadLetter>,
+}
+
+/// A record with a unique string id.
+pub trait Identified {
+    /// The record's id.
+    fn id(&self) -> &str;
+}
+
+impl Identified for SalesFact {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A record kept in a set under its own id: equality and hashing look at the id alone, and
+/// the set can be searched by `&str`. Serialized as the record itself.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct ById<T>(pub T);
+
+impl<T: Identified> PartialEq for ById<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id() == other.0.id()
+    }
+}
+
+impl<T: Identified> Eq for ById<T> {}
+
+impl<T: Identified> Hash for ById<T> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // The same as hashing the `&str`, as `Borrow<str>` requires.
+        self.0.id().hash(state);
+    }
+}
+
+impl<T: Identified> Borrow<str> for ById<T> {
+    fn borrow(&self) -> &str {
+        self.0.id()
+    }
+}
+
+/// A ledger entry: it belongs to one owner (a member, a seller) and has a time and an id.
+pub trait LedgerEntry {
+    /// The member or seller the entry belongs to.
+    fn owner(&self) -> u64;
+    /// The entry's time.
+    fn ts(&self) -> Millis;
+    /// The entry's unique id (the tie order at one time).
+    fn id(&self) -> &str;
+}
+
+impl LedgerEntry for PointsEntry {
+    fn owner(&self) -> u64 {
+        self.member_id
+    }
+    fn ts(&self) -> Millis {
+        self.ts
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl LedgerEntry for SettlementEntry {
+    fn owner(&self) -> u64 {
+        self.seller_id
+    }
+    fn ts(&self) -> Millis {
+        self.ts
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A ledger entry in an ordered set, ordered by (owner, ts, id) without a copy of that key
+/// beside it; or a probe, which sorts before every entry of its owner and time and so marks
+/// where a range starts or ends. Only entries are stored.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum Dated<E> {
+    /// A stored entry.
+    Entry(E),
+    /// A position: before the entries of `.0` at time `.1`.
+    Probe(u64, Millis),
+}
+
+impl<E: LedgerEntry> Dated<E> {
+    fn key(&self) -> (u64, Millis, Option<&str>) {
+        match self {
+            Dated::Entry(e) => (e.owner(), e.ts(), Some(e.id())),
+            Dated::Probe(owner, ts) => (*owner, *ts, None),
+        }
+    }
+
+    /// The entry, `None` for a probe.
+    pub fn entry(&self) -> Option<&E> {
+        match self {
+            Dated::Entry(e) => Some(e),
+            Dated::Probe(..) => None,
+        }
+    }
+}
+
+impl<E: LedgerEntry> PartialEq for Dated<E> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl<E: LedgerEntry> Eq for Dated<E> {}
+
+impl<E: LedgerEntry> PartialOrd for Dated<E> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<E: LedgerEntry> Ord for Dated<E> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+/// The entries of `owner` dated in [from, to), in (ts, id) order.
+pub fn ledger_range<E: LedgerEntry>(
+    set: &BTreeSet<Dated<E>>,
+    owner: u64,
+    from: Millis,
+    to: Millis,
+) -> impl Iterator<Item = &E> {
+    // `BTreeSet::range` panics on an inverted range: an empty one stands in for it.
+    let (from, to) = if from < to { (from, to) } else { (0, 0) };
+    set.range(Dated::Probe(owner, from)..Dated::Probe(owner, to))
+        .filter_map(Dated::entry)
 }
 
 /// A cheaply cloneable handle to an in-process store.
@@ -177,10 +314,10 @@ fn apply_views(s: &mut MemoryState, batch: ViewBatch) {
         s.member_orders.insert(row.member_id, row);
     }
     for e in batch.points {
-        s.points.insert((e.member_id, e.ts, e.id.clone()), e);
+        s.points.replace(Dated::Entry(e));
     }
     for e in batch.settlements {
-        s.settlements.insert((e.seller_id, e.ts, e.id.clone()), e);
+        s.settlements.replace(Dated::Entry(e));
     }
     for p in batch.payouts {
         s.payouts.insert((p.seller_id, p.week_start), p);
@@ -190,7 +327,8 @@ fn apply_views(s: &mut MemoryState, batch: ViewBatch) {
     }
     s.sellers.extend(batch.sellers);
     for f in batch.sales_facts {
-        s.sales_facts.insert(f.id.clone(), f);
+        // A fact written again (a replay) replaces the one of its id.
+        s.sales_facts.replace(ById(f));
     }
     for m in batch.sales_minutes {
         s.sales_minutes.insert((m.seller_id, m.minute), m);
@@ -198,4 +336,98 @@ fn apply_views(s: &mut MemoryState, batch: ViewBatch) {
     s.alerts.extend(batch.alerts);
     s.as_of = Some(batch.as_of);
     s.complete |= batch.complete;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shopflow_model::EntryCause;
+
+    fn points(member_id: u64, ts: Millis, id: &str, amount: i64) -> PointsEntry {
+        PointsEntry {
+            id: id.to_string(),
+            member_id,
+            order_id: 1,
+            cause: EntryCause::Confirmed,
+            ts,
+            rate_bp: 100,
+            amount,
+            points: amount / 100,
+        }
+    }
+
+    fn ids<'a>(it: impl Iterator<Item = &'a PointsEntry>) -> Vec<&'a str> {
+        it.map(|e| e.id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_ledger_range_is_one_owners_entries_in_time_then_id_order() {
+        let mut set = BTreeSet::new();
+        for e in [
+            points(2, 20, "b", 1),
+            points(1, 5, "x", 1),
+            points(2, 10, "z", 1),
+            points(2, 20, "a", 1),
+            points(3, 0, "c", 1),
+            points(2, 30, "y", 1),
+        ] {
+            set.replace(Dated::Entry(e));
+        }
+        assert_eq!(
+            ids(ledger_range(&set, 2, 0, Millis::MAX)),
+            ["z", "a", "b", "y"]
+        );
+        // [from, to): an entry at `to` is out, one at `from` in.
+        assert_eq!(ids(ledger_range(&set, 2, 10, 30)), ["z", "a", "b"]);
+        assert_eq!(ids(ledger_range(&set, 2, 11, 20)), Vec::<&str>::new());
+        assert_eq!(ids(ledger_range(&set, 2, 30, 10)), Vec::<&str>::new());
+        assert_eq!(ids(ledger_range(&set, 1, 0, Millis::MAX)), ["x"]);
+        assert_eq!(
+            ids(ledger_range(&set, 4, 0, Millis::MAX)),
+            Vec::<&str>::new()
+        );
+        // Written again (a replay): the same place, still one entry.
+        set.replace(Dated::Entry(points(2, 20, "a", 7)));
+        assert_eq!(set.len(), 6);
+        let again: Vec<i64> = ledger_range(&set, 2, 20, 21).map(|e| e.amount).collect();
+        assert_eq!(again, [7, 1]);
+    }
+
+    #[test]
+    fn facts_are_found_and_replaced_by_their_id() {
+        let store = MemoryStore::new();
+        let fact = |id: &str, qty: i64| SalesFact {
+            id: id.to_string(),
+            order_id: 1,
+            line_no: 0,
+            sku: 3,
+            seller_id: 4,
+            category_id: 5,
+            member_id: 6,
+            effect: shopflow_model::SalesEffect::Placed,
+            qty,
+            amount: qty * 10,
+            ts: 7,
+        };
+        for (as_of, facts) in [
+            (1, vec![fact("1:0:placed", 2)]),
+            (2, vec![fact("1:0:placed", 2), fact("1:0:paid", 2)]),
+        ] {
+            store.write_views_owned(ViewBatch {
+                as_of,
+                sales_facts: facts,
+                ..ViewBatch::default()
+            });
+        }
+        store.read(|s| {
+            assert_eq!(s.sales_facts.len(), 2);
+            assert_eq!(s.sales_facts.get("1:0:paid").map(|f| f.0.qty), Some(2));
+            assert!(s.sales_facts.get("1:0:refunded:1").is_none());
+        });
+        // A checkpoint image round-trips the sets.
+        let copy = MemoryStore::new();
+        copy.restore(&store.image().expect("image"))
+            .expect("restore");
+        copy.read(|s| assert_eq!(s.sales_facts.len(), 2));
+    }
 }

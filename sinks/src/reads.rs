@@ -159,12 +159,10 @@ impl LedgerViews {
             LedgerViews::Memory(m) => Ok(m.read(|s| {
                 s.members.get(&member_id)?;
                 // In (ts, id) order: the key's order within the member.
-                let entries: Vec<PointsEntry> = s
-                    .points
-                    .range((member_id, 0, String::new())..)
-                    .take_while(|((m, _, _), _)| *m == member_id)
-                    .map(|(_, e)| e.clone())
-                    .collect();
+                let entries: Vec<PointsEntry> =
+                    crate::memory::ledger_range(&s.points, member_id, 0, Millis::MAX)
+                        .cloned()
+                        .collect();
                 Some((entries, s.as_of.unwrap_or(0)))
             })),
             LedgerViews::Mysql(l) => {
@@ -196,12 +194,10 @@ impl LedgerViews {
             LedgerViews::Memory(m) => Ok(m.read(|s| {
                 s.sellers.get(&seller_id)?;
                 // In (ts, id) order: the key's order within the seller.
-                let entries: Vec<SettlementEntry> = s
-                    .settlements
-                    .range((seller_id, from, String::new())..)
-                    .take_while(|((seller, ts, _), _)| *seller == seller_id && *ts < to)
-                    .map(|(_, e)| e.clone())
-                    .collect();
+                let entries: Vec<SettlementEntry> =
+                    crate::memory::ledger_range(&s.settlements, seller_id, from, to)
+                        .cloned()
+                        .collect();
                 Some((entries, s.as_of.unwrap_or(0)))
             })),
             LedgerViews::Mysql(l) => {

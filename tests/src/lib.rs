@@ -316,11 +316,17 @@ impl SinkContents {
                     .collect(),
                 points: by_id(
                     "points",
-                    s.points.values().map(|e| (e.id.clone(), e.clone())),
+                    s.points
+                        .iter()
+                        .filter_map(|d| d.entry())
+                        .map(|e| (e.id.clone(), e.clone())),
                 ),
                 settlements: by_id(
                     "settlements",
-                    s.settlements.values().map(|e| (e.id.clone(), e.clone())),
+                    s.settlements
+                        .iter()
+                        .filter_map(|d| d.entry())
+                        .map(|e| (e.id.clone(), e.clone())),
                 ),
                 payouts: s.payouts.clone(),
                 invoices: s.invoices.clone(),
@@ -329,7 +335,7 @@ impl SinkContents {
                 sales_facts: s
                     .sales_facts
                     .iter()
-                    .map(|(id, f)| (id.clone(), f.clone()))
+                    .map(|f| (f.0.id.clone(), f.0.clone()))
                     .collect(),
                 sales_minutes: s.sales_minutes.clone(),
                 sales_as_of: s.as_of,
