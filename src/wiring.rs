@@ -583,6 +583,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
     // Where each stream resumes, and how long each JSON-lines file was at the checkpoint.
     let offsets = snapshot.as_ref().map(|s| s.offsets()).unwrap_or_default();
+    let positions = snapshot.as_ref().map(|s| s.positions()).unwrap_or_default();
     let file_lengths: BTreeMap<String, u64> = snapshot
         .as_ref()
         .map(|s| s.stores.files.iter().cloned().collect())
@@ -638,10 +639,17 @@ pub fn run(args: RunArgs) -> Result<()> {
             (_, Some(path)) => {
                 let path = path.clone();
                 FileSource::open(&path)?; // fail fast
-                let from = offsets
-                    .get(&(shopflow_ingest::source::FILE_TOPIC.to_string(), 0))
-                    .copied()
-                    .unwrap_or(0);
+                let key = (shopflow_ingest::source::FILE_TOPIC.to_string(), 0);
+                let from = offsets.get(&key).copied().unwrap_or(0);
+                // Where that line starts, if the checkpoint knows: a seek, not a count.
+                let at = positions.get(&key).filter(|p| p.line == from).cloned();
+                if let Some(p) = &at {
+                    say!(
+                        "reading {path} from line {} (byte {}), where the checkpoint stands",
+                        p.line,
+                        p.byte
+                    );
+                }
                 // A process that does not write leaves the files alone.
                 let log = |name: &str| match writes_here {
                     true => json_lines(format!("{}/{name}", args.out_dir)).map(EventLog::File),
@@ -652,7 +660,11 @@ pub fn run(args: RunArgs) -> Result<()> {
                     log("dlq.jsonl")?,
                     Box::new(move |w, _peers| {
                         if w == 0 {
-                            Ok(Box::new(FileSource::open_from(&path, from)?) as Box<dyn Source>)
+                            let source = match &at {
+                                Some(position) => FileSource::open_at(&path, position)?,
+                                None => FileSource::open_from(&path, from)?,
+                            };
+                            Ok(Box::new(source) as Box<dyn Source>)
                         } else {
                             Ok(Box::new(MemorySource::empty()) as Box<dyn Source>)
                         }

@@ -123,6 +123,10 @@ fn prefix_then_full(name: &str, cut: fn(usize) -> usize) {
         log.contains(&format!("finished: {} messages", total - cut)),
         "the restart reads only the lines after the prefix:\n{log}"
     );
+    assert!(
+        log.contains(&format!("from line {cut} (byte")),
+        "the restart seeks to the checkpoint's byte rather than counting lines:\n{log}"
+    );
     let got = answers(port, &token);
     resumed.kill().expect("stop");
     resumed.wait().expect("reap");

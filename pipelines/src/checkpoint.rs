@@ -27,13 +27,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use shopflow_ingest::source::FilePosition;
 use shopflow_ingest::StreamValidator;
 use shopflow_model::{Millis, StoreImages};
 
-/// Version of the checkpoint format this build writes and reads. A file of another
-/// version is skipped (the run falls back to an older checkpoint of this version, or
-/// replays from the start).
-pub const FORMAT_VERSION: u32 = 3;
+/// Version of the checkpoint format this build writes. It reads this version and
+/// [`OLDEST_READ_VERSION`]; a file of another version is skipped (the run falls back to an
+/// older checkpoint it reads, or replays from the start).
+pub const FORMAT_VERSION: u32 = 4;
+
+/// The oldest format version this build reads: version 3 has no file positions (a restart
+/// from it counts the file's lines up to its offset, as that version's builds did).
+pub const OLDEST_READ_VERSION: u32 = 3;
 
 /// The first bytes of every checkpoint file.
 pub const MAGIC: &[u8] = b"shopflow checkpoint\n";
@@ -48,21 +53,52 @@ const CRC: crc::Crc<u32, crc::Table<16>> = crc::Crc::<u32, crc::Table<16>>::new(
 /// out whole rather than decoded byte by byte.
 const HEADER: usize = MAGIC.len() + 4 + 8 + 4;
 
-/// A worker's part in the manifest: its cap, its streams (topic, partition, next offset,
-/// validator length) and its operators (name, state length).
-type WorkerManifest = (Millis, Vec<(String, i32, i64, u64)>, Vec<(String, u64)>);
+/// A stream in the manifest: topic, partition, next offset, validator length, and where the
+/// next offset starts in a file (version 4).
+type StreamManifest = (String, i32, i64, u64, Option<FilePosition>);
 
-/// [`Snapshot`] with its blobs replaced by their lengths.
+/// A worker's part in the manifest: its cap, its streams and its operators (name, state
+/// length).
+type WorkerManifest<S> = (Millis, Vec<S>, Vec<(String, u64)>);
+
+/// [`Snapshot`] with its blobs replaced by their lengths. Version 3 had streams without
+/// the file position: `S` = (topic, partition, next offset, validator length).
 #[derive(Serialize, Deserialize)]
-struct Manifest {
+struct Manifest<S = StreamManifest> {
     seq: u64,
     created_ms: Millis,
     time: Millis,
     as_of: Option<Millis>,
-    workers: Vec<WorkerManifest>,
+    workers: Vec<WorkerManifest<S>>,
     memory: Vec<u64>,
     files: Vec<(String, u64)>,
     stores_as_of: Option<Millis>,
+}
+
+impl Manifest<(String, i32, i64, u64)> {
+    /// A version-3 manifest in today's form (no file positions).
+    fn upgrade(self) -> Manifest {
+        Manifest {
+            seq: self.seq,
+            created_ms: self.created_ms,
+            time: self.time,
+            as_of: self.as_of,
+            workers: self
+                .workers
+                .into_iter()
+                .map(|(cap, streams, operators)| {
+                    let streams = streams
+                        .into_iter()
+                        .map(|(t, p, o, n)| (t, p, o, n, None))
+                        .collect();
+                    (cap, streams, operators)
+                })
+                .collect(),
+            memory: self.memory,
+            files: self.files,
+            stores_as_of: self.stores_as_of,
+        }
+    }
 }
 
 impl Snapshot {
@@ -83,6 +119,7 @@ impl Snapshot {
                             s.partition,
                             s.next_offset,
                             s.validator.len() as u64,
+                            s.position.clone(),
                         )
                     })
                     .collect();
@@ -193,6 +230,9 @@ pub struct StreamPart {
     pub partition: i32,
     /// The first offset not yet read (a file's line number).
     pub next_offset: i64,
+    /// Where `next_offset` starts, for a file the source knew it for: a restart seeks
+    /// there instead of reading every line before.
+    pub position: Option<FilePosition>,
     /// The stream's validator, serialized (see [`StreamValidator`]).
     pub validator: Vec<u8>,
 }
@@ -243,6 +283,16 @@ impl Snapshot {
             .iter()
             .flat_map(|w| &w.streams)
             .map(|s| ((s.topic.clone(), s.partition), s.next_offset))
+            .collect()
+    }
+
+    /// Where each stream's next offset starts in its file, for the streams that have one
+    /// (a file source), by (topic, partition).
+    pub fn positions(&self) -> BTreeMap<(String, i32), FilePosition> {
+        self.workers
+            .iter()
+            .flat_map(|w| &w.streams)
+            .filter_map(|s| Some(((s.topic.clone(), s.partition), s.position.clone()?)))
             .collect()
     }
 
@@ -322,7 +372,17 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
 /// Writes the file for `snapshot` (header and payload) to `out`; returns its length.
 pub fn encode_to(snapshot: &Snapshot, out: &mut impl Write) -> Result<u64, std::io::Error> {
     let (manifest, blobs) = snapshot.manifest();
-    let manifest = bincode::serialize(&manifest).map_err(std::io::Error::other)?;
+    write_file(FORMAT_VERSION, &manifest, blobs, out)
+}
+
+/// Writes a file of format `version` with `manifest` and its blobs to `out`.
+fn write_file(
+    version: u32,
+    manifest: &impl Serialize,
+    blobs: Vec<&[u8]>,
+    out: &mut impl Write,
+) -> Result<u64, std::io::Error> {
+    let manifest = bincode::serialize(manifest).map_err(std::io::Error::other)?;
     let mut digest = CRC.digest();
     let mut len: u64 = 8 + manifest.len() as u64;
     digest.update(&(manifest.len() as u64).to_le_bytes());
@@ -332,7 +392,7 @@ pub fn encode_to(snapshot: &Snapshot, out: &mut impl Write) -> Result<u64, std::
         len += b.len() as u64;
     }
     out.write_all(MAGIC)?;
-    out.write_all(&FORMAT_VERSION.to_le_bytes())?;
+    out.write_all(&version.to_le_bytes())?;
     out.write_all(&len.to_le_bytes())?;
     out.write_all(&digest.finalize().to_le_bytes())?;
     out.write_all(&(manifest.len() as u64).to_le_bytes())?;
@@ -378,9 +438,10 @@ pub fn decode_from<R: Read + Seek>(r: &mut R) -> Result<Snapshot, String> {
         u64::from_le_bytes(b)
     };
     let version = word(MAGIC.len(), 4) as u32;
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(format!(
-            "format version {version}, this build reads version {FORMAT_VERSION}"
+            "format version {version}, this build reads versions {OLDEST_READ_VERSION} to \
+             {FORMAT_VERSION}"
         ));
     }
     let len = word(MAGIC.len() + 4, 8);
@@ -426,16 +487,23 @@ pub fn decode_from<R: Read + Seek>(r: &mut R) -> Result<Snapshot, String> {
     let m_len = take(8).map_err(|_| unreadable(&"no manifest"))?;
     let m_len = u64::from_le_bytes(m_len.try_into().expect("8 bytes"));
     let manifest = take(m_len).map_err(|_| unreadable(&"short manifest"))?;
-    let manifest: Manifest = bincode::deserialize(&manifest).map_err(|e| unreadable(&e))?;
+    let manifest: Manifest = if version == 3 {
+        bincode::deserialize::<Manifest<(String, i32, i64, u64)>>(&manifest)
+            .map_err(|e| unreadable(&e))?
+            .upgrade()
+    } else {
+        bincode::deserialize(&manifest).map_err(|e| unreadable(&e))?
+    };
     let mut workers = Vec::with_capacity(manifest.workers.len());
     for (cap, streams, operators) in manifest.workers {
         let streams = streams
             .into_iter()
-            .map(|(topic, partition, next_offset, n)| {
+            .map(|(topic, partition, next_offset, n, position)| {
                 Ok(StreamPart {
                     topic,
                     partition,
                     next_offset,
+                    position,
                     validator: take(n)?,
                 })
             })
@@ -600,4 +668,93 @@ pub fn remove_newer(dir: &Path, keep: Option<u64>) -> Result<Vec<PathBuf>, Check
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(position: Option<FilePosition>) -> Snapshot {
+        Snapshot {
+            seq: 7,
+            created_ms: 1,
+            time: 1_000,
+            as_of: Some(999),
+            workers: vec![WorkerPart {
+                cap: 1_000,
+                streams: vec![StreamPart {
+                    topic: "file".into(),
+                    partition: 0,
+                    next_offset: 42,
+                    position,
+                    validator: vec![1, 2, 3],
+                }],
+                operators: BTreeMap::from([("Stock".to_string(), vec![9; 10])]),
+            }],
+            stores: StoreImages {
+                memory: vec![vec![5; 4]],
+                files: vec![("alerts.jsonl".into(), 12)],
+                as_of: Some(998),
+            },
+        }
+    }
+
+    #[test]
+    fn a_file_position_round_trips() {
+        let position = FilePosition {
+            line: 42,
+            byte: 4_200,
+            before: b"...}\n".to_vec(),
+        };
+        let back = decode(&encode(&snapshot(Some(position.clone())))).expect("decodes");
+        assert_eq!(
+            back.positions(),
+            BTreeMap::from([(("file".to_string(), 0), position)])
+        );
+        assert_eq!(
+            back.offsets(),
+            BTreeMap::from([(("file".to_string(), 0), 42)])
+        );
+    }
+
+    #[test]
+    fn a_version_3_file_is_read_without_positions() {
+        // A version-3 file as the builds before file positions wrote it.
+        let s = snapshot(None);
+        let (manifest, blobs) = s.manifest();
+        let old: Manifest<(String, i32, i64, u64)> = Manifest {
+            seq: manifest.seq,
+            created_ms: manifest.created_ms,
+            time: manifest.time,
+            as_of: manifest.as_of,
+            workers: manifest
+                .workers
+                .into_iter()
+                .map(|(cap, streams, ops)| {
+                    let streams = streams
+                        .into_iter()
+                        .map(|(t, p, o, n, _)| (t, p, o, n))
+                        .collect();
+                    (cap, streams, ops)
+                })
+                .collect(),
+            memory: manifest.memory,
+            files: manifest.files,
+            stores_as_of: manifest.stores_as_of,
+        };
+        let mut bytes = Vec::new();
+        write_file(3, &old, blobs, &mut bytes).expect("in memory");
+        let back = decode(&bytes).expect("version 3 is read");
+        assert!(back.positions().is_empty());
+        assert_eq!(back.offsets(), s.offsets());
+        assert_eq!(back.workers[0].streams[0].validator, [1, 2, 3]);
+        assert_eq!(back.workers[0].operators, s.workers[0].operators);
+        assert_eq!(back.stores.memory, s.stores.memory);
+        assert_eq!((back.seq, back.time, back.as_of), (7, 1_000, Some(999)));
+        // Version 2 is not.
+        let mut older = bytes.clone();
+        older[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&2u32.to_le_bytes());
+        let reason = decode(&older).expect_err("version 2 is refused");
+        assert!(reason.contains("versions 3 to 4"), "{reason}");
+    }
 }

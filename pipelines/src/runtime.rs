@@ -461,6 +461,7 @@ where
                     keys: &keys,
                     validators: &validators,
                     next_offsets: &next_offsets,
+                    source: source.as_ref(),
                     cap,
                 },
                 &mut inputs,
@@ -1172,6 +1173,8 @@ struct Paused<'a> {
     keys: &'a [(String, i32)],
     validators: &'a [StreamValidator],
     next_offsets: &'a [i64],
+    /// Where a file source's next offsets start (see [`Source::position`]).
+    source: &'a dyn Source,
     cap: Millis,
 }
 
@@ -1194,7 +1197,8 @@ impl Paused<'_> {
             .iter()
             .zip(self.validators)
             .zip(self.next_offsets)
-            .map(|(((topic, partition), v), &next_offset)| {
+            .enumerate()
+            .map(|(stream, (((topic, partition), v), &next_offset))| {
                 let validator = bincode::serialize(v).map_err(|e| CheckpointError::Part {
                     part: format!("validator of {topic}/{partition}"),
                     reason: e.to_string(),
@@ -1203,6 +1207,7 @@ impl Paused<'_> {
                     topic: topic.clone(),
                     partition: *partition,
                     next_offset,
+                    position: self.source.position(stream, next_offset),
                     validator,
                 })
             })

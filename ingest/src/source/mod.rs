@@ -120,6 +120,33 @@ pub trait Source: Send {
         let s = &self.streams()[stream];
         (s.topic.clone(), s.partition)
     }
+
+    /// Where message `offset` of stream `stream` starts in a file, if this source reads a
+    /// file and knows it (see [`FilePosition`]): a checkpoint keeps it, so that a restart
+    /// opens the file there instead of reading every line before. `None` (the default) for
+    /// other sources, or for an offset the source did not pass recently.
+    fn position(&self, _stream: usize, _offset: i64) -> Option<FilePosition> {
+        None
+    }
+}
+
+/// Where a line of a file starts, and the bytes just before it: a restart from a checkpoint
+/// seeks there and checks that the file still has those bytes (the input is the same one)
+/// rather than counting every line before it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FilePosition {
+    /// The line (its offset).
+    pub line: i64,
+    /// The byte it starts at.
+    pub byte: u64,
+    /// Up to [`FilePosition::BEFORE`] bytes that precede it (the end of the line before,
+    /// newline included); empty at the start of the file.
+    pub before: Vec<u8>,
+}
+
+impl FilePosition {
+    /// How many preceding bytes a position keeps to recognize the file.
+    pub const BEFORE: usize = 256;
 }
 
 /// Whether stream number `index` (in a list every worker sees the same) belongs to worker
