@@ -449,8 +449,15 @@ fn execute(
     reporter.thread().unpark();
     let written = writer.join().expect("sink writer thread");
     let _ = reporter.join();
+    // The writer's error says why when the pipeline stopped because the writer did.
+    let written = written.context("sink writer stopped");
+    if matches!(result, Err(shopflow_pipelines::PipelineError::SinkGone)) {
+        written?;
+        let summary = result.context("pipeline stopped")?;
+        return Ok((summary, sink_stats));
+    }
     let summary = result.context("pipeline stopped")?;
-    written.context("sink writer stopped")?;
+    written?;
     Ok((summary, sink_stats))
 }
 

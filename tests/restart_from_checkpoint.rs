@@ -189,3 +189,48 @@ fn a_damaged_checkpoint_is_named_skipped_and_the_run_starts_over() {
         "alerts after starting over"
     );
 }
+
+/// A sink that lost what the checkpoint says it holds (here: Redis under another prefix,
+/// empty) makes the writer refuse to continue. The worker that writes stops, after it had
+/// already published the end of its (empty) input; the other must stop too rather than
+/// wait for it in the end-of-input checkpoint, and the run must say the writer's reason.
+#[test]
+fn a_restart_onto_a_sink_that_lost_data_stops_and_says_why() {
+    let d = dir("lost-sink");
+    let (prefix, full, _, _) = workload(&d, |n| n / 2);
+    let redis = shopflow_tests::service_env("SHOPFLOW_REDIS_URL");
+    let prefix_key = |p: &str| format!("restart-lost-{p}-{}", std::process::id());
+    let state = d.join("state");
+    let with_redis = |file: &Path, p: &str| {
+        let mut c = shopflow(file, &d.join("out"), Some(&state));
+        c.args(["--redis", &redis, "--redis-prefix", &prefix_key(p)]);
+        c
+    };
+    run_to_end(with_redis(&prefix, "a"));
+    let started = std::time::Instant::now();
+    let mut c = with_redis(&full, "b");
+    let mut child = c
+        .arg("--exit-when-done")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run shopflow");
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the run hung instead of stopping on the writer's error");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut log)
+        .expect("read the log");
+    assert!(!status.success(), "the run must fail:\n{log}");
+    assert!(
+        log.contains("Redis lost data since"),
+        "the run names the writer's reason, not only that a worker stopped:\n{log}"
+    );
+}

@@ -164,12 +164,37 @@ impl Serialize for SeenIds {
 
 impl<'de> Deserialize<'de> for SeenIds {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
+        SeenRaw::deserialize(d)?
+            .build()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A checkpoint's ids as read, before their table is built ([`SeenRaw::build`]): a restart
+/// builds it on a thread of its own while the orders are read back.
+pub(crate) struct SeenRaw {
+    arena: Vec<u8>,
+    times: Vec<Millis>,
+}
+
+impl<'de> Deserialize<'de> for SeenRaw {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let (arena, times): (ByteBuf, Vec<Millis>) = Deserialize::deserialize(d)?;
-        let arena = arena.0;
+        Ok(SeenRaw {
+            arena: arena.0,
+            times,
+        })
+    }
+}
+
+impl SeenRaw {
+    /// The ids with their table. The arena is the one a checkpoint wrote (the same layout,
+    /// in first-seen order), so it is kept as it is and only the table is built.
+    pub(crate) fn build(self) -> Result<SeenIds, &'static str> {
+        let SeenRaw { arena, times } = self;
         let mut seen = SeenIds {
             table: HashTable::with_capacity(times.len()),
-            arena: Vec::with_capacity(arena.len()),
+            arena: Vec::new(),
             ..SeenIds::default()
         };
         let mut at = 0usize;
@@ -178,20 +203,25 @@ impl<'de> Deserialize<'de> for SeenIds {
                 Some(&b) if b < 0x80 => (b as usize, 1),
                 Some(&b) => match arena.get(at + 1) {
                     Some(&c) => ((b & 0x7f) as usize | (c as usize) << 7, 2),
-                    None => return Err(D::Error::custom("seen ids: truncated arena")),
+                    None => return Err("seen ids: truncated arena"),
                 },
-                None => return Err(D::Error::custom("seen ids: fewer ids than times")),
+                None => return Err("seen ids: fewer ids than times"),
             };
             let start = at + len.1;
             let Some(bytes) = arena.get(start..start + len.0) else {
-                return Err(D::Error::custom("seen ids: truncated arena"));
+                return Err("seen ids: truncated arena");
             };
-            seen.push_new(bytes, ts);
+            let hash = seen.hasher.hash_one(bytes);
+            let hasher = &seen.hasher;
+            let slot = Slot { at: at as u64, ts };
+            seen.table
+                .insert_unique(hash, slot, |s| hasher.hash_one(id_at(&arena, s.at)));
             at = start + len.0;
         }
         if at != arena.len() {
-            return Err(D::Error::custom("seen ids: more ids than times"));
+            return Err("seen ids: more ids than times");
         }
+        seen.arena = arena;
         Ok(seen)
     }
 }

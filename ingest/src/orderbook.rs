@@ -481,25 +481,47 @@ impl Serialize for OrderBook {
 /// at load time rather than when its order is next named.
 impl<'de> Deserialize<'de> for OrderBook {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        OrdersRaw::deserialize(d)?
+            .build()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A checkpoint's orders as read (id, compact form), before they are checked and put in a
+/// book ([`OrdersRaw::build`]).
+pub(crate) struct OrdersRaw(Vec<(u64, Box<[u8]>)>);
+
+impl<'de> Deserialize<'de> for OrdersRaw {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = OrderBook;
+            type Value = OrdersRaw;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a sequence of encoded orders")
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OrderBook, A::Error> {
-                let mut book = OrderBook::default();
-                book.cold.reserve(seq.size_hint().unwrap_or(0));
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OrdersRaw, A::Error> {
+                let mut orders = Vec::with_capacity(seq.size_hint().unwrap_or(0));
                 while let Some((id, OwnedBlob(bytes))) = seq.next_element::<(u64, OwnedBlob)>()? {
-                    decode(id, &bytes).map_err(|e| {
-                        serde::de::Error::custom(format!("order {id} does not decode: {e}"))
-                    })?;
-                    book.cold.insert(id, bytes);
+                    orders.push((id, bytes));
                 }
-                Ok(book)
+                Ok(OrdersRaw(orders))
             }
         }
         d.deserialize_seq(V)
+    }
+}
+
+impl OrdersRaw {
+    /// The book, every order decoded once to check it (a damaged or foreign checkpoint is
+    /// refused here rather than when its order is next named).
+    pub(crate) fn build(self) -> Result<OrderBook, String> {
+        let mut book = OrderBook::default();
+        book.cold.reserve(self.0.len());
+        for (id, bytes) in self.0 {
+            decode(id, &bytes).map_err(|e| format!("order {id} does not decode: {e}"))?;
+            book.cold.insert(id, bytes);
+        }
+        Ok(book)
     }
 }
 

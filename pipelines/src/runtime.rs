@@ -171,6 +171,9 @@ pub enum PipelineError {
     /// Timely could not start or a worker panicked.
     #[error("dataflow worker failed: {0}")]
     Worker(String),
+    /// This worker stopped because another one did (that one's error says why).
+    #[error("dataflow worker failed: another worker stopped")]
+    OtherWorkerStopped,
     /// Another process of the cluster stopped (its connection broke): timely has no
     /// partial failure, so this one stops too and every process must be started again.
     #[error(
@@ -248,7 +251,7 @@ where
         threads,
     )?);
     let guards = timely::execute(timely_config, move |worker| {
-        worker_main(
+        let result = worker_main(
             worker,
             &config,
             &make_source,
@@ -256,18 +259,37 @@ where
             &stats2,
             &ends,
             &coordinator,
-        )
+        );
+        if result.is_err() {
+            // The others may be waiting for this worker (a checkpoint, the end of the
+            // input) even after it published its end: they stop too.
+            ends.aborted.store(true, Ordering::Release);
+        }
+        result
     })
     .map_err(PipelineError::Worker)?;
     // A peer's broken connection panics timely's network threads and poisons what the
     // workers receive from it; joining (which also joins the network threads) reports it.
     let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || guards.join()))
         .map_err(|_| PipelineError::PeerLost)?;
+    // The error that says why: a worker that stopped because another did says nothing
+    // more, so the other's error is reported.
+    let mut first: Option<PipelineError> = None;
     for result in joined {
-        result.map_err(|e| match is_network_failure(&e) {
+        let result = result.map_err(|e| match is_network_failure(&e) {
             true => PipelineError::PeerLost,
             false => PipelineError::Worker(e),
-        })??;
+        });
+        if let Err(e) | Ok(Err(e)) = result {
+            let secondary = matches!(e, PipelineError::OtherWorkerStopped);
+            match &first {
+                Some(f) if secondary || !matches!(f, PipelineError::OtherWorkerStopped) => {}
+                _ => first = Some(e),
+            }
+        }
+    }
+    if let Some(e) = first {
+        return Err(e);
     }
     // At the end of the input the frontier is the largest event time seen (SPEC §8).
     let frontier = &stats.metrics.frontier;
@@ -479,7 +501,7 @@ where
             return Err(PipelineError::SinkGone);
         }
         if ends.aborted.load(Ordering::Acquire) {
-            return Err(PipelineError::Worker("another worker stopped".into()));
+            return Err(PipelineError::OtherWorkerStopped);
         }
         if streams > 0 {
             coordinator.request_if_due(stats.messages.load(Ordering::Relaxed));
@@ -658,7 +680,7 @@ where
                 return Err(PipelineError::SinkGone);
             }
             if ends.aborted.load(Ordering::Acquire) {
-                return Err(PipelineError::Worker("another worker stopped".into()));
+                return Err(PipelineError::OtherWorkerStopped);
             }
             coordinator.request_if_due(stats.messages.load(Ordering::Relaxed));
             checkpoint!();
@@ -674,7 +696,7 @@ where
                 return Err(PipelineError::SinkGone);
             }
             if ends.aborted.load(Ordering::Acquire) {
-                return Err(PipelineError::Worker("another worker stopped".into()));
+                return Err(PipelineError::OtherWorkerStopped);
             }
             coordinator.try_request_final();
             checkpoint!();
@@ -704,7 +726,7 @@ where
             break last;
         }
         if ends.aborted.load(Ordering::Acquire) {
-            return Err(PipelineError::Worker("another worker stopped".into()));
+            return Err(PipelineError::OtherWorkerStopped);
         }
         ends.follow(index, &mut inputs, &mut timely, false);
         inputs.flush();
@@ -1185,7 +1207,7 @@ impl Paused<'_> {
             return Err(PipelineError::SinkGone);
         }
         if self.ends.aborted.load(Ordering::Acquire) {
-            return Err(PipelineError::Worker("another worker stopped".into()));
+            return Err(PipelineError::OtherWorkerStopped);
         }
         Ok(self.stats.stop.load(Ordering::Relaxed))
     }
