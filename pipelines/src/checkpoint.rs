@@ -415,11 +415,12 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
     decode_from(&mut std::io::Cursor::new(bytes))
 }
 
-/// [`decode`] from a file or any seekable reader, without holding the file in memory: the
-/// checksum is verified in a first pass over the payload in 1 MiB pieces, then each part is
-/// read straight into its own buffer. (Reading the whole file first and copying the parts
-/// out of it touched twice the memory, and a restart spent most of its time having the
-/// kernel clear those pages.)
+/// [`decode`] from a file or any seekable reader, without holding the file in memory: each
+/// part is read straight into its own buffer and checksummed as it comes, in one pass; the
+/// parts are returned only if the checksum over the whole payload matches. (Reading the
+/// whole file first and copying the parts out of it touched twice the memory, and a restart
+/// spent most of its time having the kernel clear those pages; a separate checksum pass
+/// read the file twice.)
 pub fn decode_from<R: Read + Seek>(r: &mut R) -> Result<Snapshot, String> {
     let failed = |e: std::io::Error| format!("cannot read it: {e}");
     let total = r.seek(SeekFrom::End(0)).map_err(failed)?;
@@ -452,92 +453,101 @@ pub fn decode_from<R: Read + Seek>(r: &mut R) -> Result<Snapshot, String> {
             "truncated or padded: the header says {len} bytes of state, the file has {have}"
         ));
     }
+    // One pass over the payload: each part is read straight into its own buffer and added to
+    // the checksum as it comes. Nothing is returned unless the checksum over the whole
+    // payload matches, and a layout that does not parse is reported as corruption when it
+    // does not match.
     let mut digest = CRC.digest();
-    let mut piece = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(piece.len() as u64) as usize;
-        r.read_exact(&mut piece[..n]).map_err(failed)?;
-        digest.update(&piece[..n]);
-        left -= n as u64;
-    }
-    drop(piece);
-    if digest.finalize() != sum {
-        return Err("checksum mismatch (the file is corrupt)".into());
-    }
-    r.seek(SeekFrom::Start(HEADER as u64)).map_err(failed)?;
     let unreadable = |e: &dyn std::fmt::Display| format!("unreadable state: {e}");
     // Bytes of the payload not read yet: no length in the manifest may reach past them.
     let mut rest = len;
-    let mut take = |n: u64| -> Result<Vec<u8>, String> {
-        if n > rest {
-            return Err(unreadable(&"a part is cut short"));
-        }
-        rest -= n;
-        let mut part = Vec::with_capacity(usize::try_from(n).map_err(|e| unreadable(&e))?);
-        r.by_ref()
-            .take(n)
-            .read_to_end(&mut part)
-            .map_err(|e| unreadable(&e))?;
-        if part.len() as u64 != n {
-            return Err(unreadable(&"a part is cut short"));
-        }
-        Ok(part)
-    };
-    let m_len = take(8).map_err(|_| unreadable(&"no manifest"))?;
-    let m_len = u64::from_le_bytes(m_len.try_into().expect("8 bytes"));
-    let manifest = take(m_len).map_err(|_| unreadable(&"short manifest"))?;
-    let manifest: Manifest = if version == 3 {
-        bincode::deserialize::<Manifest<(String, i32, i64, u64)>>(&manifest)
-            .map_err(|e| unreadable(&e))?
-            .upgrade()
-    } else {
-        bincode::deserialize(&manifest).map_err(|e| unreadable(&e))?
-    };
-    let mut workers = Vec::with_capacity(manifest.workers.len());
-    for (cap, streams, operators) in manifest.workers {
-        let streams = streams
-            .into_iter()
-            .map(|(topic, partition, next_offset, n, position)| {
-                Ok(StreamPart {
-                    topic,
-                    partition,
-                    next_offset,
-                    position,
-                    validator: take(n)?,
+    let parsed = (|| -> Result<Snapshot, String> {
+        let mut take = |n: u64| -> Result<Vec<u8>, String> {
+            if n > rest {
+                return Err(unreadable(&"a part is cut short"));
+            }
+            let mut part = Vec::with_capacity(usize::try_from(n).map_err(|e| unreadable(&e))?);
+            r.by_ref()
+                .take(n)
+                .read_to_end(&mut part)
+                .map_err(|e| unreadable(&e))?;
+            rest -= part.len() as u64;
+            digest.update(&part);
+            if part.len() as u64 != n {
+                return Err(unreadable(&"a part is cut short"));
+            }
+            Ok(part)
+        };
+        let m_len = take(8).map_err(|_| unreadable(&"no manifest"))?;
+        let m_len = u64::from_le_bytes(m_len.try_into().expect("8 bytes"));
+        let manifest = take(m_len).map_err(|_| unreadable(&"short manifest"))?;
+        let manifest: Manifest = if version == 3 {
+            bincode::deserialize::<Manifest<(String, i32, i64, u64)>>(&manifest)
+                .map_err(|e| unreadable(&e))?
+                .upgrade()
+        } else {
+            bincode::deserialize(&manifest).map_err(|e| unreadable(&e))?
+        };
+        let mut workers = Vec::with_capacity(manifest.workers.len());
+        for (cap, streams, operators) in manifest.workers {
+            let streams = streams
+                .into_iter()
+                .map(|(topic, partition, next_offset, n, position)| {
+                    Ok(StreamPart {
+                        topic,
+                        partition,
+                        next_offset,
+                        position,
+                        validator: take(n)?,
+                    })
                 })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        let operators = operators
+                .collect::<Result<Vec<_>, String>>()?;
+            let operators = operators
+                .into_iter()
+                .map(|(name, n)| Ok((name, take(n)?)))
+                .collect::<Result<BTreeMap<_, _>, String>>()?;
+            workers.push(WorkerPart {
+                cap,
+                streams,
+                operators,
+            });
+        }
+        let memory = manifest
+            .memory
             .into_iter()
-            .map(|(name, n)| Ok((name, take(n)?)))
-            .collect::<Result<BTreeMap<_, _>, String>>()?;
-        workers.push(WorkerPart {
-            cap,
-            streams,
-            operators,
-        });
+            .map(&mut take)
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Snapshot {
+            seq: manifest.seq,
+            created_ms: manifest.created_ms,
+            time: manifest.time,
+            as_of: manifest.as_of,
+            workers,
+            stores: StoreImages {
+                memory,
+                files: manifest.files,
+                as_of: manifest.stores_as_of,
+            },
+        })
+    })();
+    // What the parts did not cover (after the last one, or after a damaged length) still
+    // counts in the checksum.
+    let extra = rest;
+    let mut piece = vec![0u8; 1 << 16];
+    while rest > 0 {
+        let n = rest.min(piece.len() as u64) as usize;
+        r.read_exact(&mut piece[..n]).map_err(failed)?;
+        digest.update(&piece[..n]);
+        rest -= n as u64;
     }
-    let memory = manifest
-        .memory
-        .into_iter()
-        .map(&mut take)
-        .collect::<Result<Vec<_>, String>>()?;
-    if rest != 0 {
+    if digest.finalize() != sum {
+        return Err("checksum mismatch (the file is corrupt)".into());
+    }
+    let snapshot = parsed?;
+    if extra != 0 {
         return Err(unreadable(&"bytes after the last part"));
     }
-    Ok(Snapshot {
-        seq: manifest.seq,
-        created_ms: manifest.created_ms,
-        time: manifest.time,
-        as_of: manifest.as_of,
-        workers,
-        stores: StoreImages {
-            memory,
-            files: manifest.files,
-            as_of: manifest.stores_as_of,
-        },
-    })
+    Ok(snapshot)
 }
 
 /// Writes `snapshot` to `dir` atomically (temporary file, fsync, rename, fsync of the
@@ -756,5 +766,25 @@ mod tests {
         older[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&2u32.to_le_bytes());
         let reason = decode(&older).expect_err("version 2 is refused");
         assert!(reason.contains("versions 3 to 4"), "{reason}");
+    }
+
+    #[test]
+    fn any_flipped_byte_of_the_payload_is_corruption() {
+        let bytes = encode(&snapshot(None));
+        // Lengths (the manifest's, a part's), the manifest, the parts, the last byte.
+        for at in [
+            HEADER,
+            HEADER + 3,
+            HEADER + 8,
+            HEADER + 20,
+            bytes.len() / 2,
+            bytes.len() - 1,
+        ] {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x5a;
+            let reason = decode(&damaged).expect_err("a flipped byte is detected");
+            assert!(reason.contains("checksum"), "byte {at}: {reason}");
+        }
+        decode(&bytes).expect("the undamaged file reads back");
     }
 }
