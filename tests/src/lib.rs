@@ -332,11 +332,7 @@ impl SinkContents {
                 invoices: s.invoices.clone(),
                 sellers: s.sellers.clone(),
                 ledger_as_of: s.as_of,
-                sales_facts: s
-                    .sales_facts
-                    .iter()
-                    .map(|f| (f.0.id.clone(), f.0.clone()))
-                    .collect(),
+                sales_facts: s.facts().map(|f| (f.id.clone(), f.clone())).collect(),
                 sales_minutes: s.sales_minutes.clone(),
                 sales_as_of: s.as_of,
             };
