@@ -547,6 +547,14 @@ pub fn decode_from<R: Read + Seek>(r: &mut R) -> Result<Snapshot, String> {
     if extra != 0 {
         return Err(unreadable(&"bytes after the last part"));
     }
+    if version == 3 && !snapshot.stores.memory.is_empty() {
+        // The in-process stores' layout changed with version 4 (sales facts by order,
+        // ledgers without a second copy of each id): such a file is not migrated.
+        return Err(format!(
+            "format version 3 with in-process store images, whose layout this build (version \
+             {FORMAT_VERSION}) does not read"
+        ));
+    }
     Ok(snapshot)
 }
 
@@ -729,8 +737,10 @@ mod tests {
 
     #[test]
     fn a_version_3_file_is_read_without_positions() {
-        // A version-3 file as the builds before file positions wrote it.
-        let s = snapshot(None);
+        // A version-3 file as the builds before file positions wrote it (external sinks:
+        // no in-process store images).
+        let mut s = snapshot(None);
+        s.stores.memory.clear();
         let (manifest, blobs) = s.manifest();
         let old: Manifest<(String, i32, i64, u64)> = Manifest {
             seq: manifest.seq,
@@ -754,14 +764,42 @@ mod tests {
         };
         let mut bytes = Vec::new();
         write_file(3, &old, blobs, &mut bytes).expect("in memory");
-        let back = decode(&bytes).expect("version 3 is read");
+        let back = decode(&bytes).expect("version 3 without store images is read");
         assert!(back.positions().is_empty());
         assert_eq!(back.offsets(), s.offsets());
         assert_eq!(back.workers[0].streams[0].validator, [1, 2, 3]);
         assert_eq!(back.workers[0].operators, s.workers[0].operators);
         assert_eq!(back.stores.memory, s.stores.memory);
         assert_eq!((back.seq, back.time, back.as_of), (7, 1_000, Some(999)));
-        // Version 2 is not.
+        // With an in-process store's image it is not (that layout changed in version 4).
+        let mut with_images = snapshot(None);
+        with_images.stores.memory = vec![vec![1, 2, 3]];
+        let (manifest, blobs) = with_images.manifest();
+        let old_images: Manifest<(String, i32, i64, u64)> = Manifest {
+            seq: manifest.seq,
+            created_ms: manifest.created_ms,
+            time: manifest.time,
+            as_of: manifest.as_of,
+            workers: manifest
+                .workers
+                .into_iter()
+                .map(|(cap, streams, ops)| {
+                    let streams = streams
+                        .into_iter()
+                        .map(|(t, p, o, n, _)| (t, p, o, n))
+                        .collect();
+                    (cap, streams, ops)
+                })
+                .collect(),
+            memory: manifest.memory,
+            files: manifest.files,
+            stores_as_of: manifest.stores_as_of,
+        };
+        let mut image_bytes = Vec::new();
+        write_file(3, &old_images, blobs, &mut image_bytes).expect("in memory");
+        let reason = decode(&image_bytes).expect_err("store images of version 3 are refused");
+        assert!(reason.contains("version 3"), "{reason}");
+        // Version 2 is not read at all.
         let mut older = bytes.clone();
         older[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&2u32.to_le_bytes());
         let reason = decode(&older).expect_err("version 2 is refused");
