@@ -735,12 +735,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_version_3_file_is_read_without_positions() {
-        // A version-3 file as the builds before file positions wrote it (external sinks:
-        // no in-process store images).
-        let mut s = snapshot(None);
-        s.stores.memory.clear();
+    /// `s` written as the builds before file positions (version 3) wrote it.
+    fn as_version_3(s: &Snapshot) -> Vec<u8> {
         let (manifest, blobs) = s.manifest();
         let old: Manifest<(String, i32, i64, u64)> = Manifest {
             seq: manifest.seq,
@@ -764,6 +760,16 @@ mod tests {
         };
         let mut bytes = Vec::new();
         write_file(3, &old, blobs, &mut bytes).expect("in memory");
+        bytes
+    }
+
+    #[test]
+    fn a_version_3_file_is_read_without_positions() {
+        // A version-3 file as the builds before file positions wrote it (external sinks:
+        // no in-process store images).
+        let mut s = snapshot(None);
+        s.stores.memory.clear();
+        let bytes = as_version_3(&s);
         let back = decode(&bytes).expect("version 3 without store images is read");
         assert!(back.positions().is_empty());
         assert_eq!(back.offsets(), s.offsets());
@@ -774,29 +780,7 @@ mod tests {
         // With an in-process store's image it is not (that layout changed in version 4).
         let mut with_images = snapshot(None);
         with_images.stores.memory = vec![vec![1, 2, 3]];
-        let (manifest, blobs) = with_images.manifest();
-        let old_images: Manifest<(String, i32, i64, u64)> = Manifest {
-            seq: manifest.seq,
-            created_ms: manifest.created_ms,
-            time: manifest.time,
-            as_of: manifest.as_of,
-            workers: manifest
-                .workers
-                .into_iter()
-                .map(|(cap, streams, ops)| {
-                    let streams = streams
-                        .into_iter()
-                        .map(|(t, p, o, n, _)| (t, p, o, n))
-                        .collect();
-                    (cap, streams, ops)
-                })
-                .collect(),
-            memory: manifest.memory,
-            files: manifest.files,
-            stores_as_of: manifest.stores_as_of,
-        };
-        let mut image_bytes = Vec::new();
-        write_file(3, &old_images, blobs, &mut image_bytes).expect("in memory");
+        let image_bytes = as_version_3(&with_images);
         let reason = decode(&image_bytes).expect_err("store images of version 3 are refused");
         assert!(reason.contains("version 3"), "{reason}");
         // Version 2 is not read at all.
