@@ -273,7 +273,7 @@ pub fn catalog<'s>(
             // Catalog updates at this time first: a lookup at t sees every update at t.
             let mut listed: Vec<u64> = Vec::new();
             let mut categories_changed = false;
-            for (sku, msg) in &records {
+            for (sku, msg) in records.iter() {
                 match *msg {
                     SkuMsg::Listing {
                         partition,
@@ -343,7 +343,7 @@ pub fn catalog<'s>(
                 }
             }
             // Then this time's queries, in arrival order.
-            for (sku, msg) in records {
+            for (sku, msg) in records.drain(..) {
                 match &msg {
                     SkuMsg::Fact(d) => c.looked_up(sku, d.placed),
                     SkuMsg::Settle { .. } => c.looked_up(sku, time),

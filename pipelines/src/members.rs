@@ -50,7 +50,7 @@ pub fn members<'s>(records: Timed<'s, (u64, MemberMsg)>, ctx: &Ctx) -> Timed<'s,
         by_member,
         "Members",
         ctx,
-        move |(members, rates): &mut State, time, mut records, out| {
+        move |(members, rates): &mut State, time, records, out| {
             // Group by member, keeping each member's records in arrival order.
             records.sort_by_key(|(m, _)| *m);
             for group in records.chunk_by(|a, b| a.0 == b.0) {

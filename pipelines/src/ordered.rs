@@ -112,7 +112,8 @@ impl<D, S> Waiting<D, S> {
 
 /// Handles the records of `stream` (partitioned by `pact`) time by time: when the frontier
 /// passes a time t, `logic(state, t, records, out)` gets every record dated t, in arrival
-/// order, and may push output records dated t or later into `out`.
+/// order (in a buffer it may reorder or drain; it is cleared after), and may push output
+/// records dated t or later into `out`.
 ///
 /// `state` is the operator's own state (its maps of SKUs, members…). It and the records
 /// waiting for the frontier are registered in `ctx.states` under `name`, so a checkpoint
@@ -134,7 +135,7 @@ where
     O: Clone + 'static,
     S: Default + Serialize + DeserializeOwned + 'static,
     P: ParallelizationContract<Millis, Vec<(D, Millis)>>,
-    L: FnMut(&mut S, Millis, Vec<D>, &mut Vec<(O, Millis)>) + 'static,
+    L: FnMut(&mut S, Millis, &mut Vec<D>, &mut Vec<(O, Millis)>) + 'static,
 {
     let end = ctx.end.clone();
     // Records not handled yet, in two places: `near`, in time order (stable: arrival
@@ -152,6 +153,11 @@ where
             cap
         });
         let mut out: Vec<(O, Millis)> = Vec::new();
+        // The records of one time, handed to `logic` (reused).
+        let mut group: Vec<D> = Vec::new();
+        // How many records `near` held at most lately (decays by 1/16 each activation):
+        // its capacity is given back only when far above that.
+        let mut high: usize = 0;
         // The frontier and end of the last pass over the waiting records, and whether
         // `near` is still sorted (restored records may not be).
         let mut passed: Option<(Millis, Option<Millis>)> = None;
@@ -196,8 +202,10 @@ where
                 sorted = true;
             }
             let ready = |t: Millis| t < f && e.is_none_or(|e| t <= e);
-            let mut step = |t: Millis, d: Vec<D>, o: &mut Vec<(O, Millis)>| logic(state, t, d, o);
-            handle(near, future, ready, &mut step, &mut out);
+            high = near.len().max(high - high / 16);
+            let mut step =
+                |t: Millis, d: &mut Vec<D>, o: &mut Vec<(O, Millis)>| logic(state, t, d, o);
+            handle(near, future, ready, &mut step, &mut group, &mut out);
             // What stays in `near` and is dated far ahead moves to `future`.
             let far = near.partition_point(|(_, t)| *t < f.saturating_add(NEAR));
             for (record, time) in near.drain(far..) {
@@ -209,8 +217,11 @@ where
                 *arrivals += 1;
             }
             // A burst leaves `near` with room it will not need again for long.
-            if near.capacity() > 4 * near.len() + 4096 {
-                near.shrink_to(2 * near.len());
+            if near.capacity() > 4 * high + 4096 {
+                near.shrink_to(2 * high);
+            }
+            if group.capacity() > 4096 && group.capacity() > 4 * high {
+                group.shrink_to(high);
             }
             if !out.is_empty() {
                 let cap = held.as_ref().expect("output without a capability");
@@ -247,9 +258,10 @@ fn handle<D, O, L>(
     future: &mut BinaryHeap<Reverse<Later<D>>>,
     ready: impl Fn(Millis) -> bool,
     logic: &mut L,
+    group: &mut Vec<D>,
     out: &mut Vec<(O, Millis)>,
 ) where
-    L: FnMut(Millis, Vec<D>, &mut Vec<(O, Millis)>),
+    L: FnMut(Millis, &mut Vec<D>, &mut Vec<(O, Millis)>),
 {
     let k = near.partition_point(|(_, t)| ready(*t));
     let mut now = near.drain(..k).peekable();
@@ -262,7 +274,7 @@ fn handle<D, O, L>(
             (Some(a), None) => a,
             (None, Some(b)) => b,
         };
-        let mut group = Vec::new();
+        group.clear();
         while future.peek().is_some_and(|Reverse(l)| l.time == t) {
             if let Some(Reverse(l)) = future.pop() {
                 group.push(l.record);
@@ -273,4 +285,5 @@ fn handle<D, O, L>(
         }
         logic(t, group, out);
     }
+    group.clear();
 }

@@ -51,7 +51,7 @@ pub fn owned_effects<'s>(changes: Timed<'s, OrderMsg>, ctx: &Ctx) -> Timed<'s, E
         move |owners: &mut Owners, _time, msgs, out| {
             // Placements of orders not yet owned: the best one at this time wins.
             let mut contested: HashMap<u64, (&EventBody, u64)> = HashMap::new();
-            for m in &msgs {
+            for m in msgs.iter() {
                 if let Some(body) = &m.placement {
                     if owners.contains_key(&m.order_id) {
                         continue;
@@ -71,7 +71,7 @@ pub fn owned_effects<'s>(changes: Timed<'s, OrderMsg>, ctx: &Ctx) -> Timed<'s, E
                 .map(|(order, (_, stream))| (order, stream))
                 .collect();
             owners.extend(winners);
-            for m in msgs {
+            for m in msgs.drain(..) {
                 if owners.get(&m.order_id) == Some(&m.stream) {
                     out.extend(m.effects);
                 }

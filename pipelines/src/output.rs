@@ -4,6 +4,7 @@
 //! passes their times and then hands the sink writer each changed row's value as of
 //! T = frontier − 1. Rows of a batch are mutually consistent: they are all as of T.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::ordered::{Ctx, Timed};
@@ -87,24 +88,17 @@ pub fn send_batches<'s>(
     let last = rows.scope().peers() - 1;
     let sender = rows.scope().index() == last;
     let to_last = last as u64;
-    // Rows not yet handed over, by time (many are far in the future: the scheduled end
-    // of a basket's or a payment's window, so they are kept ordered and only the ready
-    // prefix is taken each time); the `as_of` of the last batch; whether the last batch
-    // (of a bounded input) went.
-    type Pending = (BTreeMap<Millis, Vec<Row>>, Option<Millis>, bool);
     let state = ctx.states.register::<Pending>("SendViewBatches");
     rows.unary_frontier::<CapacityContainerBuilder<Vec<((), Millis)>>, _, _, _>(
         Exchange::new(move |_: &(Row, Millis)| to_last),
         "SendViewBatches",
         move |_cap, _info| {
+            // Rows of later times, set aside while a batch is put together.
+            let mut later: Vec<(Row, Millis)> = Vec::new();
             move |(input, frontier), _output| {
                 let mut guard = state.borrow_mut();
-                let (pending, as_of, done) = &mut *guard;
-                input.for_each(|_cap, data| {
-                    for (row, t) in data.drain(..) {
-                        pending.entry(t).or_default().push(row);
-                    }
-                });
+                let Pending { rows, as_of, done } = &mut *guard;
+                input.for_each(|_cap, data| rows.append(data));
                 if *done || !sender {
                     return;
                 }
@@ -122,15 +116,22 @@ pub fn send_batches<'s>(
                 if !complete && *as_of == Some(new_as_of) {
                     return;
                 }
-                let later = pending.split_off(&(new_as_of + 1));
-                let ready = std::mem::replace(pending, later);
-                let (mut batch, dead) = consolidate(ready.into_values().flatten(), new_as_of);
+                let ready = rows.drain(..).filter_map(|(row, t)| {
+                    if t <= new_as_of {
+                        Some((row, t))
+                    } else {
+                        later.push((row, t));
+                        None
+                    }
+                });
+                let (mut batch, dead) = consolidate(ready, new_as_of);
+                std::mem::swap(rows, &mut later);
                 batch.complete = complete;
                 if !dead.is_empty() && out.send(Output::DeadLetters(dead)).is_err() {
                     failed.store(true, Ordering::SeqCst);
                 }
                 if complete {
-                    pending.clear();
+                    rows.clear();
                 }
                 *as_of = Some(new_as_of);
                 *done = complete;
@@ -142,80 +143,104 @@ pub fn send_batches<'s>(
     )
 }
 
-/// The rows of `rows` (in time order, all dated ≤ `as_of`) as one batch: the last value
-/// of every key, and every append-only record; and the dead letters among them, in order.
-fn consolidate(rows: impl Iterator<Item = Row>, as_of: Millis) -> (ViewBatch, Vec<DeadLetter>) {
-    let mut stock: FastMap<u64, StockLevel> = FastMap::default();
-    let mut orders: FastMap<u64, OrderView> = FastMap::default();
-    let mut ratings: FastMap<u64, Option<RatingView>> = FastMap::default();
-    let mut also_bought: FastMap<u64, Option<AlsoBought>> = FastMap::default();
-    let mut members: FastMap<u64, MemberView> = FastMap::default();
-    let mut member_orders: FastMap<u64, MemberOrders> = FastMap::default();
-    let mut payouts: FastMap<(u64, Millis), Payout> = FastMap::default();
-    let mut invoices: FastMap<(u64, Millis), TaxInvoice> = FastMap::default();
-    let mut minutes: FastMap<(u64, Millis), SalesMinute> = FastMap::default();
+/// The output's state: rows not yet handed over, in arrival order (nearly all are dated
+/// before the next batch's `as_of`: operators date their rows at the time they work on);
+/// the `as_of` of the last batch; whether the last batch (of a bounded input) went.
+///
+/// A checkpoint saves the rows grouped by time, in arrival order within a time (the form
+/// of format 4), so files written before and after read the same.
+#[derive(Default)]
+struct Pending {
+    rows: Vec<(Row, Millis)>,
+    as_of: Option<Millis>,
+    done: bool,
+}
+
+impl serde::Serialize for Pending {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut by_time: BTreeMap<Millis, Vec<&Row>> = BTreeMap::new();
+        for (row, t) in &self.rows {
+            by_time.entry(*t).or_default().push(row);
+        }
+        (by_time, self.as_of, self.done).serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Pending {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        type Saved = (BTreeMap<Millis, Vec<Row>>, Option<Millis>, bool);
+        let (by_time, as_of, done) = Saved::deserialize(deserializer)?;
+        let rows = by_time
+            .into_iter()
+            .flat_map(|(t, rows)| rows.into_iter().map(move |row| (row, t)))
+            .collect();
+        Ok(Pending { rows, as_of, done })
+    }
+}
+
+/// The rows of `rows` (in arrival order, all dated ≤ `as_of`) as one batch: the value of
+/// every key at its latest time (the last to arrive, among rows of one time), and every
+/// append-only record; and the dead letters among them, in time order.
+fn consolidate(
+    rows: impl Iterator<Item = (Row, Millis)>,
+    as_of: Millis,
+) -> (ViewBatch, Vec<DeadLetter>) {
+    let mut stock: Latest<u64, StockLevel> = FastMap::default();
+    let mut orders: Latest<u64, OrderView> = FastMap::default();
+    let mut ratings: Latest<u64, Option<RatingView>> = FastMap::default();
+    let mut also_bought: Latest<u64, Option<AlsoBought>> = FastMap::default();
+    let mut members: Latest<u64, MemberView> = FastMap::default();
+    let mut member_orders: Latest<u64, MemberOrders> = FastMap::default();
+    let mut payouts: Latest<(u64, Millis), Payout> = FastMap::default();
+    let mut invoices: Latest<(u64, Millis), TaxInvoice> = FastMap::default();
+    let mut minutes: Latest<(u64, Millis), SalesMinute> = FastMap::default();
     let mut batch = ViewBatch {
         as_of,
         complete: false,
         ..ViewBatch::default()
     };
     let mut dead = Vec::new();
-    for row in rows {
+    for (row, t) in rows {
         match row {
-            Row::Stock(s) => {
-                stock.insert(s.sku, s);
-            }
-            Row::Order(o) => {
-                orders.insert(o.order_id, o);
-            }
+            Row::Stock(s) => upsert(&mut stock, s.sku, t, s),
+            Row::Order(o) => upsert(&mut orders, o.order_id, t, o),
             Row::Alert(a) => batch.alerts.push(a),
-            Row::Rating(sku, r) => {
-                ratings.insert(sku, r);
-            }
-            Row::AlsoBought(sku, r) => {
-                also_bought.insert(sku, r);
-            }
-            Row::Member(m) => {
-                members.insert(m.member_id, m);
-            }
-            Row::MemberOrders(m) => {
-                member_orders.insert(m.member_id, m);
-            }
+            Row::Rating(sku, r) => upsert(&mut ratings, sku, t, r),
+            Row::AlsoBought(sku, r) => upsert(&mut also_bought, sku, t, r),
+            Row::Member(m) => upsert(&mut members, m.member_id, t, m),
+            Row::MemberOrders(m) => upsert(&mut member_orders, m.member_id, t, m),
             Row::Points(e) => batch.points.push(e),
             Row::Settlement(e) => batch.settlements.push(e),
-            Row::Payout(p) => {
-                payouts.insert((p.seller_id, p.week_start), p);
-            }
-            Row::Invoice(i) => {
-                invoices.insert((i.seller_id, i.month_start), i);
-            }
+            Row::Payout(p) => upsert(&mut payouts, (p.seller_id, p.week_start), t, p),
+            Row::Invoice(i) => upsert(&mut invoices, (i.seller_id, i.month_start), t, i),
             Row::Seller(s) => batch.sellers.push(s),
             Row::SalesFact(f) => batch.sales_facts.push(f),
-            Row::SalesMinute(m) => {
-                minutes.insert((m.seller_id, m.minute), m);
-            }
-            Row::DeadLetter(d) => dead.push(d),
+            Row::SalesMinute(m) => upsert(&mut minutes, (m.seller_id, m.minute), t, m),
+            Row::DeadLetter(d) => dead.push((t, d)),
         }
     }
-    batch.stock = stock.into_values().collect();
-    batch.orders = orders.into_values().collect();
-    for (sku, r) in ratings {
+    // Stable: arrival order within a time.
+    dead.sort_by_key(|(t, _)| *t);
+    let dead = dead.into_iter().map(|(_, d)| d).collect();
+    batch.stock = values(stock).collect();
+    batch.orders = values(orders).collect();
+    for (sku, (_, r)) in ratings {
         match r {
             Some(r) => batch.ratings.push(r),
             None => batch.ratings_removed.push(sku),
         }
     }
-    for (sku, r) in also_bought {
+    for (sku, (_, r)) in also_bought {
         match r {
             Some(r) => batch.also_bought.push(r),
             None => batch.also_bought_removed.push(sku),
         }
     }
-    batch.members = members.into_values().collect();
-    batch.member_orders = member_orders.into_values().collect();
-    batch.payouts = payouts.into_values().collect();
-    batch.invoices = invoices.into_values().collect();
-    batch.sales_minutes = minutes.into_values().collect();
+    batch.members = values(members).collect();
+    batch.member_orders = values(member_orders).collect();
+    batch.payouts = values(payouts).collect();
+    batch.invoices = values(invoices).collect();
+    batch.sales_minutes = values(minutes).collect();
     batch.ratings.sort_unstable_by_key(|r| r.sku);
     batch.also_bought.sort_unstable_by_key(|r| r.sku);
     batch.ratings_removed.sort_unstable();
@@ -247,4 +272,97 @@ fn consolidate(rows: impl Iterator<Item = Row>, as_of: Millis) -> (ViewBatch, Ve
         .alerts
         .sort_unstable_by(|a, b| (a.ts, &a.event_id).cmp(&(b.ts, &b.event_id)));
     (batch, dead)
+}
+
+/// The latest row of each key and its time.
+type Latest<K, V> = FastMap<K, (Millis, V)>;
+
+/// Makes `v` the row of `k` unless it has a row of a later time.
+fn upsert<K: std::hash::Hash + Eq, V>(map: &mut Latest<K, V>, k: K, t: Millis, v: V) {
+    match map.entry(k) {
+        Entry::Occupied(mut e) => {
+            if t >= e.get().0 {
+                *e.get_mut() = (t, v);
+            }
+        }
+        Entry::Vacant(e) => {
+            e.insert((t, v));
+        }
+    }
+}
+
+/// The rows of `map`, without their times.
+fn values<K, V>(map: Latest<K, V>) -> impl Iterator<Item = V> {
+    map.into_values().map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stock(sku: u64, on_hand: i64) -> Row {
+        Row::Stock(StockLevel {
+            sku,
+            on_hand,
+            reserved: 0,
+            available: on_hand,
+        })
+    }
+
+    fn dead(offset: i64) -> Row {
+        Row::DeadLetter(DeadLetter {
+            reason: shopflow_model::DeadLetterReason::MalformedJson,
+            detail: String::new(),
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            key: None,
+            payload: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_key_shows_its_latest_time_and_the_last_arrival_within_it() {
+        // Arrival order is not time order: the row of time 5 arrives after that of time 7.
+        let rows = vec![
+            (stock(1, 10), 7),
+            (stock(1, 20), 5),
+            (stock(2, 1), 3),
+            (stock(2, 2), 3),
+        ];
+        let (batch, _) = consolidate(rows.into_iter(), 9);
+        let levels: Vec<(u64, i64)> = batch.stock.iter().map(|s| (s.sku, s.on_hand)).collect();
+        assert_eq!(levels, vec![(1, 10), (2, 2)], "batch: {batch:?}");
+        assert_eq!(batch.as_of, 9);
+    }
+
+    #[test]
+    fn dead_letters_come_in_time_order_then_arrival_order() {
+        let rows = vec![(dead(0), 8), (dead(1), 2), (dead(2), 8), (dead(3), 2)];
+        let (_, dead) = consolidate(rows.into_iter(), 9);
+        let offsets: Vec<i64> = dead.iter().map(|d| d.offset).collect();
+        assert_eq!(offsets, vec![1, 3, 0, 2]);
+    }
+
+    #[test]
+    fn pending_rows_are_saved_grouped_by_time_as_format_4_wrote_them() {
+        let pending = Pending {
+            rows: vec![(stock(1, 1), 7), (stock(2, 2), 3), (stock(3, 3), 7)],
+            as_of: Some(2),
+            done: false,
+        };
+        let bytes = bincode::serialize(&pending).expect("serializes");
+        // The form of format 4: rows by time, arrival order within a time.
+        let mut by_time: BTreeMap<Millis, Vec<Row>> = BTreeMap::new();
+        by_time.insert(3, vec![stock(2, 2)]);
+        by_time.insert(7, vec![stock(1, 1), stock(3, 3)]);
+        let old = bincode::serialize(&(by_time, Some(2u64), false)).expect("serializes");
+        assert_eq!(bytes, old);
+        let back: Pending = bincode::deserialize(&bytes).expect("reads back");
+        assert_eq!(
+            back.rows,
+            vec![(stock(2, 2), 3), (stock(1, 1), 7), (stock(3, 3), 7)]
+        );
+        assert_eq!((back.as_of, back.done), (Some(2), false));
+    }
 }

@@ -37,7 +37,7 @@ pub fn ratings<'s>(reviews: Timed<'s, (u64, ReviewMsg)>, ctx: &Ctx) -> Timed<'s,
         "CurrentReview",
         ctx,
         move |current: &mut FastMap<u64, Latest>, time, events, out| {
-            for (id, ev) in events {
+            for (id, ev) in events.drain(..) {
                 let key = (time, ev.partition, ev.offset);
                 let old = match current.get(&id) {
                     Some((latest, _)) if *latest > key => continue,
@@ -62,7 +62,7 @@ pub fn ratings<'s>(reviews: Timed<'s, (u64, ReviewMsg)>, ctx: &Ctx) -> Timed<'s,
         by_sku,
         "Ratings",
         ctx,
-        move |views: &mut FastMap<u64, RatingView>, time, mut changes, out| {
+        move |views: &mut FastMap<u64, RatingView>, time, changes, out| {
             changes.sort_unstable();
             for group in changes.chunk_by(|a, b| a.0 == b.0) {
                 let sku = group[0].0;
@@ -105,7 +105,7 @@ pub fn also_bought<'s>(baskets: Timed<'s, (Vec<u64>, i64)>, k: usize, ctx: &Ctx)
         "BasketPairs",
         ctx,
         |_: &mut (), time, baskets, out| {
-            for (skus, d) in baskets {
+            for (skus, d) in baskets.drain(..) {
                 for &a in &skus {
                     for &b in &skus {
                         if a != b {
@@ -128,7 +128,7 @@ pub fn also_bought<'s>(baskets: Timed<'s, (Vec<u64>, i64)>, k: usize, ctx: &Ctx)
         by_sku,
         "TopK",
         ctx,
-        move |graph: &mut FastMap<u64, Partners>, time, mut pairs, out| {
+        move |graph: &mut FastMap<u64, Partners>, time, pairs, out| {
             pairs.sort_unstable();
             for group in pairs.chunk_by(|x, y| x.0 == y.0) {
                 let a = group[0].0;

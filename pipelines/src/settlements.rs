@@ -51,7 +51,7 @@ pub fn sellers<'s>(records: Timed<'s, (u64, SellerMsg)>, ctx: &Ctx) -> Timed<'s,
             let mut weeks: Vec<(u64, Millis)> = Vec::new();
             let mut months: Vec<(u64, Millis)> = Vec::new();
             let mut mins: Vec<(u64, Millis)> = Vec::new();
-            for (seller, msg) in records {
+            for (seller, msg) in records.drain(..) {
                 match msg {
                     SellerMsg::Named => {
                         if known.insert(seller) {

@@ -28,7 +28,7 @@ pub fn stock_levels<'s>(
         by_sku,
         "StockLevels",
         ctx,
-        move |levels: &mut Levels, time, mut deltas, out| {
+        move |levels: &mut Levels, time, deltas, out| {
             deltas.sort_unstable_by_key(|(sku, _)| *sku);
             for group in deltas.chunk_by(|a, b| a.0 == b.0) {
                 let sku = group[0].0;
