@@ -574,15 +574,26 @@ pub fn demo(args: DemoArgs) -> Result<()> {
 pub fn run(args: RunArgs) -> Result<()> {
     let auth = crate::token::run_auth(args.pipeline.jwt_secret.as_deref())?;
     let topics = Topics::with_prefix(&args.topic_prefix);
+    // Every store outside the process: each process of a cluster can write its own rows.
+    let external = args.redis.is_some() && args.mysql.is_some() && args.clickhouse.is_some();
     let cluster = match args.peers.is_empty() {
         true => None,
-        false => Some(
-            ClusterConfig::new(args.process, args.peers.clone())
-                .map_err(|e| anyhow::anyhow!("--peers/--process: {e}"))?,
-        ),
+        false => Some(ClusterConfig {
+            writer_per_process: external,
+            ..ClusterConfig::new(args.process, args.peers.clone())
+                .map_err(|e| anyhow::anyhow!("--peers/--process: {e}"))?
+        }),
     };
-    // In a cluster the last process's last worker writes every sink (see docs/operations.md).
+    // In a cluster with every store external each process writes the rows it owns; with
+    // stores in process the last process's last worker writes every row. Alerts and dead
+    // letters are always the last process's (see docs/operations.md).
     let writes_here = cluster.as_ref().is_none_or(ClusterConfig::writes_sinks);
+    let writes_logs = cluster
+        .as_ref()
+        .is_none_or(|c| c.process + 1 == c.processes());
+    let writers = cluster
+        .as_ref()
+        .map_or(shopflow_model::Writers::ONE, ClusterConfig::writers);
     let mut snapshot = match (&args.state_dir, &cluster) {
         (Some(dir), None) => load_checkpoint(dir, args.pipeline.workers)?,
         (Some(dir), Some(c)) => load_cluster_checkpoint(dir, args.pipeline.workers, c)?,
@@ -602,7 +613,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     let rt = shopflow_sinks::io_runtime();
     let (views, serving) = match &args.redis {
         Some(url) => {
-            let r = rt.block_on(RedisViews::connect(url, &args.redis_prefix))?;
+            let r = rt
+                .block_on(RedisViews::connect(url, &args.redis_prefix))?
+                .with_writers(writers);
             rt.block_on(r.as_of())?; // fail fast with a clear message
             (ViewStore::Redis(r.clone()), ServingViews::Redis(r))
         }
@@ -613,7 +626,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
     let (ledger, ledger_views) = match &args.mysql {
         Some(url) => {
-            let l = rt.block_on(MysqlLedger::connect(url))?;
+            let l = rt
+                .block_on(async { MysqlLedger::connect(url).await?.with_writers(writers).await })?;
             (LedgerStore::Mysql(l.clone()), LedgerViews::Mysql(l))
         }
         None => {
@@ -658,7 +672,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                     );
                 }
                 // A process that does not write leaves the files alone.
-                let log = |name: &str| match writes_here {
+                let log = |name: &str| match writes_logs {
                     true => json_lines(format!("{}/{name}", args.out_dir)).map(EventLog::File),
                     false => Ok(EventLog::Memory(MemoryStore::new())),
                 };
@@ -680,16 +694,20 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
             _ => bail!("give --kafka BROKERS (or SHOPFLOW_KAFKA_BROKERS) or --file PATH"),
         };
-    let sales =
-        match &args.clickhouse {
-            Some(url) => SalesStore::ClickHouse(Box::new(rt.block_on(
-                ClickHouseSales::connect(url, &args.clickhouse_db, args.clickhouse_validation),
-            )?)),
-            None => SalesStore::Memory(match &views {
-                ViewStore::Memory(m) => m.clone(),
-                ViewStore::Redis(_) => MemoryStore::new(),
-            }),
-        };
+    let sales = match &args.clickhouse {
+        Some(url) => SalesStore::ClickHouse(Box::new(
+            rt.block_on(ClickHouseSales::connect(
+                url,
+                &args.clickhouse_db,
+                args.clickhouse_validation,
+            ))?
+            .with_writers(writers),
+        )),
+        None => SalesStore::Memory(match &views {
+            ViewStore::Memory(m) => m.clone(),
+            ViewStore::Redis(_) => MemoryStore::new(),
+        }),
+    };
     let registry = Registry::new();
     let health = Health::new();
     if let Some(c) = &cluster {
@@ -697,7 +715,6 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     // Stores kept in process hold what this process writes: in a cluster, only the writing
     // process has anything to serve unless every store is external.
-    let external = args.redis.is_some() && args.mysql.is_some() && args.clickhouse.is_some();
     if writes_here || external {
         let bound = serve(
             &rt,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use shopflow_gen::{generate, GenConfig};
 use shopflow_ingest::Topics;
+use shopflow_model::Writers;
 use shopflow_reference::{compute, Config};
 use shopflow_sinks::clickhouse::ClickHouseSales;
 use shopflow_sinks::mysql::MysqlLedger;
@@ -402,11 +403,19 @@ fn cluster_on_services(stem: &str, kill_at: Option<u64>) {
     let want = compute(&payloads(&streams), Config::default());
     let final_as_of = want.as_of.expect("events");
     let redis_url = service_env("SHOPFLOW_REDIS_URL");
+    // Every store is external: each process writes the rows it owns, with its own progress
+    // records; the stores read as of the smallest (any process's view reads them so).
+    let reader = Writers::new(0, 2);
     let redis = rt
         .block_on(RedisViews::connect(&redis_url, &format!("{unique}:")))
-        .expect("redis");
+        .expect("redis")
+        .with_writers(reader);
     let (ledger, admin, db) = fresh_ledger(&rt, &unique);
+    let ledger = rt
+        .block_on(ledger.with_writers(reader))
+        .expect("ledger as a reader of two writers");
     let (sales, ch_url, ch_db) = fresh_sales(&rt, &unique);
+    let sales = sales.with_writers(reader);
     let s = Services {
         brokers: brokers.clone(),
         redis: redis_url,
@@ -465,6 +474,26 @@ fn cluster_on_services(stem: &str, kill_at: Option<u64>) {
         );
     }
     let ids: Vec<_> = streams.iter().map(|(id, _)| id.clone()).collect();
+    // Both processes wrote, each its own rows up to the end.
+    for p in 0..2 {
+        let writer = Writers::new(p, 2);
+        let redis = redis.clone().with_writers(writer);
+        let sales = sales.clone().with_writers(writer);
+        let ledger = rt
+            .block_on(ledger.clone().with_writers(writer))
+            .expect("ledger as one writer");
+        let written = [
+            rt.block_on(redis.written_as_of()).expect("Redis as_of"),
+            rt.block_on(ledger.written_as_of()).expect("MySQL as_of"),
+            rt.block_on(sales.written_as_of())
+                .expect("ClickHouse as_of"),
+        ];
+        assert_eq!(
+            written,
+            [Some(final_as_of); 3],
+            "process {p}'s progress in Redis, MySQL and ClickHouse ({stem})"
+        );
+    }
     let mut got = read_sinks(&brokers, &redis, &topics, &ids, &streams, &rt);
     got.read_members(&redis, &rt);
     got.read_ledger(&ledger, &rt);

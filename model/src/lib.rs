@@ -17,6 +17,7 @@ pub mod retry;
 pub mod sales;
 pub mod time;
 pub mod views;
+pub mod writers;
 
 pub use event::{Event, EventBody, OrderLine, RefundLine, Shipping};
 pub use ledger::{
@@ -27,6 +28,7 @@ pub use views::{
     Alert, AlertBody, AlsoBought, CheckpointCommit, DeadLetter, DeadLetterReason, OrderStatus,
     OrderView, Output, RatingView, StatusChange, StockLevel, StoreImages, ViewBatch,
 };
+pub use writers::Writers;
 
 /// Largest id, amount of milliseconds or other integer the contract accepts: 2^53 − 1.
 pub const MAX_ID: u64 = (1 << 53) - 1;

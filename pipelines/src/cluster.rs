@@ -37,6 +37,10 @@ pub struct ClusterConfig {
     /// `host:port` of every process, in process order (this one's included: it listens
     /// there for the others).
     pub addresses: Vec<String>,
+    /// Every process writes the rows it owns (see [`shopflow_model::Writers`]), each with its
+    /// own progress records; otherwise the last process writes every row. Only for stores
+    /// every process reaches (Redis, MySQL, ClickHouse).
+    pub writer_per_process: bool,
 }
 
 /// Why a cluster configuration cannot be used.
@@ -79,7 +83,11 @@ impl ClusterConfig {
                 return Err(ClusterError::Repeated(a.clone()));
             }
         }
-        Ok(ClusterConfig { process, addresses })
+        Ok(ClusterConfig {
+            process,
+            addresses,
+            writer_per_process: false,
+        })
     }
 
     /// How many processes the cluster has.
@@ -87,10 +95,19 @@ impl ClusterConfig {
         self.addresses.len()
     }
 
-    /// Whether this process writes the sinks: the last one, which holds the cluster's last
-    /// worker (where `output::send_batches` puts every row).
+    /// Whether this process writes the sinks: every process with a writer per process,
+    /// else the last one, which holds the cluster's last worker (where
+    /// `output::send_batches` then puts every row).
     pub fn writes_sinks(&self) -> bool {
-        self.process + 1 == self.processes()
+        self.writer_per_process || self.process + 1 == self.processes()
+    }
+
+    /// This process's writer among the cluster's (one for all without a writer per process).
+    pub fn writers(&self) -> shopflow_model::Writers {
+        match self.writer_per_process {
+            true => shopflow_model::Writers::new(self.process, self.processes()),
+            false => shopflow_model::Writers::ONE,
+        }
     }
 
     /// Timely's configuration for this process with `threads` workers.

@@ -104,12 +104,15 @@ impl Inputs {
 /// Builds the views in `scope`; returns the inputs and a probe after the output, so
 /// `probe.less_than(t)` means "the sinks have not yet been handed time t". Every operator
 /// registers its state in `states` (and starts from the part saved there, on a restart).
+/// With `writing` processes writing, each process's last worker sends the rows its process
+/// owns (see [`crate::output::send_batches`]).
 pub fn build<'s>(
     scope: Scope<'s, Millis>,
     config: ViewConfig,
     out: SyncSender<Output>,
     failed: Arc<AtomicBool>,
     states: States,
+    writing: usize,
 ) -> (Inputs, ProbeHandle<Millis>) {
     let ctx = Ctx {
         end: End::default(),
@@ -181,7 +184,7 @@ pub fn build<'s>(
         .concat(seller_rows)
         .concat(dead.map(|(d, t)| (Row::DeadLetter(d), t)));
     let probe = ProbeHandle::new();
-    send_batches(rows, out, failed, &ctx).probe_with(&probe);
+    send_batches(rows, out, failed, &ctx, writing).probe_with(&probe);
     (
         Inputs {
             orders: orders_in,

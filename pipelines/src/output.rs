@@ -1,8 +1,9 @@
 //! Turns the views' changes into [`ViewBatch`]es as the frontier advances.
 //!
-//! Every view's rows are routed to the last worker, where one operator waits until the frontier
-//! passes their times and then hands the sink writer each changed row's value as of
-//! T = frontier − 1. Rows of a batch are mutually consistent: they are all as of T.
+//! Every view's rows are routed to the last worker (in a cluster with a writer per process,
+//! the last worker of the process that owns the row's key), where one operator waits until
+//! the frontier passes their times and then hands the sink writer each changed row's value
+//! as of T = frontier − 1. Rows of a batch are mutually consistent: they are all as of T.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -61,6 +62,28 @@ pub enum Row {
     DeadLetter(DeadLetter),
 }
 
+impl Row {
+    /// The key whose writer writes the row (see [`shopflow_model::Writers`]); `None` for the
+    /// rows of the logs (alerts, dead letters), which the last process writes.
+    pub fn owner_key(&self) -> Option<u64> {
+        match self {
+            Row::Stock(s) => Some(s.sku),
+            Row::Order(o) => Some(o.order_id),
+            Row::Rating(sku, _) | Row::AlsoBought(sku, _) => Some(*sku),
+            Row::Member(m) => Some(m.member_id),
+            Row::MemberOrders(m) => Some(m.member_id),
+            Row::Points(e) => Some(e.member_id),
+            Row::Settlement(e) => Some(e.seller_id),
+            Row::Payout(p) => Some(p.seller_id),
+            Row::Invoice(i) => Some(i.seller_id),
+            Row::Seller(s) => Some(*s),
+            Row::SalesFact(f) => Some(f.seller_id),
+            Row::SalesMinute(m) => Some(m.seller_id),
+            Row::Alert(_) | Row::DeadLetter(_) => None,
+        }
+    }
+}
+
 /// Sends batches of view changes to `out` from the last worker as the frontier advances: each
 /// batch holds, for every key changed at a time ≤ T = frontier − 1, its value as of T
 /// (the last one written), and every append-only record dated ≤ T. The other workers'
@@ -69,6 +92,10 @@ pub enum Row {
 /// When the input ends the last batch is marked complete; it is as of the last frontier
 /// (the worker loop drives the frontier past the largest event time first), and rows
 /// dated after it (windows that would end later) are not applied.
+///
+/// With `writing` processes writing (a writer per process, see [`shopflow_model::Writers`]),
+/// each row goes to the last worker of the process that owns its key, and each of those
+/// workers sends its process's batches; with 1, every row goes to the last worker.
 ///
 /// If the receiver is gone, sets `failed` and drops further batches (the worker loop
 /// notices and stops).
@@ -81,16 +108,23 @@ pub fn send_batches<'s>(
     out: SyncSender<Output>,
     failed: Arc<AtomicBool>,
     ctx: &Ctx,
+    writing: usize,
 ) -> Timed<'s, ()> {
     let end = ctx.end.clone();
-    // The last worker writes: worker 0 reads a file source alone (one stream), so the
-    // batches are put together where the other half of the work is.
-    let last = rows.scope().peers() - 1;
-    let sender = rows.scope().index() == last;
-    let to_last = last as u64;
+    // The last worker of a process writes: worker 0 reads a file source alone (one
+    // stream), so the batches are put together where the other half of the work is.
+    let peers = rows.scope().peers();
+    let threads = peers / writing;
+    let sender = (rows.scope().index() + 1) % threads == 0
+        && (writing > 1 || rows.scope().index() == peers - 1);
+    let writers = shopflow_model::Writers::new(0, writing);
+    let route = move |row: &Row| match row.owner_key() {
+        Some(key) => (writers.owner(key) + 1) * threads - 1,
+        None => peers - 1,
+    };
     let state = ctx.states.register::<Pending>("SendViewBatches");
     rows.unary_frontier::<CapacityContainerBuilder<Vec<((), Millis)>>, _, _, _>(
-        Exchange::new(move |_: &(Row, Millis)| to_last),
+        Exchange::new(move |(row, _): &(Row, Millis)| route(row) as u64),
         "SendViewBatches",
         move |_cap, _info| {
             // Rows of later times, set aside while a batch is put together.

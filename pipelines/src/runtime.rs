@@ -366,7 +366,10 @@ where
         let failed = failed.clone();
         let views = config.views;
         let states = states.clone();
-        worker.dataflow::<Millis, _, _>(move |scope| build(scope, views, out, failed, states))
+        let writing = config.cluster.as_ref().map_or(1, |c| c.writers().processes);
+        worker.dataflow::<Millis, _, _>(move |scope| {
+            build(scope, views, out, failed, states, writing)
+        })
     };
     states.finish_restore().map_err(restore_error)?;
     let operators_took = started.elapsed();

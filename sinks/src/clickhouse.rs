@@ -30,7 +30,7 @@ use std::sync::Arc;
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 use shopflow_model::sales::{Bucket, SalesPoint};
-use shopflow_model::{Millis, SalesEffect, SalesFact, SalesMinute, ViewBatch};
+use shopflow_model::{Millis, SalesEffect, SalesFact, SalesMinute, ViewBatch, Writers};
 
 use crate::SinkError;
 
@@ -139,6 +139,8 @@ pub struct ClickHouseSales {
     /// any stored fact was written with. Facts up to it are checked against the stored
     /// ids before inserting; 0 when there is nothing to check.
     check_until: Arc<AtomicU64>,
+    /// This writer among the cluster's: its progress row.
+    writers: Writers,
 }
 
 impl std::fmt::Debug for ClickHouseSales {
@@ -191,6 +193,7 @@ impl ClickHouseSales {
             client,
             unsure: Arc::new(AtomicBool::new(true)),
             check_until: Arc::new(AtomicU64::new(0)),
+            writers: Writers::ONE,
         })
     }
 
@@ -208,12 +211,37 @@ impl ClickHouseSales {
         ch_error(&self.url, what, e)
     }
 
-    /// The `as_of` of the last batch written, if any.
+    /// The same store as the writer `writers` among several: its own progress row; reads
+    /// answer as of the smallest of the writers' (see [`shopflow_model::writers`]).
+    pub fn with_writers(mut self, writers: Writers) -> Self {
+        self.writers = writers;
+        self
+    }
+
+    /// The `as_of` every sales row is at least as new as: the smallest of the writers' (0
+    /// for one that has written nothing yet); `None` if no batch was written.
     pub async fn as_of(&self) -> Result<Option<Millis>, SinkError> {
+        let mut stored = Vec::with_capacity(self.writers.processes);
+        for record in self.writers.records(SALES_SINK) {
+            stored.push(self.as_of_of(&record).await?);
+        }
+        Ok(match stored.iter().all(Option::is_none) {
+            true => None,
+            false => stored.iter().map(|a| a.unwrap_or(0)).min(),
+        })
+    }
+
+    /// The `as_of` of the last batch this writer wrote, if any.
+    pub async fn written_as_of(&self) -> Result<Option<Millis>, SinkError> {
+        self.as_of_of(&self.writers.record(SALES_SINK)).await
+    }
+
+    /// The `as_of` in progress row `record`, if it has one.
+    async fn as_of_of(&self, record: &str) -> Result<Option<Millis>, SinkError> {
         let (n, as_of): (u64, u64) = self
             .client
             .query("SELECT count(), max(as_of) FROM sink_progress WHERE sink = ?")
-            .bind(SALES_SINK)
+            .bind(record)
             .fetch_one()
             .await
             .map_err(|e| self.err("reading sink_progress", e))?;
@@ -232,7 +260,11 @@ impl ClickHouseSales {
     }
 
     async fn try_write(&self, batch: &ViewBatch) -> Result<bool, SinkError> {
-        if self.as_of().await?.is_some_and(|a| a >= batch.as_of) {
+        if self
+            .written_as_of()
+            .await?
+            .is_some_and(|a| a >= batch.as_of)
+        {
             return Ok(false);
         }
         if self.unsure.load(Ordering::SeqCst) {
@@ -337,7 +369,7 @@ impl ClickHouseSales {
             .map_err(|e| self.err("storing progress", e))?;
         insert
             .write(&ProgressRow {
-                sink: SALES_SINK.to_string(),
+                sink: self.writers.record(SALES_SINK),
                 as_of: batch.as_of,
             })
             .await

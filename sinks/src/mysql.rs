@@ -58,6 +58,8 @@ use sqlx::mysql::{
 use sqlx::query_builder::Separated;
 use sqlx::{Connection as _, QueryBuilder, Row as _};
 
+use shopflow_model::Writers;
+
 use crate::SinkError;
 
 /// The `sink_progress.sink` of the ledger writer.
@@ -81,6 +83,9 @@ pub struct MysqlLedger {
     /// The URL without its password, for messages.
     url: String,
     pool: MySqlPool,
+    /// This writer among the cluster's: its progress row, and the sellers whose payouts
+    /// and invoices it finalizes.
+    writers: Writers,
 }
 
 impl std::fmt::Debug for MysqlLedger {
@@ -358,11 +363,13 @@ async fn insert_rows<T>(
 async fn apply(
     conn: &mut MySqlConnection,
     batch: &ViewBatch,
+    writers: Writers,
 ) -> Result<bool, (&'static str, sqlx::Error)> {
     let as_of = batch.as_of;
+    let record = writers.record(LEDGER_SINK);
     let stored: Option<Option<Millis>> =
         sqlx::query_scalar("SELECT as_of FROM sink_progress WHERE sink = ? FOR UPDATE")
-            .bind(LEDGER_SINK)
+            .bind(&record)
             .fetch_optional(&mut *conn)
             .await
             .map_err(|e| ("locking sink_progress", e))?;
@@ -493,22 +500,36 @@ async fn apply(
     .await
     .map_err(|e| ("inserting sellers", e))?;
 
-    sqlx::query("UPDATE payouts SET `final` = TRUE WHERE `final` = FALSE AND week_end <= ?")
-        .bind(as_of)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| ("finalizing payouts", e))?;
-    sqlx::query("UPDATE tax_invoices SET `final` = TRUE WHERE `final` = FALSE AND month_end <= ?")
-        .bind(as_of)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| ("finalizing tax invoices", e))?;
+    // Only this writer's sellers: another writer may not have written a period's last
+    // change yet (its rows are final when its own `as_of` passes the period's end).
+    let processes = writers.processes as u64;
+    let process = writers.process as u64;
+    sqlx::query(
+        "UPDATE payouts SET `final` = TRUE WHERE `final` = FALSE AND week_end <= ? \
+         AND seller_id % ? = ?",
+    )
+    .bind(as_of)
+    .bind(processes)
+    .bind(process)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| ("finalizing payouts", e))?;
+    sqlx::query(
+        "UPDATE tax_invoices SET `final` = TRUE WHERE `final` = FALSE AND month_end <= ? \
+         AND seller_id % ? = ?",
+    )
+    .bind(as_of)
+    .bind(processes)
+    .bind(process)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| ("finalizing tax invoices", e))?;
 
     sqlx::query(
         "INSERT INTO sink_progress (sink, as_of, updated_at) VALUES (?, ?, CURRENT_TIMESTAMP(3)) \
          ON DUPLICATE KEY UPDATE as_of = VALUES(as_of), updated_at = VALUES(updated_at)",
     )
-    .bind(LEDGER_SINK)
+    .bind(&record)
     .bind(as_of)
     .execute(&mut *conn)
     .await
@@ -571,7 +592,27 @@ impl MysqlLedger {
         .execute(&pool)
         .await
         .map_err(|e| mysql_error(&shown, "creating the sink_progress row", e))?;
-        Ok(MysqlLedger { url: shown, pool })
+        Ok(MysqlLedger {
+            url: shown,
+            pool,
+            writers: Writers::ONE,
+        })
+    }
+
+    /// The same ledger as the writer `writers` among several: its own progress row (created
+    /// here), its own sellers' periods finalized; reads answer as of the smallest of the
+    /// writers' (see [`shopflow_model::writers`]).
+    pub async fn with_writers(mut self, writers: Writers) -> Result<Self, SinkError> {
+        sqlx::query(
+            "INSERT INTO sink_progress (sink, as_of, updated_at) \
+             VALUES (?, NULL, CURRENT_TIMESTAMP(3)) ON DUPLICATE KEY UPDATE sink = sink",
+        )
+        .bind(writers.record(LEDGER_SINK))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err("creating the sink_progress row", e))?;
+        self.writers = writers;
+        Ok(self)
     }
 
     /// Creates the database `name` (1 to 64 of `A-Za-z0-9_`; the local user may create
@@ -627,7 +668,7 @@ impl MysqlLedger {
             .begin()
             .await
             .map_err(|e| self.err("starting a transaction", e))?;
-        match apply(&mut tx, batch).await {
+        match apply(&mut tx, batch, self.writers).await {
             Ok(true) => {
                 tx.commit()
                     .await
@@ -649,11 +690,29 @@ impl MysqlLedger {
         }
     }
 
-    /// The `as_of` of the last batch written, if any.
+    /// The `as_of` every ledger row is at least as new as: the smallest of the writers'
+    /// (0 for one that has written nothing yet); `None` if no batch was written.
     pub async fn as_of(&self) -> Result<Option<Millis>, SinkError> {
+        let mut stored = Vec::with_capacity(self.writers.processes);
+        for record in self.writers.records(LEDGER_SINK) {
+            stored.push(self.as_of_of(&record).await?);
+        }
+        Ok(match stored.iter().all(Option::is_none) {
+            true => None,
+            false => stored.iter().map(|a| a.unwrap_or(0)).min(),
+        })
+    }
+
+    /// The `as_of` of the last batch this writer wrote, if any.
+    pub async fn written_as_of(&self) -> Result<Option<Millis>, SinkError> {
+        self.as_of_of(&self.writers.record(LEDGER_SINK)).await
+    }
+
+    /// The `as_of` in progress row `record`.
+    async fn as_of_of(&self, record: &str) -> Result<Option<Millis>, SinkError> {
         let stored: Option<Option<Millis>> =
             sqlx::query_scalar("SELECT as_of FROM sink_progress WHERE sink = ?")
-                .bind(LEDGER_SINK)
+                .bind(record)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(|e| self.err("reading sink_progress", e))?;

@@ -20,6 +20,7 @@ use ::redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 use shopflow_model::{
     AlsoBought, MemberOrders, MemberView, Millis, OrderView, RatingView, StockLevel, ViewBatch,
+    Writers,
 };
 
 use crate::SinkError;
@@ -54,6 +55,7 @@ pub struct RedisViews {
     prefix: String,
     conn: ConnectionManager,
     script: Script,
+    writers: Writers,
 }
 
 impl std::fmt::Debug for RedisViews {
@@ -85,7 +87,15 @@ impl RedisViews {
             prefix: prefix.to_string(),
             conn,
             script: Script::new(WRITE_BATCH),
+            writers: Writers::ONE,
         })
+    }
+
+    /// The same store as the writer `writers` among several (each keeps its own `as_of`;
+    /// reads answer as of the smallest, see [`shopflow_model::writers`]).
+    pub fn with_writers(mut self, writers: Writers) -> Self {
+        self.writers = writers;
+        self
     }
 
     fn err(&self, source: ::redis::RedisError) -> SinkError {
@@ -95,8 +105,41 @@ impl RedisViews {
         }
     }
 
+    /// This writer's `as_of` key.
     fn meta_key(&self) -> String {
-        format!("{}meta:as_of", self.prefix)
+        self.writers.record(&format!("{}meta:as_of", self.prefix))
+    }
+
+    /// Every writer's `as_of` key.
+    fn meta_keys(&self) -> Vec<String> {
+        self.writers.records(&format!("{}meta:as_of", self.prefix))
+    }
+
+    /// `MGET` of `keys` and every writer's `as_of` in one round trip: the values of `keys`,
+    /// and the `as_of` every row is at least as new as (the smallest of the writers', 0
+    /// before each has written a batch).
+    async fn mget_as_of(
+        &self,
+        keys: &[String],
+    ) -> Result<(Vec<Option<String>>, Millis), SinkError> {
+        let mut conn = self.conn.clone();
+        let mut vals: Vec<Option<String>> = ::redis::cmd("MGET")
+            .arg(keys)
+            .arg(self.meta_keys())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        let metas = vals.split_off(keys.len());
+        let as_of = metas
+            .iter()
+            .map(|m| {
+                m.as_deref()
+                    .and_then(|v| v.parse::<Millis>().ok())
+                    .unwrap_or(0)
+            })
+            .min()
+            .unwrap_or(0);
+        Ok((vals, as_of))
     }
 
     /// The key of a stock row.
@@ -228,8 +271,23 @@ impl RedisViews {
         Ok(true)
     }
 
-    /// The `as_of` Redis holds, if any batch was written.
+    /// The `as_of` every row Redis holds is at least as new as: the smallest of the
+    /// writers' (0 for one that has written nothing yet); `None` if no batch was written.
     pub async fn as_of(&self) -> Result<Option<Millis>, SinkError> {
+        let mut conn = self.conn.clone();
+        let metas: Vec<Option<Millis>> = ::redis::cmd("MGET")
+            .arg(self.meta_keys())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(match metas.iter().all(Option::is_none) {
+            true => None,
+            false => metas.iter().map(|m| m.unwrap_or(0)).min(),
+        })
+    }
+
+    /// The `as_of` of the last batch this writer wrote, if any.
+    pub async fn written_as_of(&self) -> Result<Option<Millis>, SinkError> {
         let mut conn = self.conn.clone();
         conn.get(self.meta_key()).await.map_err(|e| self.err(e))
     }
@@ -238,17 +296,13 @@ impl RedisViews {
         &self,
         key: String,
     ) -> Result<Option<(T, Millis)>, SinkError> {
-        let mut conn = self.conn.clone();
-        let (row, as_of): (Option<String>, Option<Millis>) = ::redis::cmd("MGET")
-            .arg(&key)
-            .arg(self.meta_key())
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.err(e))?;
-        let Some(text) = row else { return Ok(None) };
+        let (mut vals, as_of) = self.mget_as_of(std::slice::from_ref(&key)).await?;
+        let Some(text) = vals.pop().flatten() else {
+            return Ok(None);
+        };
         let stored: Stored<T> =
             serde_json::from_str(&text).map_err(|source| SinkError::Corrupt { key, source })?;
-        Ok(Some((stored.row, stored.as_of.max(as_of.unwrap_or(0)))))
+        Ok(Some((stored.row, stored.as_of.max(as_of))))
     }
 
     /// A stock row and the `as_of` of the answer.
@@ -274,15 +328,10 @@ impl RedisViews {
     ) -> Result<Option<(Vec<OrderView>, Millis)>, SinkError> {
         let mut conn = self.conn.clone();
         let key = self.member_orders_key(member_id);
-        let (list, member, as_of): (Option<String>, Option<String>, Option<Millis>) =
-            ::redis::cmd("MGET")
-                .arg(&key)
-                .arg(self.member_key(member_id))
-                .arg(self.meta_key())
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| self.err(e))?;
-        let as_of = as_of.unwrap_or(0);
+        let (vals, as_of) = self
+            .mget_as_of(&[key.clone(), self.member_key(member_id)])
+            .await?;
+        let [list, member]: [Option<String>; 2] = vals.try_into().expect("two values");
         let ids = match (list, member) {
             (Some(text), _) => {
                 let stored: Stored<MemberOrders> = serde_json::from_str(&text)
@@ -320,16 +369,8 @@ impl RedisViews {
         key: String,
         sku: u64,
     ) -> Result<Option<(Option<T>, Millis)>, SinkError> {
-        let mut conn = self.conn.clone();
-        let (row, stock, as_of): (Option<String>, Option<String>, Option<Millis>) =
-            ::redis::cmd("MGET")
-                .arg(&key)
-                .arg(self.stock_key(sku))
-                .arg(self.meta_key())
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| self.err(e))?;
-        let as_of = as_of.unwrap_or(0);
+        let (vals, as_of) = self.mget_as_of(&[key.clone(), self.stock_key(sku)]).await?;
+        let [row, stock]: [Option<String>; 2] = vals.try_into().expect("two values");
         match (row, stock) {
             (Some(text), _) => {
                 let stored: Stored<T> = serde_json::from_str(&text)
@@ -373,10 +414,13 @@ impl RedisViews {
             }))
     }
 
-    /// SKUs that have a rating row and SKUs that have a recommendation row (a SCAN).
+    /// SKUs this writer owns that have a rating row, and those that have a recommendation
+    /// row (a SCAN; with one writer, every SKU).
     pub async fn product_skus(&self) -> Result<(Vec<u64>, Vec<u64>), SinkError> {
-        let ratings = self.scan_ids(&format!("{}rating:", self.prefix)).await?;
-        let also = self.scan_ids(&format!("{}also:", self.prefix)).await?;
+        let mut ratings = self.scan_ids(&format!("{}rating:", self.prefix)).await?;
+        let mut also = self.scan_ids(&format!("{}also:", self.prefix)).await?;
+        ratings.retain(|sku| self.writers.owns(*sku));
+        also.retain(|sku| self.writers.owns(*sku));
         Ok((ratings, also))
     }
 

@@ -198,7 +198,7 @@ async fn write_loop(
     // before the `as_of` the view store holds (they were written before that batch).
     let resume_as_of = match &sinks.views {
         ViewStore::Memory(m) => m.read(|s| s.as_of),
-        ViewStore::Redis(r) => retry.run("redis", || r.as_of()).await?,
+        ViewStore::Redis(r) => retry.run("redis", || r.written_as_of()).await?,
     };
     if config.resumed {
         check_resumable(&sinks, resume_as_of, retry, config).await?;
@@ -427,13 +427,13 @@ async fn check_resumable(
         }
     }
     if let LedgerStore::Mysql(l) = &sinks.ledger {
-        let has = retry.run("mysql", || l.as_of()).await?;
+        let has = retry.run("mysql", || l.written_as_of()).await?;
         if has.is_none_or(|h| h < need) {
             return behind("MySQL", has);
         }
     }
     if let SalesStore::ClickHouse(c) = &sinks.sales {
-        let has = retry.run("clickhouse", || c.as_of()).await?;
+        let has = retry.run("clickhouse", || c.written_as_of()).await?;
         if has.is_none_or(|h| h < need) {
             return behind("ClickHouse", has);
         }
