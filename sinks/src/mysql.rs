@@ -578,10 +578,21 @@ impl MysqlLedger {
             .connect_with(options)
             .await
             .map_err(|e| mysql_error(&shown, "connecting", e))?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| mysql_error(&shown, "applying migrations", e.into()))?;
+        // The processes of a cluster start together on one database: two may apply the same
+        // migration at once, and the second fails on the first's record of it. Running the
+        // migrations again then finds it applied.
+        let mut attempt = 0;
+        loop {
+            match MIGRATOR.run(&pool).await {
+                Ok(()) => break,
+                Err(e) if attempt < 3 => {
+                    tracing::debug!(error = %e, "migrations raced another process; again");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                Err(e) => return Err(mysql_error(&shown, "applying migrations", e.into())),
+            }
+        }
         // The progress row exists from the start, so `SELECT … FOR UPDATE` always locks a
         // row (not a gap) and concurrent writers queue on it.
         sqlx::query(

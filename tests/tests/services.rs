@@ -202,3 +202,36 @@ fn kafka_to_redis_mysql_clickhouse_matches_reference_and_replay_changes_nothing(
     rt.block_on(ClickHouseSales::drop_database(&ch_url, &ch_db))
         .expect("drop ClickHouse test database");
 }
+
+/// The processes of a cluster start together on one fresh database: every one of them
+/// applies the migrations, none fails on another's (a cluster's first start on an empty
+/// MariaDB once stopped one process with `Duplicate entry '1' for key 'PRIMARY'`).
+#[test]
+fn processes_starting_together_on_a_fresh_database_all_connect() {
+    let rt = shopflow_sinks::io_runtime();
+    let admin = service_env("SHOPFLOW_MYSQL_URL");
+    let name = format!(
+        "shopflow_{}",
+        unique_name("migrate-race").replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    );
+    let url = rt
+        .block_on(MysqlLedger::create_database(&admin, &name))
+        .expect("create test database");
+    let results = rt.block_on(async {
+        let (a, b, c, d) = tokio::join!(
+            MysqlLedger::connect(&url),
+            MysqlLedger::connect(&url),
+            MysqlLedger::connect(&url),
+            MysqlLedger::connect(&url)
+        );
+        [a, b, c, d]
+    });
+    for (i, r) in results.iter().enumerate() {
+        assert!(r.is_ok(), "connection {i} of 4: {:?}", r.as_ref().err());
+    }
+    for l in results.into_iter().flatten() {
+        rt.block_on(l.close());
+    }
+    rt.block_on(MysqlLedger::drop_database(&admin, &name))
+        .expect("drop test database");
+}
