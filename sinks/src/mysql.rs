@@ -500,30 +500,34 @@ async fn apply(
     .await
     .map_err(|e| ("inserting sellers", e))?;
 
-    // Only this writer's sellers: another writer may not have written a period's last
-    // change yet (its rows are final when its own `as_of` passes the period's end).
-    let processes = writers.processes as u64;
-    let process = writers.process as u64;
-    sqlx::query(
-        "UPDATE payouts SET `final` = TRUE WHERE `final` = FALSE AND week_end <= ? \
-         AND seller_id % ? = ?",
-    )
-    .bind(as_of)
-    .bind(processes)
-    .bind(process)
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| ("finalizing payouts", e))?;
-    sqlx::query(
-        "UPDATE tax_invoices SET `final` = TRUE WHERE `final` = FALSE AND month_end <= ? \
-         AND seller_id % ? = ?",
-    )
-    .bind(as_of)
-    .bind(processes)
-    .bind(process)
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| ("finalizing tax invoices", e))?;
+    if writers.processes == 1 {
+        sqlx::query("UPDATE payouts SET `final` = TRUE WHERE `final` = FALSE AND week_end <= ?")
+            .bind(as_of)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| ("finalizing payouts", e))?;
+        sqlx::query(
+            "UPDATE tax_invoices SET `final` = TRUE WHERE `final` = FALSE AND month_end <= ?",
+        )
+        .bind(as_of)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| ("finalizing tax invoices", e))?;
+    } else {
+        finalize_own(conn, "payouts", "week_start", "week_end", as_of, writers)
+            .await
+            .map_err(|e| ("finalizing payouts", e))?;
+        finalize_own(
+            conn,
+            "tax_invoices",
+            "month_start",
+            "month_end",
+            as_of,
+            writers,
+        )
+        .await
+        .map_err(|e| ("finalizing tax invoices", e))?;
+    }
 
     sqlx::query(
         "INSERT INTO sink_progress (sink, as_of, updated_at) VALUES (?, ?, CURRENT_TIMESTAMP(3)) \
@@ -535,6 +539,42 @@ async fn apply(
     .await
     .map_err(|e| ("storing as_of in sink_progress", e))?;
     Ok(true)
+}
+
+/// Marks final the periods of `table` (keyed by `seller_id` and `start`, ending at `end`)
+/// of this writer's sellers that ended at or before `as_of`. Only its own sellers: another
+/// writer may not have written a period's last change yet. The keys are found by a plain
+/// (non-locking) read and updated one by one by primary key, so a writer locks no row of
+/// another's (an `UPDATE … WHERE seller_id % n = p` locks every row it scans, and two
+/// writers deadlocked on each other's).
+async fn finalize_own(
+    conn: &mut MySqlConnection,
+    table: &'static str,
+    start: &'static str,
+    end: &'static str,
+    as_of: Millis,
+    writers: Writers,
+) -> Result<(), sqlx::Error> {
+    // The names are this module's constants, never input.
+    let keys: Vec<(u64, u64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT seller_id, {start} FROM {table} WHERE `final` = FALSE AND {end} <= ? \
+         AND seller_id % ? = ?"
+    )))
+    .bind(as_of)
+    .bind(writers.processes as u64)
+    .bind(writers.process as u64)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (seller, period) in keys {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET `final` = TRUE WHERE seller_id = ? AND {start} = ?"
+        )))
+        .bind(seller)
+        .bind(period)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 /// The KST date of `ms` for a `DATE` column, `None` past 9999-12-31 (`DATE`'s range).
@@ -585,7 +625,7 @@ impl MysqlLedger {
         loop {
             match MIGRATOR.run(&pool).await {
                 Ok(()) => break,
-                Err(e) if attempt < 3 => {
+                Err(e) if attempt < 10 => {
                     tracing::debug!(error = %e, "migrations raced another process; again");
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
@@ -674,8 +714,22 @@ impl MysqlLedger {
     /// replay), `Ok(true)` once the batch is committed. On an error nothing of the batch is
     /// kept and the stored `as_of` is unchanged, so the batch can be retried.
     pub async fn write(&self, batch: &ViewBatch) -> Result<bool, SinkError> {
-        let mut tx = self
+        let mut conn = self
             .pool
+            .acquire()
+            .await
+            .map_err(|e| self.err("starting a transaction", e))?;
+        if self.writers.processes > 1 {
+            // Several writers: each finalizes only its own sellers' periods, but under
+            // REPEATABLE READ that `UPDATE` locks every row (and gap) it scans, and the
+            // writers deadlock on each other's rows. READ COMMITTED keeps only the rows it
+            // changes locked; each writer's own progress row still serializes its batches.
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| self.err("starting a transaction", e))?;
+        }
+        let mut tx = conn
             .begin()
             .await
             .map_err(|e| self.err("starting a transaction", e))?;
