@@ -588,9 +588,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     // stores in process the last process's last worker writes every row. Alerts and dead
     // letters are always the last process's (see docs/operations.md).
     let writes_here = cluster.as_ref().is_none_or(ClusterConfig::writes_sinks);
-    let writes_logs = cluster
-        .as_ref()
-        .is_none_or(|c| c.process + 1 == c.processes());
+    let writes_logs = cluster.as_ref().is_none_or(ClusterConfig::writes_logs);
     let writers = cluster
         .as_ref()
         .map_or(shopflow_model::Writers::ONE, ClusterConfig::writers);

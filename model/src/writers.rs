@@ -67,6 +67,21 @@ impl Writers {
         self.record_of(base, self.process)
     }
 
+    /// What a store's progress records say together: the `as_of` every row is at least as
+    /// new as — the smallest of the writers' (0 for a writer that has written nothing yet),
+    /// `None` when none has written.
+    pub fn smallest(
+        records: impl IntoIterator<Item = Option<crate::Millis>>,
+    ) -> Option<crate::Millis> {
+        let mut any = false;
+        let mut smallest = crate::Millis::MAX;
+        for r in records {
+            any |= r.is_some();
+            smallest = smallest.min(r.unwrap_or(0));
+        }
+        any.then_some(smallest)
+    }
+
     /// Every writer's progress record called `base`, in process order.
     pub fn records(&self, base: &str) -> Vec<String> {
         (0..self.processes)
@@ -95,5 +110,13 @@ mod tests {
         assert_eq!(all[1].record("ledger"), "ledger:1");
         assert_eq!(all[0].records("x"), vec!["x:0", "x:1", "x:2"]);
         assert_eq!(all[0].logs(), 2);
+    }
+
+    #[test]
+    fn a_store_is_as_new_as_its_slowest_writer() {
+        assert_eq!(Writers::smallest([None, None]), None);
+        assert_eq!(Writers::smallest([Some(7)]), Some(7));
+        assert_eq!(Writers::smallest([Some(7), Some(5)]), Some(5));
+        assert_eq!(Writers::smallest([Some(7), None]), Some(0));
     }
 }

@@ -102,6 +102,11 @@ impl ClusterConfig {
         self.writer_per_process || self.process + 1 == self.processes()
     }
 
+    /// Whether this process writes the logs (alerts, dead letters): the last one.
+    pub fn writes_logs(&self) -> bool {
+        self.process + 1 == self.processes()
+    }
+
     /// This process's writer among the cluster's (one for all without a writer per process).
     pub fn writers(&self) -> shopflow_model::Writers {
         match self.writer_per_process {

@@ -120,7 +120,7 @@ pub fn send_batches<'s>(
     let writers = shopflow_model::Writers::new(0, writing);
     let route = move |row: &Row| match row.owner_key() {
         Some(key) => (writers.owner(key) + 1) * threads - 1,
-        None => peers - 1,
+        None => (writers.logs() + 1) * threads - 1,
     };
     let state = ctx.states.register::<Pending>("SendViewBatches");
     rows.unary_frontier::<CapacityContainerBuilder<Vec<((), Millis)>>, _, _, _>(

@@ -225,10 +225,7 @@ impl ClickHouseSales {
         for record in self.writers.records(SALES_SINK) {
             stored.push(self.as_of_of(&record).await?);
         }
-        Ok(match stored.iter().all(Option::is_none) {
-            true => None,
-            false => stored.iter().map(|a| a.unwrap_or(0)).min(),
-        })
+        Ok(Writers::smallest(stored))
     }
 
     /// The `as_of` of the last batch this writer wrote, if any.

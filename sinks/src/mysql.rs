@@ -762,10 +762,7 @@ impl MysqlLedger {
         for record in self.writers.records(LEDGER_SINK) {
             stored.push(self.as_of_of(&record).await?);
         }
-        Ok(match stored.iter().all(Option::is_none) {
-            true => None,
-            false => stored.iter().map(|a| a.unwrap_or(0)).min(),
-        })
+        Ok(Writers::smallest(stored))
     }
 
     /// The `as_of` of the last batch this writer wrote, if any.

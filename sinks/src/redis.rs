@@ -130,16 +130,12 @@ impl RedisViews {
             .await
             .map_err(|e| self.err(e))?;
         let metas = vals.split_off(keys.len());
-        let as_of = metas
-            .iter()
-            .map(|m| {
-                m.as_deref()
-                    .and_then(|v| v.parse::<Millis>().ok())
-                    .unwrap_or(0)
-            })
-            .min()
-            .unwrap_or(0);
-        Ok((vals, as_of))
+        let as_of = Writers::smallest(
+            metas
+                .iter()
+                .map(|m| m.as_deref().and_then(|v| v.parse::<Millis>().ok())),
+        );
+        Ok((vals, as_of.unwrap_or(0)))
     }
 
     /// The key of a stock row.
@@ -280,10 +276,7 @@ impl RedisViews {
             .query_async(&mut conn)
             .await
             .map_err(|e| self.err(e))?;
-        Ok(match metas.iter().all(Option::is_none) {
-            true => None,
-            false => metas.iter().map(|m| m.unwrap_or(0)).min(),
-        })
+        Ok(Writers::smallest(metas))
     }
 
     /// The `as_of` of the last batch this writer wrote, if any.
