@@ -892,10 +892,7 @@ pub fn checkpoints(args: CheckpointsArgs) -> Result<()> {
     let mb = |n: usize| n as f64 / 1e6;
     for (_, path) in files {
         let started = Instant::now();
-        let mut file = std::fs::File::open(&path)
-            .map(std::io::BufReader::new)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let s = match shopflow_pipelines::checkpoint::decode_from(&mut file) {
+        let s = match shopflow_pipelines::checkpoint::decode_file(&path) {
             Ok(s) => s,
             Err(reason) => {
                 println!("{}: unusable: {reason}", path.display());
@@ -925,10 +922,11 @@ pub fn checkpoints(args: CheckpointsArgs) -> Result<()> {
         let mut parts: BTreeMap<String, usize> = BTreeMap::new();
         for w in &s.workers {
             for st in &w.streams {
-                *parts.entry("stream validators".into()).or_default() += st.validator.len();
+                *parts.entry("stream validators".into()).or_default() +=
+                    st.validator.len() as usize;
             }
             for (name, b) in &w.operators {
-                *parts.entry(format!("operator {name}")).or_default() += b.len();
+                *parts.entry(format!("operator {name}")).or_default() += b.len() as usize;
             }
         }
         for (i, m) in s.stores.memory.iter().enumerate() {

@@ -7,12 +7,18 @@
 //! for them): their bytes are appended to one arena, and a hash table holds, per id, its
 //! place in the arena and the time it was first seen — 16 bytes, against a `String` (24
 //! bytes plus a heap block) and its time in a map.
+//!
+//! A checkpoint writes the ids in buckets by a stable hash of the id (side data, see
+//! [`shopflow_state`]); a restart reads a bucket back the first time an id of it is looked
+//! up, so it does not rebuild the table before the first new event.
 
 use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use shopflow_model::Millis;
+use shopflow_state::buckets::{self, BucketError, BucketKey, Buckets, Layout, PER_BUCKET};
+use shopflow_state::side;
 
 /// One id: where its bytes start in the arena (a length byte or two, then the bytes) and
 /// the event time at which it was last accepted as new.
@@ -28,6 +34,8 @@ pub struct SeenIds {
     /// Every id's length (LEB128) then its bytes, in the order they were first seen.
     arena: Vec<u8>,
     hasher: foldhash::fast::RandomState,
+    /// The buckets of a checkpoint's ids not read back yet (after a restart).
+    base: Option<Buckets>,
 }
 
 impl Default for SeenIds {
@@ -36,6 +44,7 @@ impl Default for SeenIds {
             table: HashTable::new(),
             arena: Vec::new(),
             hasher: foldhash::fast::RandomState::default(),
+            base: None,
         }
     }
 }
@@ -45,6 +54,7 @@ impl std::fmt::Debug for SeenIds {
         f.debug_struct("SeenIds")
             .field("ids", &self.table.len())
             .field("arena_bytes", &self.arena.len())
+            .field("pending", &self.base.as_ref().map_or(0, |b| b.pending()))
             .finish()
     }
 }
@@ -63,19 +73,110 @@ fn id_at(arena: &[u8], at: u64) -> &[u8] {
     &arena[at + skip..at + skip + len]
 }
 
+/// Reads a bucket's ids: each as [`push_id`] writes it, then its time (8 bytes, LE).
+fn bucket_ids(
+    mut bytes: &[u8],
+    count: u32,
+    mut each: impl FnMut(&[u8], Millis),
+) -> Result<(), BucketError> {
+    let short = BucketError::Layout("a bucket of ids is cut short");
+    for _ in 0..count {
+        let (len, skip) = match bytes {
+            [b, ..] if *b < 0x80 => (*b as usize, 1),
+            [b, c, ..] => ((b & 0x7f) as usize | (*c as usize) << 7, 2),
+            _ => return Err(short),
+        };
+        let Some(id) = bytes.get(skip..skip + len) else {
+            return Err(short);
+        };
+        let Some(ts) = bytes.get(skip + len..skip + len + 8) else {
+            return Err(short);
+        };
+        each(id, Millis::from_le_bytes(ts.try_into().expect("8 bytes")));
+        bytes = &bytes[skip + len + 8..];
+    }
+    if bytes.is_empty() {
+        Ok(())
+    } else {
+        Err(BucketError::Layout("bytes left after a bucket of ids"))
+    }
+}
+
+fn lost(e: BucketError) -> ! {
+    panic!("a checkpoint's dedup ids could not be read back after the start ({e}): the state to continue with is not known")
+}
+
 impl SeenIds {
-    /// Number of ids kept.
+    /// Number of ids kept (read back from a checkpoint or not).
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.table.len() + self.base.as_ref().map_or(0, |b| b.pending() as usize)
     }
 
     /// Whether no id is kept.
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.len() == 0
+    }
+
+    /// Reads back the bucket `id` is in, if a checkpoint's ids are still pending.
+    fn load(&mut self, id: &[u8]) {
+        let Some(base) = self.base.as_mut() else {
+            return;
+        };
+        let b = base.bucket(id.bucket_hash());
+        if base.is_loaded(b) {
+            return;
+        }
+        let pending = base.pending() as usize;
+        if self.table.capacity() < self.table.len() + pending {
+            // Room for every id still on disk at once, not a rehash every doubling.
+            let (arena, hasher) = (&self.arena, &self.hasher);
+            self.table
+                .reserve(pending, |s| hasher.hash_one(id_at(arena, s.at)));
+        }
+        let Some(base) = self.base.as_mut() else {
+            return;
+        };
+        let mut buf = Vec::new();
+        match base.take(b, &mut buf) {
+            Ok(None) => {}
+            Ok(Some(count)) => {
+                let mut ids = Vec::with_capacity(count as usize);
+                bucket_ids(&buf, count, |id, ts| ids.push((id.to_vec(), ts)))
+                    .unwrap_or_else(|e| lost(e));
+                for (id, ts) in ids {
+                    self.push_new(&id, ts);
+                }
+            }
+            Err(e) => lost(e),
+        }
+        if self.base.as_ref().is_some_and(|b| b.all_loaded()) {
+            self.base = None;
+        }
+    }
+
+    /// Reads back every pending bucket.
+    fn load_all(&mut self) {
+        let Some(base) = self.base.take() else {
+            return;
+        };
+        self.table.reserve(base.pending() as usize, |s| {
+            self.hasher.hash_one(id_at(&self.arena, s.at))
+        });
+        let mut buf = Vec::new();
+        for b in (0..base.count()).filter(|b| !base.is_loaded(*b)) {
+            let count = base.read(b, &mut buf).unwrap_or_else(|e| lost(e));
+            let mut ids = Vec::with_capacity(count as usize);
+            bucket_ids(&buf, count, |id, ts| ids.push((id.to_vec(), ts)))
+                .unwrap_or_else(|e| lost(e));
+            for (id, ts) in ids {
+                self.push_new(&id, ts);
+            }
+        }
     }
 
     /// When `id` was (last) accepted as new, if it is kept.
-    pub fn get(&self, id: &str) -> Option<Millis> {
+    pub fn get(&mut self, id: &str) -> Option<Millis> {
+        self.load(id.as_bytes());
         let hash = self.hasher.hash_one(id.as_bytes());
         self.table
             .find(hash, |s| id_at(&self.arena, s.at) == id.as_bytes())
@@ -85,6 +186,7 @@ impl SeenIds {
     /// Records that `id` was accepted as new at `ts` (replacing an older time).
     pub fn insert(&mut self, id: &str, ts: Millis) {
         let bytes = id.as_bytes();
+        self.load(bytes);
         let hash = self.hasher.hash_one(bytes);
         let arena = &self.arena;
         if let Some(slot) = self.table.find_mut(hash, |s| id_at(arena, s.at) == bytes) {
@@ -98,8 +200,10 @@ impl SeenIds {
         });
     }
 
-    /// Keeps only the ids whose time is at least `cutoff`, in a new arena.
+    /// Keeps only the ids whose time is at least `cutoff`, in a new arena (reads every
+    /// pending bucket back first).
     pub fn retain_since(&mut self, cutoff: Millis) {
+        self.load_all();
         let mut kept: Vec<Slot> = self
             .table
             .iter()
@@ -112,6 +216,7 @@ impl SeenIds {
             table: HashTable::with_capacity(kept.len()),
             arena: Vec::with_capacity(old.len()),
             hasher: self.hasher.clone(),
+            base: None,
         };
         for s in kept {
             fresh.push_new(id_at(&old, s.at), s.ts);
@@ -128,6 +233,54 @@ impl SeenIds {
         self.table.insert_unique(hash, Slot { at, ts }, |s| {
             hasher.hash_one(id_at(arena, s.at))
         });
+    }
+
+    /// The ids of the pending buckets, decoded (when they are not copied as they are).
+    fn pending_ids(&self) -> Result<Vec<(Vec<u8>, Millis)>, BucketError> {
+        let mut out = Vec::new();
+        if let Some(base) = &self.base {
+            let mut buf = Vec::new();
+            for b in (0..base.count()).filter(|b| !base.is_loaded(*b)) {
+                let count = base.read(b, &mut buf)?;
+                bucket_ids(&buf, count, |id, ts| out.push((id.to_vec(), ts)))?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes the ids to side data in buckets (see [`shopflow_state::buckets`]).
+    fn write_buckets(&self) -> Result<Layout, BucketError> {
+        let len = self.len();
+        let (n, copy, pending) = match &self.base {
+            Some(base) if len <= base.count() * 4 * PER_BUCKET => {
+                (base.count(), Some(base), Vec::new())
+            }
+            Some(_) => (buckets::buckets_for(len), None, self.pending_ids()?),
+            None => (buckets::buckets_for(len), None, Vec::new()),
+        };
+        let mut order: Vec<(usize, &[u8], Millis)> = self
+            .table
+            .iter()
+            .map(|s| (id_at(&self.arena, s.at), s.ts))
+            .chain(pending.iter().map(|(id, ts)| (id.as_slice(), *ts)))
+            .map(|(id, ts)| (buckets::bucket_of(id.bucket_hash(), n), id, ts))
+            .collect();
+        order.sort_unstable_by_key(|e| e.0);
+        let mut next = order.into_iter().peekable();
+        buckets::write(n, |b, buf| {
+            let mut count = 0;
+            if let Some(base) = copy.filter(|base| !base.is_loaded(b)) {
+                // Not read back: no id of it was looked up, so none is in the table.
+                count = base.copy_to(b, buf)?;
+            }
+            while let Some((_, id, ts)) = next.next_if(|e| e.0 == b) {
+                push_id(buf, id);
+                buf.extend_from_slice(&ts.to_le_bytes());
+                count += 1;
+            }
+            Ok::<_, BucketError>(count)
+        })
+        .expect("inside side::writing")
     }
 }
 
@@ -146,33 +299,59 @@ fn push_id(arena: &mut Vec<u8>, bytes: &[u8]) -> u64 {
     at
 }
 
-/// A checkpoint holds the ids as (arena, per id in arena order: its time); the table is
-/// rebuilt on load (its hasher is seeded per process).
+/// Outside a checkpoint the ids are written as (arena, per id in arena order: its time);
+/// the table is rebuilt on load (its hasher is seeded per process). In a checkpoint
+/// ([`side::writing`]) they go to side data in buckets, read back lazily.
 impl Serialize for SeenIds {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        if side::is_writing() {
+            let layout = self.write_buckets().map_err(S::Error::custom)?;
+            return s.serialize_newtype_variant("SeenIds", 1, "Buckets", &layout);
+        }
         let mut slots: Vec<Slot> = self.table.iter().copied().collect();
         slots.sort_unstable_by_key(|s| s.at);
+        let pending = self.pending_ids().map_err(S::Error::custom)?;
         let mut arena = Vec::with_capacity(self.arena.len());
-        let mut times = Vec::with_capacity(slots.len());
+        let mut times = Vec::with_capacity(slots.len() + pending.len());
         for slot in slots {
             push_id(&mut arena, id_at(&self.arena, slot.at));
             times.push(slot.ts);
         }
-        (Bytes(&arena), times).serialize(s)
+        for (id, ts) in &pending {
+            push_id(&mut arena, id);
+            times.push(*ts);
+        }
+        s.serialize_newtype_variant("SeenIds", 0, "Inline", &(Bytes(&arena), times))
     }
+}
+
+#[derive(Deserialize)]
+enum SeenForm {
+    Inline(SeenRaw),
+    Buckets(Layout),
 }
 
 impl<'de> Deserialize<'de> for SeenIds {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        SeenRaw::deserialize(d)?
-            .build()
-            .map_err(serde::de::Error::custom)
+        use serde::de::Error;
+        match SeenForm::deserialize(d)? {
+            SeenForm::Inline(raw) => raw.build().map_err(D::Error::custom),
+            SeenForm::Buckets(layout) => {
+                let side = side::current()
+                    .ok_or_else(|| D::Error::custom("dedup buckets outside a checkpoint"))?;
+                let base = Buckets::new(side, layout).map_err(D::Error::custom)?;
+                Ok(SeenIds {
+                    base: (!base.all_loaded()).then_some(base),
+                    ..SeenIds::default()
+                })
+            }
+        }
     }
 }
 
-/// A checkpoint's ids as read, before their table is built ([`SeenRaw::build`]): a restart
-/// builds it on a thread of its own while the orders are read back.
-pub(crate) struct SeenRaw {
+/// Ids written inline, before their table is built ([`SeenRaw::build`]).
+struct SeenRaw {
     arena: Vec<u8>,
     times: Vec<Millis>,
 }
@@ -188,9 +367,9 @@ impl<'de> Deserialize<'de> for SeenRaw {
 }
 
 impl SeenRaw {
-    /// The ids with their table. The arena is the one a checkpoint wrote (the same layout,
-    /// in first-seen order), so it is kept as it is and only the table is built.
-    pub(crate) fn build(self) -> Result<SeenIds, &'static str> {
+    /// The ids with their table. The arena is the one written (the same layout, in
+    /// first-seen order), so it is kept as it is and only the table is built.
+    fn build(self) -> Result<SeenIds, &'static str> {
         let SeenRaw { arena, times } = self;
         let mut seen = SeenIds {
             table: HashTable::with_capacity(times.len()),
@@ -276,7 +455,7 @@ mod tests {
         /// checkpoint round trip.
         #[test]
         fn behaves_like_a_map(
-            ops in prop::collection::vec(("[a-c]{1,3}|[a-z0-9가]{100,140}", 0..1_000u64, 0..20u8), 1..300),
+            ops in prop::collection::vec(("[a-c]{1,3}|[a-z0-9가]{100,140}|[0-9]{4}", 0..1_000u64, 0..20u8), 1..400),
         ) {
             let mut seen = SeenIds::default();
             let mut model: HashMap<String, Millis> = HashMap::new();
@@ -290,6 +469,12 @@ mod tests {
                     1 => {
                         let bytes = bincode::serialize(&seen).unwrap();
                         seen = bincode::deserialize(&bytes).unwrap();
+                    }
+                    2 | 3 => {
+                        // A checkpoint: ids in buckets of side data, read back lazily.
+                        let (bytes, side) = side::save(&seen).unwrap();
+                        let side = shopflow_state::Side::Bytes(std::sync::Arc::new(side));
+                        seen = side::reading(side, || bincode::deserialize(&bytes).unwrap());
                     }
                     _ => {
                         seen.insert(&id, ts);

@@ -7,15 +7,16 @@
 //! is encoded ([`encode`]: variable-length integers, times as differences from the
 //! placement) — about a tenth of the in-memory form — and decoded again the next time an
 //! event names it. Which form an order is in never changes what the validator decides;
-//! checkpoints save every order in the compact form.
+//! checkpoints save every order in the compact form, in buckets a restart reads back
+//! lazily ([`LazyMap`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::de::{SeqAccess, Visitor};
-use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use shopflow_model::{Millis, OrderLine, OrderStatus, StatusChange};
+use shopflow_state::LazyMap;
 
 use crate::lifecycle::{LineState, OrderState, Refund, Stage, Steps};
 
@@ -30,8 +31,8 @@ const MIN_SWEEP: usize = 8_192;
 pub struct OrderBook {
     /// Orders touched recently, with the sweep period they were last touched in.
     hot: FastMap<u64, (OrderState, u32)>,
-    /// The others, encoded.
-    cold: FastMap<u64, Box<[u8]>>,
+    /// The others, encoded (after a restart, partly still in the checkpoint's buckets).
+    cold: LazyMap<u64, Compact>,
     /// The current sweep period.
     epoch: u32,
     /// Size of `hot` at which the next sweep runs.
@@ -42,7 +43,7 @@ impl Default for OrderBook {
     fn default() -> Self {
         OrderBook {
             hot: FastMap::default(),
-            cold: FastMap::default(),
+            cold: LazyMap::default(),
             epoch: 0,
             sweep_at: MIN_SWEEP,
         }
@@ -66,7 +67,7 @@ impl OrderBook {
     }
 
     /// Whether the order is known.
-    pub fn contains(&self, order_id: u64) -> bool {
+    pub fn contains(&mut self, order_id: u64) -> bool {
         self.hot.contains_key(&order_id) || self.cold.contains_key(&order_id)
     }
 
@@ -75,8 +76,8 @@ impl OrderBook {
         if let Some((state, _)) = self.hot.get(&order_id) {
             return Some(Cow::Borrowed(state));
         }
-        let bytes = self.cold.get(&order_id)?;
-        Some(Cow::Owned(decode_own(order_id, bytes)))
+        let bytes = self.cold.peek(&order_id)?;
+        Some(Cow::Owned(decode_own(order_id, &bytes.0)))
     }
 
     /// Adds a newly placed order (the caller checked it is not known).
@@ -91,7 +92,7 @@ impl OrderBook {
         self.maybe_sweep();
         let epoch = self.epoch;
         if let Some(bytes) = self.cold.remove(&order_id) {
-            let state = decode_own(order_id, &bytes);
+            let state = decode_own(order_id, &bytes.0);
             self.hot.insert(order_id, (state, epoch));
         }
         let (state, touched) = self.hot.get_mut(&order_id)?;
@@ -114,7 +115,7 @@ impl OrderBook {
             }
             buf.clear();
             encode(state, &mut buf);
-            cold.insert(id, buf.as_slice().into());
+            cold.insert(id, Compact(buf.as_slice().into()));
             false
         });
         self.epoch = epoch.wrapping_add(1);
@@ -423,105 +424,68 @@ impl Reader<'_> {
     }
 }
 
-/// One encoded order in a checkpoint, written as a byte string.
-struct Blob<'a>(&'a [u8]);
+/// One order in the compact form, (de)serialized as a byte string.
+#[derive(Clone, Debug)]
+struct Compact(Box<[u8]>);
 
-impl Serialize for Blob<'_> {
+impl Serialize for Compact {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(self.0)
+        s.serialize_bytes(&self.0)
     }
 }
 
-struct OwnedBlob(Box<[u8]>);
-
-impl<'de> Deserialize<'de> for OwnedBlob {
+impl<'de> Deserialize<'de> for Compact {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = OwnedBlob;
+            type Value = Compact;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an encoded order")
             }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<OwnedBlob, E> {
-                Ok(OwnedBlob(v.into()))
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Compact, E> {
+                Ok(Compact(v.into()))
             }
-            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<OwnedBlob, E> {
-                Ok(OwnedBlob(v.into_boxed_slice()))
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Compact, E> {
+                Ok(Compact(v.into_boxed_slice()))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OwnedBlob, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Compact, A::Error> {
                 let mut v = Vec::new();
                 while let Some(b) = seq.next_element::<u8>()? {
                     v.push(b);
                 }
-                Ok(OwnedBlob(v.into_boxed_slice()))
+                Ok(Compact(v.into_boxed_slice()))
             }
         }
         d.deserialize_byte_buf(V)
     }
 }
 
-/// A checkpoint holds every order in the compact form: (order id, bytes), in no order.
+/// A checkpoint holds every order in the compact form, the decoded ones encoded for it.
 impl Serialize for OrderBook {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.len()))?;
         let mut buf = Vec::with_capacity(256);
-        for (id, (state, _)) in &self.hot {
-            buf.clear();
-            encode(state, &mut buf);
-            seq.serialize_element(&(*id, Blob(&buf)))?;
-        }
-        for (id, bytes) in &self.cold {
-            seq.serialize_element(&(*id, Blob(bytes)))?;
-        }
-        seq.end()
+        let hot: Vec<(u64, Compact)> = self
+            .hot
+            .iter()
+            .map(|(id, (state, _))| {
+                buf.clear();
+                encode(state, &mut buf);
+                (*id, Compact(buf.as_slice().into()))
+            })
+            .collect();
+        self.cold.serialize_with(&hot, s)
     }
 }
 
-/// Every order read back is decoded once, so a damaged or foreign checkpoint is refused
-/// at load time rather than when its order is next named.
+/// Orders read back stay in the compact form (and, from a checkpoint, in its buckets until
+/// an event names one of their orders); each is decoded when it is next named. The file's
+/// checksum is what refuses a damaged checkpoint.
 impl<'de> Deserialize<'de> for OrderBook {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        OrdersRaw::deserialize(d)?
-            .build()
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// A checkpoint's orders as read (id, compact form), before they are checked and put in a
-/// book ([`OrdersRaw::build`]).
-pub(crate) struct OrdersRaw(Vec<(u64, Box<[u8]>)>);
-
-impl<'de> Deserialize<'de> for OrdersRaw {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = OrdersRaw;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a sequence of encoded orders")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OrdersRaw, A::Error> {
-                let mut orders = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-                while let Some((id, OwnedBlob(bytes))) = seq.next_element::<(u64, OwnedBlob)>()? {
-                    orders.push((id, bytes));
-                }
-                Ok(OrdersRaw(orders))
-            }
-        }
-        d.deserialize_seq(V)
-    }
-}
-
-impl OrdersRaw {
-    /// The book, every order decoded once to check it (a damaged or foreign checkpoint is
-    /// refused here rather than when its order is next named).
-    pub(crate) fn build(self) -> Result<OrderBook, String> {
-        let mut book = OrderBook::default();
-        book.cold.reserve(self.0.len());
-        for (id, bytes) in self.0 {
-            decode(id, &bytes).map_err(|e| format!("order {id} does not decode: {e}"))?;
-            book.cold.insert(id, bytes);
-        }
-        Ok(book)
+        Ok(OrderBook {
+            cold: LazyMap::deserialize(d)?,
+            ..OrderBook::default()
+        })
     }
 }
 

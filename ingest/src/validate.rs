@@ -49,7 +49,7 @@ pub struct Accepted {
 
 /// Dedup, life cycle and time for one input stream. Serializable: a checkpoint saves it
 /// whole, and a restart continues the stream with it.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct StreamValidator {
     horizon: Millis,
     lateness: Millis,
@@ -63,48 +63,6 @@ pub struct StreamValidator {
     /// the worker when the stream is idle.
     floor: Millis,
     evict_at: usize,
-}
-
-/// [`StreamValidator`] as a checkpoint holds it (the same fields in the same order), its
-/// two large parts not yet built.
-#[derive(serde::Deserialize)]
-struct ValidatorRaw {
-    horizon: Millis,
-    lateness: Millis,
-    seen: crate::dedup::SeenRaw,
-    max_seen_ts: Millis,
-    orders: crate::orderbook::OrdersRaw,
-    max_time: Option<Millis>,
-    floor: Millis,
-    evict_at: usize,
-}
-
-/// Reading a validator back builds its id table on a second thread while this one checks
-/// and files its orders: the two largest parts of a restart's work, each proportional to
-/// what the stream holds, side by side.
-impl<'de> serde::Deserialize<'de> for StreamValidator {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        let raw = ValidatorRaw::deserialize(d)?;
-        let (seen, orders) = std::thread::scope(|scope| {
-            let seen = scope.spawn(move || raw.seen.build());
-            let orders = raw.orders.build();
-            (seen.join(), orders)
-        });
-        let seen = seen
-            .map_err(|_| D::Error::custom("seen ids: building the table panicked"))?
-            .map_err(D::Error::custom)?;
-        Ok(StreamValidator {
-            horizon: raw.horizon,
-            lateness: raw.lateness,
-            seen,
-            max_seen_ts: raw.max_seen_ts,
-            orders: orders.map_err(D::Error::custom)?,
-            max_time: raw.max_time,
-            floor: raw.floor,
-            evict_at: raw.evict_at,
-        })
-    }
 }
 
 impl StreamValidator {

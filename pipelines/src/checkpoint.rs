@@ -26,85 +26,132 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shopflow_ingest::source::FilePosition;
 use shopflow_ingest::StreamValidator;
 use shopflow_model::{Millis, StoreImages};
+pub use shopflow_state::Side;
+use xxhash_rust::xxh3::Xxh3;
 
-/// Version of the checkpoint format this build writes. It reads this version and
-/// [`OLDEST_READ_VERSION`]; a file of another version is skipped (the run falls back to an
-/// older checkpoint it reads, or replays from the start).
-pub const FORMAT_VERSION: u32 = 4;
+/// Version of the checkpoint format this build writes, and the only one it reads: a file
+/// of another version is skipped with its version named (the run falls back to an older
+/// checkpoint it reads, or replays from the start). Version 5 keeps large collections in
+/// buckets of side data read back lazily (see [`shopflow_state`]); the builds before wrote
+/// them inline, in a form this one does not read.
+pub const FORMAT_VERSION: u32 = 5;
 
-/// The oldest format version this build reads: version 3 has no file positions (a restart
-/// from it counts the file's lines up to its offset, as that version's builds did).
-pub const OLDEST_READ_VERSION: u32 = 3;
+/// The oldest format version this build reads.
+pub const OLDEST_READ_VERSION: u32 = 5;
 
 /// The first bytes of every checkpoint file.
 pub const MAGIC: &[u8] = b"shopflow checkpoint\n";
 
-/// CRC-32C (Castagnoli), the checksum of the payload (slicing by 16: several GB/s).
-const CRC: crc::Crc<u32, crc::Table<16>> = crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
+/// Header: magic, version (u32), payload length (u64), checksum (XXH3-64 of the payload,
+/// u64), little-endian. The payload is the manifest's length (u64), the manifest
+/// ([`Snapshot`] with every blob replaced by its length, bincode) and the blobs, raw, in the
+/// manifest's order: each worker's validators then operator states (each its serialized
+/// form, then its side data), then the store images.
+const HEADER: usize = MAGIC.len() + 4 + 8 + 8;
 
-/// Header: magic, version (u32), payload length (u64), checksum (u32), little-endian. The
-/// payload is the manifest's length (u64), the manifest ([`Snapshot`] with every blob
-/// replaced by its length, bincode) and the blobs, raw, in the manifest's order: each
-/// worker's validators then operator states, then the store images. Blobs are copied
-/// out whole rather than decoded byte by byte.
-const HEADER: usize = MAGIC.len() + 4 + 8 + 4;
-
-/// A stream in the manifest: topic, partition, next offset, validator length, and where the
-/// next offset starts in a file (version 4).
-type StreamManifest = (String, i32, i64, u64, Option<FilePosition>);
+/// A stream in the manifest: topic, partition, next offset, validator lengths (serialized,
+/// side data), and where the next offset starts in a file.
+type StreamManifest = (String, i32, i64, (u64, u64), Option<FilePosition>);
 
 /// A worker's part in the manifest: its cap, its streams and its operators (name, state
-/// length).
-type WorkerManifest<S> = (Millis, Vec<S>, Vec<(String, u64)>);
+/// lengths: serialized, side data).
+type WorkerManifest = (Millis, Vec<StreamManifest>, Vec<(String, (u64, u64))>);
 
-/// [`Snapshot`] with its blobs replaced by their lengths. Version 3 had streams without
-/// the file position: `S` = (topic, partition, next offset, validator length).
+/// [`Snapshot`] with its blobs replaced by their lengths.
 #[derive(Serialize, Deserialize)]
-struct Manifest<S = StreamManifest> {
+struct Manifest {
     seq: u64,
     created_ms: Millis,
     time: Millis,
     as_of: Option<Millis>,
-    workers: Vec<WorkerManifest<S>>,
+    workers: Vec<WorkerManifest>,
     memory: Vec<u64>,
     files: Vec<(String, u64)>,
     stores_as_of: Option<Millis>,
 }
 
-impl Manifest<(String, i32, i64, u64)> {
-    /// A version-3 manifest in today's form (no file positions).
-    fn upgrade(self) -> Manifest {
-        Manifest {
-            seq: self.seq,
-            created_ms: self.created_ms,
-            time: self.time,
-            as_of: self.as_of,
-            workers: self
-                .workers
-                .into_iter()
-                .map(|(cap, streams, operators)| {
-                    let streams = streams
-                        .into_iter()
-                        .map(|(t, p, o, n)| (t, p, o, n, None))
-                        .collect();
-                    (cap, streams, operators)
-                })
-                .collect(),
-            memory: self.memory,
-            files: self.files,
-            stores_as_of: self.stores_as_of,
+/// One saved state (an operator's, a validator's): its serialized form, and the side data
+/// its lazily restored collections wrote (see [`shopflow_state::side`]).
+#[derive(Debug, Default)]
+pub struct Part {
+    /// The serialized state (bincode).
+    pub bytes: Vec<u8>,
+    /// Its side data: in memory when just taken, a range of the file when read back.
+    pub side: Side,
+}
+
+impl Part {
+    /// Serializes `state`, its lazy collections writing their buckets to side data.
+    pub fn save<T: Serialize>(state: &T) -> Result<Part, bincode::Error> {
+        let (bytes, side) = shopflow_state::side::save(state)?;
+        Ok(Part {
+            bytes,
+            side: Side::Bytes(std::sync::Arc::new(side)),
+        })
+    }
+
+    /// Deserializes the state, its lazy collections keeping a handle on the side data.
+    pub fn restore<T: DeserializeOwned>(&self) -> Result<T, bincode::Error> {
+        shopflow_state::side::reading(self.side.clone(), || bincode::deserialize(&self.bytes))
+    }
+
+    /// Bytes the part takes in the file.
+    pub fn len(&self) -> u64 {
+        self.bytes.len() as u64 + self.side.len()
+    }
+
+    /// Whether the part is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A blob of the file: in memory, or side data to copy from where it is.
+enum Blob<'a> {
+    Bytes(&'a [u8]),
+    Side(&'a Side),
+}
+
+impl Blob<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Blob::Bytes(b) => b.len() as u64,
+            Blob::Side(s) => s.len(),
+        }
+    }
+
+    /// Feeds the blob to `each` in pieces.
+    fn pieces(&self, mut each: impl FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        match self {
+            Blob::Bytes(b) => each(b),
+            Blob::Side(Side::Bytes(b)) => each(b),
+            Blob::Side(side) => {
+                let mut buf = Vec::new();
+                let mut at = 0;
+                while at < side.len() {
+                    let n = (side.len() - at).min(PIECE as u64);
+                    side.read_into(at, n, &mut buf)?;
+                    each(&buf)?;
+                    at += n;
+                }
+                Ok(())
+            }
         }
     }
 }
 
+/// Size of the pieces a file is read and checked in.
+const PIECE: usize = 1 << 20;
+
 impl Snapshot {
     /// The manifest and the blobs it describes, in order.
-    fn manifest(&self) -> (Manifest, Vec<&[u8]>) {
-        let mut blobs: Vec<&[u8]> = Vec::new();
+    fn manifest(&self) -> (Manifest, Vec<Blob<'_>>) {
+        let mut blobs: Vec<Blob<'_>> = Vec::new();
         let workers = self
             .workers
             .iter()
@@ -113,12 +160,13 @@ impl Snapshot {
                     .streams
                     .iter()
                     .map(|s| {
-                        blobs.push(&s.validator);
+                        blobs.push(Blob::Bytes(&s.validator.bytes));
+                        blobs.push(Blob::Side(&s.validator.side));
                         (
                             s.topic.clone(),
                             s.partition,
                             s.next_offset,
-                            s.validator.len() as u64,
+                            (s.validator.bytes.len() as u64, s.validator.side.len()),
                             s.position.clone(),
                         )
                     })
@@ -126,9 +174,10 @@ impl Snapshot {
                 let operators = w
                     .operators
                     .iter()
-                    .map(|(name, b)| {
-                        blobs.push(b);
-                        (name.clone(), b.len() as u64)
+                    .map(|(name, p)| {
+                        blobs.push(Blob::Bytes(&p.bytes));
+                        blobs.push(Blob::Side(&p.side));
+                        (name.clone(), (p.bytes.len() as u64, p.side.len()))
                     })
                     .collect();
                 (w.cap, streams, operators)
@@ -139,7 +188,7 @@ impl Snapshot {
             .memory
             .iter()
             .map(|m| {
-                blobs.push(m);
+                blobs.push(Blob::Bytes(m));
                 m.len() as u64
             })
             .collect();
@@ -217,8 +266,8 @@ pub struct WorkerPart {
     pub cap: Millis,
     /// Its streams, in its source's order.
     pub streams: Vec<StreamPart>,
-    /// Its operators' states, serialized, by operator name.
-    pub operators: BTreeMap<String, Vec<u8>>,
+    /// Its operators' states, by operator name.
+    pub operators: BTreeMap<String, Part>,
 }
 
 /// One stream's part of a checkpoint.
@@ -233,14 +282,14 @@ pub struct StreamPart {
     /// Where `next_offset` starts, for a file the source knew it for: a restart seeks
     /// there instead of reading every line before.
     pub position: Option<FilePosition>,
-    /// The stream's validator, serialized (see [`StreamValidator`]).
-    pub validator: Vec<u8>,
+    /// The stream's validator (see [`StreamValidator`]).
+    pub validator: Part,
 }
 
 impl StreamPart {
     /// The stream's validator, read back.
     pub fn validator(&self) -> Result<StreamValidator, CheckpointError> {
-        bincode::deserialize(&self.validator).map_err(|e| CheckpointError::Part {
+        self.validator.restore().map_err(|e| CheckpointError::Part {
             part: format!("validator of {}/{}", self.topic, self.partition),
             reason: e.to_string(),
         })
@@ -375,30 +424,34 @@ pub fn encode_to(snapshot: &Snapshot, out: &mut impl Write) -> Result<u64, std::
     write_file(FORMAT_VERSION, &manifest, blobs, out)
 }
 
-/// Writes a file of format `version` with `manifest` and its blobs to `out`.
+/// Writes a file of format `version` with `manifest` and its blobs to `out` (the blobs are
+/// read twice: for the checksum, then to write them).
 fn write_file(
     version: u32,
     manifest: &impl Serialize,
-    blobs: Vec<&[u8]>,
+    blobs: Vec<Blob<'_>>,
     out: &mut impl Write,
 ) -> Result<u64, std::io::Error> {
     let manifest = bincode::serialize(manifest).map_err(std::io::Error::other)?;
-    let mut digest = CRC.digest();
+    let mut digest = Xxh3::new();
     let mut len: u64 = 8 + manifest.len() as u64;
     digest.update(&(manifest.len() as u64).to_le_bytes());
     digest.update(&manifest);
     for b in &blobs {
-        digest.update(b);
-        len += b.len() as u64;
+        b.pieces(|piece| {
+            digest.update(piece);
+            Ok(())
+        })?;
+        len += b.len();
     }
     out.write_all(MAGIC)?;
     out.write_all(&version.to_le_bytes())?;
     out.write_all(&len.to_le_bytes())?;
-    out.write_all(&digest.finalize().to_le_bytes())?;
+    out.write_all(&digest.digest().to_le_bytes())?;
     out.write_all(&(manifest.len() as u64).to_le_bytes())?;
     out.write_all(&manifest)?;
     for b in blobs {
-        out.write_all(b)?;
+        b.pieces(|piece| out.write_all(piece))?;
     }
     Ok(HEADER as u64 + len)
 }
@@ -410,18 +463,28 @@ pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
     bytes
 }
 
-/// Reads a whole checkpoint file back, or says why it cannot be used.
+/// Reads a whole checkpoint file back from memory, or says why it cannot be used.
 pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
-    decode_from(&mut std::io::Cursor::new(bytes))
+    decode_from(&mut std::io::Cursor::new(bytes), None)
 }
 
-/// [`decode`] from a file or any seekable reader, without holding the file in memory: each
-/// part is read straight into its own buffer and checksummed as it comes, in one pass; the
-/// parts are returned only if the checksum over the whole payload matches. (Reading the
-/// whole file first and copying the parts out of it touched twice the memory, and a restart
-/// spent most of its time having the kernel clear those pages; a separate checksum pass
-/// read the file twice.)
-pub fn decode_from<R: Read + Seek>(r: &mut R) -> Result<Snapshot, String> {
+/// Reads the checkpoint file at `path` back, or says why it cannot be used. The side data
+/// stays in the file (kept open): lazily restored collections read it from there.
+pub fn decode_file(path: &Path) -> Result<Snapshot, String> {
+    let file = File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let file = std::sync::Arc::new(file);
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, &*file);
+    decode_from(&mut reader, Some(&file))
+}
+
+/// [`decode`] from a file or any seekable reader, in one pass: the manifest and each
+/// part's serialized form are read into memory, the side data only checked (and, with
+/// `file`, left there: each part's side is then its range of `file`); the parts are
+/// returned only if the checksum over the whole payload matches.
+pub fn decode_from<R: Read + Seek>(
+    r: &mut R,
+    file: Option<&std::sync::Arc<File>>,
+) -> Result<Snapshot, String> {
     let failed = |e: std::io::Error| format!("cannot read it: {e}");
     let total = r.seek(SeekFrom::End(0)).map_err(failed)?;
     r.seek(SeekFrom::Start(0)).map_err(failed)?;
@@ -441,81 +504,166 @@ pub fn decode_from<R: Read + Seek>(r: &mut R) -> Result<Snapshot, String> {
     let version = word(MAGIC.len(), 4) as u32;
     if !(OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(format!(
-            "format version {version}, this build reads versions {OLDEST_READ_VERSION} to \
-             {FORMAT_VERSION}"
+            "format version {version}, this build reads version {FORMAT_VERSION} only (its \
+             state layout changed: the run falls back to an older checkpoint or replays)"
         ));
     }
     let len = word(MAGIC.len() + 4, 8);
-    let sum = word(MAGIC.len() + 12, 4) as u32;
+    let sum = word(MAGIC.len() + 12, 8);
     let have = total - HEADER as u64;
     if have != len {
         return Err(format!(
             "truncated or padded: the header says {len} bytes of state, the file has {have}"
         ));
     }
-    // One pass over the payload: each part is read straight into its own buffer and added to
-    // the checksum as it comes. Nothing is returned unless the checksum over the whole
-    // payload matches, and a layout that does not parse is reported as corruption when it
-    // does not match.
-    let mut digest = CRC.digest();
-    let unreadable = |e: &dyn std::fmt::Display| format!("unreadable state: {e}");
-    // Bytes of the payload not read yet: no length in the manifest may reach past them.
-    let mut rest = len;
-    let parsed = (|| -> Result<Snapshot, String> {
-        let mut take = |n: u64| -> Result<Vec<u8>, String> {
-            if n > rest {
-                return Err(unreadable(&"a part is cut short"));
-            }
-            let mut part = Vec::with_capacity(usize::try_from(n).map_err(|e| unreadable(&e))?);
-            r.by_ref()
-                .take(n)
-                .read_to_end(&mut part)
-                .map_err(|e| unreadable(&e))?;
-            rest -= part.len() as u64;
-            digest.update(&part);
-            if part.len() as u64 != n {
-                return Err(unreadable(&"a part is cut short"));
-            }
-            Ok(part)
-        };
-        let m_len = take(8).map_err(|_| unreadable(&"no manifest"))?;
+    // One pass over the payload: the manifest and each part's serialized form are read
+    // into buffers of their own, side data through one reused piece, and all of it goes
+    // to the checksum. Nothing is returned unless the checksum over the whole payload
+    // matches, and a layout that does not parse is reported as corruption when it does
+    // not match.
+    let mut payload = Payload {
+        r,
+        file,
+        rest: len,
+        total,
+        digest: Xxh3::new(),
+        piece: vec![0u8; PIECE],
+    };
+    let parsed = payload.parts();
+    // What the parts did not cover (after the last one, or after a damaged length) still
+    // counts in the checksum.
+    let extra = payload.rest;
+    payload.skip(extra).map_err(failed)?;
+    if payload.digest.digest() != sum {
+        return Err("checksum mismatch (the file is corrupt)".into());
+    }
+    let snapshot = parsed?;
+    if extra != 0 {
+        return Err(unreadable(&"bytes after the last part"));
+    }
+    Ok(snapshot)
+}
+
+fn unreadable(e: &dyn std::fmt::Display) -> String {
+    format!("unreadable state: {e}")
+}
+
+/// A checkpoint file's payload being read: what is left of it, and its checksum so far.
+struct Payload<'a, R> {
+    r: &'a mut R,
+    /// With a file, side data stays there.
+    file: Option<&'a std::sync::Arc<File>>,
+    /// Bytes of the payload not read yet: no length in the manifest may reach past them.
+    rest: u64,
+    /// Length of the whole file.
+    total: u64,
+    digest: Xxh3,
+    piece: Vec<u8>,
+}
+
+impl<R: Read + Seek> Payload<'_, R> {
+    /// The next `n` bytes, into a buffer of their own.
+    fn take(&mut self, n: u64) -> Result<Vec<u8>, String> {
+        if n > self.rest {
+            return Err(unreadable(&"a part is cut short"));
+        }
+        let mut part = Vec::with_capacity(usize::try_from(n).map_err(|e| unreadable(&e))?);
+        self.r
+            .by_ref()
+            .take(n)
+            .read_to_end(&mut part)
+            .map_err(|e| unreadable(&e))?;
+        self.rest -= part.len() as u64;
+        self.digest.update(&part);
+        if part.len() as u64 != n {
+            return Err(unreadable(&"a part is cut short"));
+        }
+        Ok(part)
+    }
+
+    /// The next `n` bytes into the checksum only.
+    fn skip(&mut self, n: u64) -> std::io::Result<()> {
+        self.pass(n, |_| {})
+    }
+
+    /// The next `n` bytes through the checksum, in pieces given to `each`.
+    fn pass(&mut self, n: u64, mut each: impl FnMut(&[u8])) -> std::io::Result<()> {
+        let mut left = n.min(self.rest);
+        while left > 0 {
+            let k = left.min(self.piece.len() as u64) as usize;
+            self.r.read_exact(&mut self.piece[..k])?;
+            self.digest.update(&self.piece[..k]);
+            each(&self.piece[..k]);
+            left -= k as u64;
+            self.rest -= k as u64;
+        }
+        Ok(())
+    }
+
+    /// The next `n` bytes as a part's side data: kept in memory, or (with a file) left in
+    /// the file as its range.
+    fn side(&mut self, n: u64) -> Result<Side, String> {
+        if n > self.rest {
+            return Err(unreadable(&"a part's side data is cut short"));
+        }
+        let start = self.total - self.rest;
+        if let Some(file) = self.file {
+            let file = file.clone();
+            self.skip(n).map_err(|e| unreadable(&e))?;
+            return Ok(Side::File {
+                file,
+                start,
+                len: n,
+            });
+        }
+        let mut kept = Vec::with_capacity(usize::try_from(n).map_err(|e| unreadable(&e))?);
+        self.pass(n, |piece| kept.extend_from_slice(piece))
+            .map_err(|e| unreadable(&e))?;
+        Ok(Side::Bytes(std::sync::Arc::new(kept)))
+    }
+
+    /// A part: its serialized form and its side data.
+    fn part(&mut self, (n, side): (u64, u64)) -> Result<Part, String> {
+        let bytes = self.take(n)?;
+        let side = self.side(side)?;
+        Ok(Part { bytes, side })
+    }
+
+    /// The manifest and every part it lists.
+    fn parts(&mut self) -> Result<Snapshot, String> {
+        let m_len = self.take(8).map_err(|_| unreadable(&"no manifest"))?;
         let m_len = u64::from_le_bytes(m_len.try_into().expect("8 bytes"));
-        let manifest = take(m_len).map_err(|_| unreadable(&"short manifest"))?;
-        let manifest: Manifest = if version == 3 {
-            bincode::deserialize::<Manifest<(String, i32, i64, u64)>>(&manifest)
-                .map_err(|e| unreadable(&e))?
-                .upgrade()
-        } else {
-            bincode::deserialize(&manifest).map_err(|e| unreadable(&e))?
-        };
+        let manifest = self
+            .take(m_len)
+            .map_err(|_| unreadable(&"short manifest"))?;
+        let manifest: Manifest = bincode::deserialize(&manifest).map_err(|e| unreadable(&e))?;
         let mut workers = Vec::with_capacity(manifest.workers.len());
         for (cap, streams, operators) in manifest.workers {
-            let streams = streams
-                .into_iter()
-                .map(|(topic, partition, next_offset, n, position)| {
-                    Ok(StreamPart {
-                        topic,
-                        partition,
-                        next_offset,
-                        position,
-                        validator: take(n)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, String>>()?;
-            let operators = operators
-                .into_iter()
-                .map(|(name, n)| Ok((name, take(n)?)))
-                .collect::<Result<BTreeMap<_, _>, String>>()?;
+            let mut streams_read = Vec::with_capacity(streams.len());
+            for (topic, partition, next_offset, lens, position) in streams {
+                streams_read.push(StreamPart {
+                    topic,
+                    partition,
+                    next_offset,
+                    position,
+                    validator: self.part(lens)?,
+                });
+            }
+            let mut operators_read = BTreeMap::new();
+            for (name, lens) in operators {
+                let part = self.part(lens)?;
+                operators_read.insert(name, part);
+            }
             workers.push(WorkerPart {
                 cap,
-                streams,
-                operators,
+                streams: streams_read,
+                operators: operators_read,
             });
         }
         let memory = manifest
             .memory
             .into_iter()
-            .map(&mut take)
+            .map(|n| self.take(n))
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Snapshot {
             seq: manifest.seq,
@@ -529,33 +677,7 @@ pub fn decode_from<R: Read + Seek>(r: &mut R) -> Result<Snapshot, String> {
                 as_of: manifest.stores_as_of,
             },
         })
-    })();
-    // What the parts did not cover (after the last one, or after a damaged length) still
-    // counts in the checksum.
-    let extra = rest;
-    let mut piece = vec![0u8; 1 << 16];
-    while rest > 0 {
-        let n = rest.min(piece.len() as u64) as usize;
-        r.read_exact(&mut piece[..n]).map_err(failed)?;
-        digest.update(&piece[..n]);
-        rest -= n as u64;
     }
-    if digest.finalize() != sum {
-        return Err("checksum mismatch (the file is corrupt)".into());
-    }
-    let snapshot = parsed?;
-    if extra != 0 {
-        return Err(unreadable(&"bytes after the last part"));
-    }
-    if version == 3 && !snapshot.stores.memory.is_empty() {
-        // The in-process stores' layout changed with version 4 (sales facts by order,
-        // ledgers without a second copy of each id): such a file is not migrated.
-        return Err(format!(
-            "format version 3 with in-process store images, whose layout this build (version \
-             {FORMAT_VERSION}) does not read"
-        ));
-    }
-    Ok(snapshot)
 }
 
 /// Writes `snapshot` to `dir` atomically (temporary file, fsync, rename, fsync of the
@@ -613,10 +735,7 @@ pub fn next_seq(dir: &Path) -> Result<u64, CheckpointError> {
 /// Reads and checks the checkpoint at `path` for a run of `workers` workers (per process);
 /// why it cannot be used, if it cannot.
 fn read_usable(path: &Path, workers: usize) -> Result<Snapshot, String> {
-    let mut file = File::open(path)
-        .map(std::io::BufReader::new)
-        .map_err(|e| format!("cannot read it: {e}"))?;
-    let s = decode_from(&mut file)?;
+    let s = decode_file(path)?;
     if s.workers.len() != workers {
         return Err(format!(
             "taken with {} workers, this run has {workers} (operator state is partitioned by \
@@ -705,9 +824,18 @@ mod tests {
                     partition: 0,
                     next_offset: 42,
                     position,
-                    validator: vec![1, 2, 3],
+                    validator: Part {
+                        bytes: vec![1, 2, 3],
+                        side: Side::Bytes(std::sync::Arc::new(vec![4, 5])),
+                    },
                 }],
-                operators: BTreeMap::from([("Stock".to_string(), vec![9; 10])]),
+                operators: BTreeMap::from([(
+                    "Stock".to_string(),
+                    Part {
+                        bytes: vec![9; 10],
+                        side: Side::default(),
+                    },
+                )]),
             }],
             stores: StoreImages {
                 memory: vec![vec![5; 4]],
@@ -735,59 +863,49 @@ mod tests {
         );
     }
 
-    /// `s` written as the builds before file positions (version 3) wrote it.
-    fn as_version_3(s: &Snapshot) -> Vec<u8> {
-        let (manifest, blobs) = s.manifest();
-        let old: Manifest<(String, i32, i64, u64)> = Manifest {
-            seq: manifest.seq,
-            created_ms: manifest.created_ms,
-            time: manifest.time,
-            as_of: manifest.as_of,
-            workers: manifest
-                .workers
-                .into_iter()
-                .map(|(cap, streams, ops)| {
-                    let streams = streams
-                        .into_iter()
-                        .map(|(t, p, o, n, _)| (t, p, o, n))
-                        .collect();
-                    (cap, streams, ops)
-                })
-                .collect(),
-            memory: manifest.memory,
-            files: manifest.files,
-            stores_as_of: manifest.stores_as_of,
-        };
-        let mut bytes = Vec::new();
-        write_file(3, &old, blobs, &mut bytes).expect("in memory");
-        bytes
+    /// The side data of a part, read back.
+    fn side_of(p: &Part) -> Vec<u8> {
+        p.side.read(0, p.side.len()).expect("side data reads back")
     }
 
     #[test]
-    fn a_version_3_file_is_read_without_positions() {
-        // A version-3 file as the builds before file positions wrote it (external sinks:
-        // no in-process store images).
-        let mut s = snapshot(None);
-        s.stores.memory.clear();
-        let bytes = as_version_3(&s);
-        let back = decode(&bytes).expect("version 3 without store images is read");
-        assert!(back.positions().is_empty());
-        assert_eq!(back.offsets(), s.offsets());
-        assert_eq!(back.workers[0].streams[0].validator, [1, 2, 3]);
-        assert_eq!(back.workers[0].operators, s.workers[0].operators);
-        assert_eq!(back.stores.memory, s.stores.memory);
-        assert_eq!((back.seq, back.time, back.as_of), (7, 1_000, Some(999)));
-        // With an in-process store's image it is not (that layout changed in version 4).
-        let mut with_images = snapshot(None);
-        with_images.stores.memory = vec![vec![1, 2, 3]];
-        let image_bytes = as_version_3(&with_images);
-        let reason = decode(&image_bytes).expect_err("store images of version 3 are refused");
-        assert!(reason.contains("version 3"), "{reason}");
-        // Version 2 is not read at all.
-        let mut older = bytes.clone();
-        older[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&2u32.to_le_bytes());
-        let reason = decode(&older).expect_err("version 2 is refused");
-        assert!(reason.contains("versions 3 to 4"), "{reason}");
+    fn parts_and_their_side_data_round_trip_in_memory_and_from_a_file() {
+        let s = snapshot(None);
+        let bytes = encode(&s);
+        let dir = std::env::temp_dir().join(format!("shopflow-ckpt-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(file_name(7));
+        fs::write(&path, &bytes).expect("write");
+        for (how, back) in [
+            ("memory", decode(&bytes).expect("decodes")),
+            ("file", decode_file(&path).expect("decodes")),
+        ] {
+            let v = &back.workers[0].streams[0].validator;
+            assert_eq!(
+                (v.bytes.as_slice(), side_of(v)),
+                (&[1u8, 2, 3][..], vec![4, 5]),
+                "{how}"
+            );
+            let op = &back.workers[0].operators["Stock"];
+            assert_eq!((op.bytes.len(), op.side.len()), (10, 0), "{how}");
+            assert_eq!(back.stores.memory, s.stores.memory, "{how}");
+        }
+        fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
+    fn files_of_older_versions_are_refused_with_the_versions_named() {
+        let bytes = encode(&snapshot(None));
+        for version in [3u32, 4] {
+            let mut older = bytes.clone();
+            older[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&version.to_le_bytes());
+            let reason = decode(&older).expect_err("an older version is refused");
+            assert!(
+                reason.contains(&format!("format version {version}"))
+                    && reason.contains("version 5 only"),
+                "{reason}"
+            );
+        }
     }
 
     #[test]

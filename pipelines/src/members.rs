@@ -2,9 +2,9 @@
 //! points ledger and each member's recent orders.
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
 
 use shopflow_model::{Alert, EntryCause, Grade, MemberOrders, MemberView, Millis, PointsEntry};
+use shopflow_state::LazyMap;
 use timely::dataflow::channels::pact::Exchange;
 
 use crate::effects::MemberMsg;
@@ -13,8 +13,6 @@ use crate::output::Row;
 
 /// How many recent orders a member's list keeps (SPEC §6).
 pub const RECENT_ORDERS: usize = 20;
-
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// What each worker keeps per member it owns.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
@@ -44,7 +42,8 @@ pub fn members<'s>(records: Timed<'s, (u64, MemberMsg)>, ctx: &Ctx) -> Timed<'s,
     let by_member = Exchange::new(|((m, _), _): &((u64, MemberMsg), Millis)| *m);
     // Per member its state, and per confirmed order the points rate frozen at its
     // confirmation.
-    type State = (FastMap<u64, Member>, FastMap<u64, u32>);
+    // Both grow with the members and orders and are read back lazily after a restart.
+    type State = (LazyMap<u64, Member>, LazyMap<u64, u32>);
     ordered(
         records,
         by_member,
@@ -55,7 +54,7 @@ pub fn members<'s>(records: Timed<'s, (u64, MemberMsg)>, ctx: &Ctx) -> Timed<'s,
             records.sort_by_key(|(m, _)| *m);
             for group in records.chunk_by(|a, b| a.0 == b.0) {
                 let member_id = group[0].0;
-                let m = members.entry(member_id).or_default();
+                let m = members.get_or_default(member_id);
                 let mut recent_changed = false;
                 for (_, msg) in group {
                     match msg {

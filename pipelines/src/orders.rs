@@ -42,7 +42,8 @@ pub fn stream_id(topic: &str, partition: i32) -> u64 {
 /// (one number per order).
 pub fn owned_effects<'s>(changes: Timed<'s, OrderMsg>, ctx: &Ctx) -> Timed<'s, Effect> {
     let by_order = Exchange::new(|(m, _): &(OrderMsg, Millis)| m.order_id);
-    type Owners = HashMap<u64, u64, foldhash::fast::RandomState>;
+    // One entry per order ever placed: read back lazily after a restart.
+    type Owners = shopflow_state::LazyMap<u64, u64>;
     ordered(
         changes,
         by_order,

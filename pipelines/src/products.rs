@@ -5,6 +5,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
 
 use shopflow_model::{AlsoBought, Millis, RatingView};
+use shopflow_state::LazyMap;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
 use crate::ordered::{ordered, Ctx, Timed};
@@ -128,11 +129,11 @@ pub fn also_bought<'s>(baskets: Timed<'s, (Vec<u64>, i64)>, k: usize, ctx: &Ctx)
         by_sku,
         "TopK",
         ctx,
-        move |graph: &mut FastMap<u64, Partners>, time, pairs, out| {
+        move |graph: &mut LazyMap<u64, Partners>, time, pairs, out| {
             pairs.sort_unstable();
             for group in pairs.chunk_by(|x, y| x.0 == y.0) {
                 let a = group[0].0;
-                let p = graph.entry(a).or_default();
+                let p = graph.get_or_default(a);
                 for run in group.chunk_by(|x, y| x.1 == y.1) {
                     let b = run[0].1;
                     let d: i64 = run.iter().map(|x| x.2).sum();

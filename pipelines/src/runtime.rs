@@ -11,7 +11,7 @@ use shopflow_model::health::Health;
 use shopflow_model::retry::{backoff, Next, Outages};
 use shopflow_model::{DeadLetter, DeadLetterReason, EventBody, Millis, Output};
 
-use crate::checkpoint::{CheckpointConfig, CheckpointError, Restore, StreamPart, WorkerPart};
+use crate::checkpoint::{CheckpointConfig, CheckpointError, Part, Restore, StreamPart, WorkerPart};
 use crate::cluster::{mirror, ClusterConfig};
 use crate::dataflow::{build, Inputs, ViewConfig};
 use crate::effects::{order_effects, MemberMsg, SkuMsg, StockDelta};
@@ -1224,7 +1224,7 @@ impl Paused<'_> {
             .zip(self.next_offsets)
             .enumerate()
             .map(|(stream, (((topic, partition), v), &next_offset))| {
-                let validator = bincode::serialize(v).map_err(|e| CheckpointError::Part {
+                let validator = Part::save(v).map_err(|e| CheckpointError::Part {
                     part: format!("validator of {topic}/{partition}"),
                     reason: e.to_string(),
                 })?;

@@ -1,19 +1,19 @@
 //! Per-seller views (SPEC §5.3, §5.5, §8): weekly payouts, monthly tax invoices, the
 //! per-minute sales rollups, and the sellers known.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use shopflow_model::sales::MINUTE_MS;
 use shopflow_model::time::{kst_month_start, kst_week_start};
 use shopflow_model::{
     Millis, Payout, SalesEffect, SalesFact, SalesMinute, SettlementEntry, TaxInvoice,
 };
+use shopflow_state::LazyMap;
 use timely::dataflow::channels::pact::Exchange;
 
 use crate::ordered::{ordered, Ctx, Timed};
 use crate::output::Row;
 
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// One record for the per-seller views, keyed by seller.
@@ -34,13 +34,14 @@ pub enum SellerMsg {
 pub fn sellers<'s>(records: Timed<'s, (u64, SellerMsg)>, ctx: &Ctx) -> Timed<'s, Row> {
     let by_seller = Exchange::new(|((s, _), _): &((u64, SellerMsg), Millis)| *s);
     // The sellers known; the sums per (seller, week) and (seller, month); the minute
-    // rollups; and (seller, minute, order) of every paid order counted in a minute.
+    // rollups; and (seller, minute, order) of every paid order counted in a minute. The
+    // last four grow with time and are read back lazily after a restart.
     type State = (
         FastSet<u64>,
-        FastMap<(u64, Millis), (i128, u64)>,
-        FastMap<(u64, Millis), (i128, u64)>,
-        FastMap<(u64, Millis), SalesMinute>,
-        FastSet<(u64, Millis, u64)>,
+        LazyMap<(u64, Millis), (i128, u64)>,
+        LazyMap<(u64, Millis), (i128, u64)>,
+        LazyMap<(u64, Millis), SalesMinute>,
+        LazyMap<(u64, Millis, u64), ()>,
     );
     ordered(
         records,
@@ -60,12 +61,12 @@ pub fn sellers<'s>(records: Timed<'s, (u64, SellerMsg)>, ctx: &Ctx) -> Timed<'s,
                     }
                     SellerMsg::Entry(e) => {
                         let week = (seller, kst_week_start(e.ts));
-                        let p = payouts.entry(week).or_default();
+                        let p = payouts.get_or_default(week);
                         p.0 += e.payout as i128;
                         p.1 += 1;
                         weeks.push(week);
                         let month = (seller, kst_month_start(e.ts));
-                        let i = invoices.entry(month).or_default();
+                        let i = invoices.get_or_default(month);
                         i.0 += e.commission as i128 + e.payment_fee as i128;
                         i.1 += 1;
                         months.push(month);
@@ -79,17 +80,18 @@ pub fn sellers<'s>(records: Timed<'s, (u64, SellerMsg)>, ctx: &Ctx) -> Timed<'s,
                         };
                         if counts {
                             let minute = f.ts - f.ts % MINUTE_MS;
-                            let row = minutes.entry((seller, minute)).or_insert(SalesMinute {
-                                seller_id: seller,
-                                minute,
-                                orders: 0,
-                                units: 0,
-                                gross: 0,
-                                refunds: 0,
-                                net: 0,
-                            });
+                            let row =
+                                minutes.get_or_insert_with((seller, minute), || SalesMinute {
+                                    seller_id: seller,
+                                    minute,
+                                    orders: 0,
+                                    units: 0,
+                                    gross: 0,
+                                    refunds: 0,
+                                    net: 0,
+                                });
                             if f.effect == SalesEffect::Paid {
-                                if paid_orders.insert((seller, minute, f.order_id)) {
+                                if paid_orders.add((seller, minute, f.order_id)) {
                                     row.orders += 1;
                                 }
                                 row.units = row.units.saturating_add(f.qty);
@@ -109,7 +111,9 @@ pub fn sellers<'s>(records: Timed<'s, (u64, SellerMsg)>, ctx: &Ctx) -> Timed<'s,
                 keys.dedup();
             }
             for (seller_id, week_start) in weeks {
-                let (amount, entries) = payouts[&(seller_id, week_start)];
+                let (amount, entries) = *payouts
+                    .get(&(seller_id, week_start))
+                    .expect("a week just summed");
                 out.push((
                     Row::Payout(Payout {
                         seller_id,
@@ -121,12 +125,15 @@ pub fn sellers<'s>(records: Timed<'s, (u64, SellerMsg)>, ctx: &Ctx) -> Timed<'s,
                 ));
             }
             for (seller_id, month_start) in months {
-                let (supply, entries) = invoices[&(seller_id, month_start)];
+                let (supply, entries) = *invoices
+                    .get(&(seller_id, month_start))
+                    .expect("a month just summed");
                 let invoice = TaxInvoice::new(seller_id, month_start, supply, entries);
                 out.push((Row::Invoice(invoice), time));
             }
             for key in mins {
-                out.push((Row::SalesMinute(minutes[&key]), time));
+                let row = *minutes.get(&key).expect("a minute just counted");
+                out.push((Row::SalesMinute(row), time));
             }
         },
     )

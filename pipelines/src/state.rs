@@ -14,9 +14,9 @@ use std::rc::Rc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::checkpoint::CheckpointError;
+use crate::checkpoint::{CheckpointError, Part};
 
-type Saver = Box<dyn Fn() -> Result<Vec<u8>, bincode::Error>>;
+type Saver = Box<dyn Fn() -> Result<Part, bincode::Error>>;
 
 /// The operator states of one worker (cheap to clone: one shared registry).
 #[derive(Clone, Default)]
@@ -29,14 +29,14 @@ struct Registry {
     /// Each registered operator's name and how to serialize its state.
     savers: Vec<(String, Saver)>,
     /// Saved parts not yet claimed by an operator (a restart).
-    restored: BTreeMap<String, Vec<u8>>,
+    restored: BTreeMap<String, Part>,
     /// The first part that could not be read back.
     error: Option<CheckpointError>,
 }
 
 impl States {
     /// A registry whose operators start from `parts` (operator name → saved state).
-    pub fn restoring(parts: BTreeMap<String, Vec<u8>>) -> Self {
+    pub fn restoring(parts: BTreeMap<String, Part>) -> Self {
         States {
             inner: Rc::new(RefCell::new(Registry {
                 restored: parts,
@@ -61,7 +61,7 @@ impl States {
             "operator state {name} registered twice"
         );
         let state = match inner.restored.remove(name) {
-            Some(bytes) => match bincode::deserialize::<S>(&bytes) {
+            Some(part) => match part.restore::<S>() {
                 Ok(s) => s,
                 Err(e) => {
                     inner.error.get_or_insert(CheckpointError::Part {
@@ -77,7 +77,7 @@ impl States {
         let saved = state.clone();
         inner.savers.push((
             name.to_string(),
-            Box::new(move || bincode::serialize(&*saved.borrow())),
+            Box::new(move || Part::save(&*saved.borrow())),
         ));
         state
     }
@@ -99,7 +99,7 @@ impl States {
     }
 
     /// Every registered operator's state, serialized, by name.
-    pub fn save(&self) -> Result<BTreeMap<String, Vec<u8>>, CheckpointError> {
+    pub fn save(&self) -> Result<BTreeMap<String, Part>, CheckpointError> {
         let inner = self.inner.borrow();
         inner
             .savers

@@ -1,0 +1,278 @@
+//! Buckets: how a lazily restored collection lays its entries out in side data, and reads
+//! them back one bucket at a time.
+//!
+//! A collection of n entries is written as about n / [`PER_BUCKET`] buckets; an entry goes
+//! to the bucket its key's [`BucketKey::bucket_hash`] picks, so a restart finds the one
+//! bucket that can hold a key without reading any other. The [`Layout`] (where each bucket
+//! ends and how many entries it holds: 12 bytes a bucket) is part of the collection's
+//! serialized form; the buckets are side data ([`crate::side`]).
+
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+use crate::side::{self, Side};
+
+/// Entries per bucket a collection aims for when it is written.
+pub const PER_BUCKET: usize = 32;
+
+/// A hash of a key that is the same in every process and every build: it picks the
+/// key's bucket in a checkpoint, so it must not depend on a per-process seed.
+pub trait BucketKey {
+    /// The key's stable hash.
+    fn bucket_hash(&self) -> u64;
+}
+
+/// SplitMix64's finalizer: a stable, well-spread mix of one word.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+impl BucketKey for u64 {
+    fn bucket_hash(&self) -> u64 {
+        mix(*self)
+    }
+}
+
+impl BucketKey for (u64, u64) {
+    fn bucket_hash(&self) -> u64 {
+        mix(mix(self.0).wrapping_add(self.1))
+    }
+}
+
+impl BucketKey for (u64, u64, u64) {
+    fn bucket_hash(&self) -> u64 {
+        mix(mix(mix(self.0).wrapping_add(self.1)).wrapping_add(self.2))
+    }
+}
+
+impl BucketKey for [u8] {
+    /// FNV-1a over the bytes, then mixed.
+    fn bucket_hash(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in self {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        mix(h)
+    }
+}
+
+/// Which of `n` buckets (n ≥ 1) a hash falls in.
+pub fn bucket_of(hash: u64, n: usize) -> usize {
+    ((hash as u128 * n as u128) >> 64) as usize
+}
+
+/// The number of buckets for `entries` entries.
+pub fn buckets_for(entries: usize) -> usize {
+    entries.div_ceil(PER_BUCKET).max(1)
+}
+
+/// Where a collection's buckets are in its part's side data.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    /// Where the first bucket starts.
+    at: u64,
+    /// Where each bucket ends, from `at` (a bucket starts where the one before ends).
+    ends: Vec<u64>,
+    /// How many entries each bucket holds.
+    counts: Vec<u32>,
+}
+
+impl Layout {
+    /// Number of buckets.
+    pub fn buckets(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Number of entries in all buckets.
+    pub fn entries(&self) -> u64 {
+        self.counts.iter().map(|c| *c as u64).sum()
+    }
+
+    /// Bucket `b`'s start (in the side data) and length.
+    fn range(&self, b: usize) -> (u64, u64) {
+        let start = if b == 0 { 0 } else { self.ends[b - 1] };
+        (self.at + start, self.ends[b] - start)
+    }
+}
+
+/// Why a collection's saved buckets cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BucketError {
+    /// The layout does not fit the side data (a checkpoint of another version).
+    #[error("bucket layout: {0}")]
+    Layout(&'static str),
+    /// A bucket could not be read.
+    #[error("reading a bucket back: {0}")]
+    Io(#[from] io::Error),
+    /// A bucket's entries do not decode.
+    #[error("decoding a bucket: {0}")]
+    Decode(#[from] bincode::Error),
+}
+
+/// The buckets of one saved collection, each read back at most once.
+#[derive(Debug)]
+pub struct Buckets {
+    side: Side,
+    layout: Layout,
+    /// One bit per bucket: read back already.
+    loaded: Vec<u64>,
+    /// Buckets not read back.
+    unloaded: usize,
+    /// Entries in the buckets not read back.
+    pending: u64,
+}
+
+impl Buckets {
+    /// The buckets `layout` describes in `side`, none read back yet.
+    pub fn new(side: Side, layout: Layout) -> Result<Self, BucketError> {
+        let n = layout.buckets();
+        if layout.counts.len() != n {
+            return Err(BucketError::Layout("counts and ends differ in length"));
+        }
+        if layout.ends.windows(2).any(|w| w[0] > w[1]) {
+            return Err(BucketError::Layout("bucket ends go backwards"));
+        }
+        let end = layout.ends.last().copied().unwrap_or(0);
+        if layout.at.checked_add(end).is_none_or(|e| e > side.len()) {
+            return Err(BucketError::Layout("buckets past the end of the side data"));
+        }
+        Ok(Buckets {
+            pending: layout.entries(),
+            loaded: vec![0; n.div_ceil(64)],
+            unloaded: n,
+            side,
+            layout,
+        })
+    }
+
+    /// Number of buckets.
+    pub fn count(&self) -> usize {
+        self.layout.buckets()
+    }
+
+    /// The bucket a key of this hash is in.
+    pub fn bucket(&self, hash: u64) -> usize {
+        bucket_of(hash, self.count())
+    }
+
+    /// Whether bucket `b` was read back.
+    pub fn is_loaded(&self, b: usize) -> bool {
+        self.loaded[b / 64] & (1 << (b % 64)) != 0
+    }
+
+    /// Whether every bucket was read back.
+    pub fn all_loaded(&self) -> bool {
+        self.unloaded == 0
+    }
+
+    /// Entries in the buckets not read back yet.
+    pub fn pending(&self) -> u64 {
+        self.pending
+    }
+
+    /// Bucket `b`'s bytes (into `buf`) and entry count, without marking it read.
+    pub fn read(&self, b: usize, buf: &mut Vec<u8>) -> Result<u32, BucketError> {
+        let (at, len) = self.layout.range(b);
+        self.side.read_into(at, len, buf)?;
+        Ok(self.layout.counts[b])
+    }
+
+    /// Appends bucket `b`'s bytes to `buf`; returns its entry count.
+    pub fn copy_to(&self, b: usize, buf: &mut Vec<u8>) -> Result<u32, BucketError> {
+        let (at, len) = self.layout.range(b);
+        self.side.read_append(at, len, buf)?;
+        Ok(self.layout.counts[b])
+    }
+
+    /// Reads bucket `b` back (into `buf`) and marks it read: its entry count, or `None` if
+    /// it was read before.
+    pub fn take(&mut self, b: usize, buf: &mut Vec<u8>) -> Result<Option<u32>, BucketError> {
+        if self.is_loaded(b) {
+            return Ok(None);
+        }
+        let count = self.read(b, buf)?;
+        self.loaded[b / 64] |= 1 << (b % 64);
+        self.unloaded -= 1;
+        self.pending -= count as u64;
+        Ok(Some(count))
+    }
+}
+
+/// Writes `n` buckets to this thread's side buffer (see [`side::writing`]): `fill(b, buf)`
+/// appends bucket `b`'s entries to `buf` and returns how many. `None` outside a writing.
+pub fn write<E>(
+    n: usize,
+    mut fill: impl FnMut(usize, &mut Vec<u8>) -> Result<u32, E>,
+) -> Option<Result<Layout, E>> {
+    let mut ends = Vec::with_capacity(n);
+    let mut counts = Vec::with_capacity(n);
+    let result = side::append(|buf| {
+        let start = buf.len() as u64;
+        for b in 0..n {
+            counts.push(fill(b, buf)?);
+            ends.push(buf.len() as u64 - start);
+        }
+        Ok(())
+    })?;
+    Some(result.map(|at| Layout { at, ends, counts }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn the_stable_hash_does_not_change() {
+        // Checkpoints written by earlier builds find their keys only if these stay put
+        // (the values are SplitMix64 and FNV-1a as published, computed independently).
+        assert_eq!(7u64.bucket_hash(), 0x12ae_3023_7b17_df14);
+        assert_eq!(b"ev-1"[..].bucket_hash(), 0xff3c_b54c_5d87_6d3c);
+        assert_ne!((1u64, 2u64).bucket_hash(), (2u64, 1u64).bucket_hash());
+    }
+
+    #[test]
+    fn every_hash_falls_in_a_bucket() {
+        for n in [1, 2, 3, 1000] {
+            assert_eq!(bucket_of(0, n), 0);
+            assert_eq!(bucket_of(u64::MAX, n), n - 1);
+        }
+    }
+
+    #[test]
+    fn buckets_are_read_back_once_each() {
+        let ((), bytes) = side::writing(|| {
+            let layout = write(3, |b, buf| {
+                buf.extend(std::iter::repeat_n(b as u8, b + 1));
+                Ok::<_, ()>(b as u32 * 10)
+            })
+            .unwrap()
+            .unwrap();
+            let side = Side::Bytes(Arc::new(vec![9u8; 6]));
+            let mut buckets = Buckets::new(side, layout).unwrap();
+            assert_eq!(buckets.pending(), 30);
+            let mut buf = Vec::new();
+            assert_eq!(buckets.take(2, &mut buf).unwrap(), Some(20));
+            assert_eq!(buf.len(), 3);
+            assert_eq!(buckets.take(2, &mut buf).unwrap(), None);
+            assert_eq!(buckets.pending(), 10);
+            assert!(!buckets.all_loaded());
+        });
+        assert_eq!(bytes, [0, 1, 1, 2, 2, 2]);
+    }
+
+    #[test]
+    fn a_layout_past_its_side_data_is_refused() {
+        let layout = Layout {
+            at: 0,
+            ends: vec![4],
+            counts: vec![1],
+        };
+        let side = Side::Bytes(Arc::new(b"abc".to_vec()));
+        assert!(Buckets::new(side, layout).is_err());
+    }
+}
