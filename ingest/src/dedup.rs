@@ -140,12 +140,7 @@ impl SeenIds {
         match base.take(b, &mut buf) {
             Ok(None) => {}
             Ok(Some(count)) => {
-                let mut ids = Vec::with_capacity(count as usize);
-                bucket_ids(&buf, count, |id, ts| ids.push((id.to_vec(), ts)))
-                    .unwrap_or_else(|e| lost(e));
-                for (id, ts) in ids {
-                    self.push_new(&id, ts);
-                }
+                bucket_ids(&buf, count, |id, ts| self.push_new(id, ts)).unwrap_or_else(|e| lost(e))
             }
             Err(e) => lost(e),
         }
@@ -165,12 +160,7 @@ impl SeenIds {
         let mut buf = Vec::new();
         for b in (0..base.count()).filter(|b| !base.is_loaded(*b)) {
             let count = base.read(b, &mut buf).unwrap_or_else(|e| lost(e));
-            let mut ids = Vec::with_capacity(count as usize);
-            bucket_ids(&buf, count, |id, ts| ids.push((id.to_vec(), ts)))
-                .unwrap_or_else(|e| lost(e));
-            for (id, ts) in ids {
-                self.push_new(&id, ts);
-            }
+            bucket_ids(&buf, count, |id, ts| self.push_new(id, ts)).unwrap_or_else(|e| lost(e));
         }
     }
 

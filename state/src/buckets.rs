@@ -16,6 +16,11 @@ use crate::side::{self, Side};
 /// Entries per bucket a collection aims for when it is written.
 pub const PER_BUCKET: usize = 32;
 
+/// Buckets are read back from the file in aligned pieces of this size, kept in memory until
+/// every bucket within was read back: one read per piece rather than one per bucket (a
+/// restart's first events touch buckets all over the file).
+const CHUNK: u64 = 1 << 20;
+
 /// A hash of a key that is the same in every process and every build: it picks the
 /// key's bucket in a checkpoint, so it must not depend on a per-process seed.
 pub trait BucketKey {
@@ -124,6 +129,10 @@ pub struct Buckets {
     unloaded: usize,
     /// Entries in the buckets not read back.
     pending: u64,
+    /// Pieces of the buckets' bytes read from the side data, by piece (see [`CHUNK`]).
+    chunks: Vec<Option<Box<[u8]>>>,
+    /// Per piece: buckets wholly within it not read back yet (the piece is dropped at 0).
+    waiting: Vec<u32>,
 }
 
 impl Buckets {
@@ -140,10 +149,19 @@ impl Buckets {
         if layout.at.checked_add(end).is_none_or(|e| e > side.len()) {
             return Err(BucketError::Layout("buckets past the end of the side data"));
         }
+        let pieces = end.div_ceil(CHUNK) as usize;
+        let mut waiting = vec![0u32; pieces];
+        for b in 0..n {
+            if let Some(c) = Self::chunk_of(&layout, b) {
+                waiting[c] += 1;
+            }
+        }
         Ok(Buckets {
             pending: layout.entries(),
             loaded: vec![0; n.div_ceil(64)],
             unloaded: n,
+            chunks: vec![None; pieces],
+            waiting,
             side,
             layout,
         })
@@ -152,6 +170,13 @@ impl Buckets {
     /// Number of buckets.
     pub fn count(&self) -> usize {
         self.layout.buckets()
+    }
+
+    /// The piece bucket `b` lies wholly within, if it does (and is not empty).
+    fn chunk_of(layout: &Layout, b: usize) -> Option<usize> {
+        let start = if b == 0 { 0 } else { layout.ends[b - 1] };
+        let end = layout.ends[b];
+        (end > start && start / CHUNK == (end - 1) / CHUNK).then_some((start / CHUNK) as usize)
     }
 
     /// The bucket a key of this hash is in.
@@ -194,7 +219,28 @@ impl Buckets {
         if self.is_loaded(b) {
             return Ok(None);
         }
-        let count = self.read(b, buf)?;
+        let count = match Self::chunk_of(&self.layout, b) {
+            Some(c) => {
+                if self.chunks[c].is_none() {
+                    let from = c as u64 * CHUNK;
+                    let to = (from + CHUNK).min(self.layout.ends.last().copied().unwrap_or(0));
+                    let piece = self.side.read(self.layout.at + from, to - from)?;
+                    self.chunks[c] = Some(piece.into_boxed_slice());
+                }
+                let piece = self.chunks[c].as_deref().expect("just read");
+                let start = if b == 0 { 0 } else { self.layout.ends[b - 1] };
+                let at = (start - c as u64 * CHUNK) as usize;
+                let len = (self.layout.ends[b] - start) as usize;
+                buf.clear();
+                buf.extend_from_slice(&piece[at..at + len]);
+                self.waiting[c] -= 1;
+                if self.waiting[c] == 0 {
+                    self.chunks[c] = None;
+                }
+                self.layout.counts[b]
+            }
+            None => self.read(b, buf)?,
+        };
         self.loaded[b / 64] |= 1 << (b % 64);
         self.unloaded -= 1;
         self.pending -= count as u64;

@@ -505,6 +505,27 @@ mod tests {
     }
 
     #[test]
+    fn buckets_across_pieces_of_the_file_read_back_whole() {
+        // About 4 MB of buckets: several 1 MiB pieces, buckets straddling their edges.
+        let mut map = Map::new();
+        let value = |k: u64| format!("{k:0>30}");
+        for k in 0..100_000 {
+            map.insert(k, value(k));
+        }
+        let mut restored = checkpoint(&map);
+        for k in (0..100_000).step_by(7) {
+            assert_eq!(restored.get(&k), Some(&value(k)), "key {k}");
+        }
+        let mut seen = 0;
+        for (k, v) in restored.iter() {
+            assert_eq!(*v, value(*k));
+            seen += 1;
+        }
+        assert_eq!(seen, 100_000);
+        assert_eq!(restored.pending(), 0);
+    }
+
+    #[test]
     fn extra_entries_are_saved_as_part_of_the_map() {
         let mut map = Map::new();
         for k in 0..100 {
