@@ -122,8 +122,11 @@ impl SeenIds {
         let Some(base) = self.base.as_mut() else {
             return;
         };
-        let b = base.bucket(id.bucket_hash());
-        if base.is_loaded(b) {
+        let hash = id.bucket_hash();
+        let b = base.bucket(hash);
+        if base.is_loaded(b) || !base.may_contain(b, hash) {
+            // Read back already, or the id is not in it (a new id): the table holds what
+            // there is.
             return;
         }
         let pending = base.pending() as usize;
@@ -248,24 +251,29 @@ impl SeenIds {
             Some(_) => (buckets::buckets_for(len), None, self.pending_ids()?),
             None => (buckets::buckets_for(len), None, Vec::new()),
         };
-        let mut order: Vec<(usize, &[u8], Millis)> = self
+        let mut order: Vec<(usize, u64, &[u8], Millis)> = self
             .table
             .iter()
             .map(|s| (id_at(&self.arena, s.at), s.ts))
             .chain(pending.iter().map(|(id, ts)| (id.as_slice(), *ts)))
-            .map(|(id, ts)| (buckets::bucket_of(id.bucket_hash(), n), id, ts))
+            .map(|(id, ts)| {
+                let hash = id.bucket_hash();
+                (buckets::bucket_of(hash, n), hash, id, ts)
+            })
             .collect();
         order.sort_unstable_by_key(|e| e.0);
         let mut next = order.into_iter().peekable();
-        buckets::write(n, |b, buf| {
+        buckets::write(n, |b, buf, filter| {
             let mut count = 0;
             if let Some(base) = copy.filter(|base| !base.is_loaded(b)) {
-                // Not read back: no id of it was looked up, so none is in the table.
-                count = base.copy_to(b, buf)?;
+                // Not read back: the table's ids of it (new ids its filter ruled out)
+                // follow its bytes.
+                count = base.copy_to(b, buf, filter)?;
             }
-            while let Some((_, id, ts)) = next.next_if(|e| e.0 == b) {
+            while let Some((_, hash, id, ts)) = next.next_if(|e| e.0 == b) {
                 push_id(buf, id);
                 buf.extend_from_slice(&ts.to_le_bytes());
+                filter.add(hash);
                 count += 1;
             }
             Ok::<_, BucketError>(count)

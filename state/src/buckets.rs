@@ -75,6 +75,46 @@ pub fn buckets_for(entries: usize) -> usize {
     entries.div_ceil(PER_BUCKET).max(1)
 }
 
+/// A 256-bit Bloom filter of one bucket's key hashes (3 bits a key): with
+/// [`PER_BUCKET`] keys about 3 % of absent keys pass. A key it rules out is not in the
+/// bucket, so a new key (a new order, a new event id) does not make a restart read the
+/// bucket back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Filter([u64; 4]);
+
+impl Filter {
+    /// The three bits of a hash: from its low 24 bits (the bucket is picked by its high
+    /// bits).
+    fn bits(hash: u64) -> [u32; 3] {
+        [
+            (hash & 0xff) as u32,
+            ((hash >> 8) & 0xff) as u32,
+            ((hash >> 16) & 0xff) as u32,
+        ]
+    }
+
+    /// Adds a key's hash.
+    pub fn add(&mut self, hash: u64) {
+        for bit in Self::bits(hash) {
+            self.0[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+    }
+
+    /// Whether a key of this hash may be in the bucket.
+    pub fn may_contain(&self, hash: u64) -> bool {
+        Self::bits(hash)
+            .iter()
+            .all(|bit| self.0[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+    }
+
+    /// Adds every key of `other`.
+    pub fn union(&mut self, other: &Filter) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a |= b;
+        }
+    }
+}
+
 /// Where a collection's buckets are in its part's side data.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layout {
@@ -84,6 +124,8 @@ pub struct Layout {
     ends: Vec<u64>,
     /// How many entries each bucket holds.
     counts: Vec<u32>,
+    /// Each bucket's filter of its keys.
+    filters: Vec<Filter>,
 }
 
 impl Layout {
@@ -139,8 +181,10 @@ impl Buckets {
     /// The buckets `layout` describes in `side`, none read back yet.
     pub fn new(side: Side, layout: Layout) -> Result<Self, BucketError> {
         let n = layout.buckets();
-        if layout.counts.len() != n {
-            return Err(BucketError::Layout("counts and ends differ in length"));
+        if layout.counts.len() != n || layout.filters.len() != n {
+            return Err(BucketError::Layout(
+                "counts, filters and ends differ in length",
+            ));
         }
         if layout.ends.windows(2).any(|w| w[0] > w[1]) {
             return Err(BucketError::Layout("bucket ends go backwards"));
@@ -199,6 +243,11 @@ impl Buckets {
         self.pending
     }
 
+    /// Whether a key of this hash may be in bucket `b` as saved (false: it is not).
+    pub fn may_contain(&self, b: usize, hash: u64) -> bool {
+        self.layout.filters[b].may_contain(hash)
+    }
+
     /// Bucket `b`'s bytes (into `buf`) and entry count, without marking it read.
     pub fn read(&self, b: usize, buf: &mut Vec<u8>) -> Result<u32, BucketError> {
         let (at, len) = self.layout.range(b);
@@ -206,10 +255,17 @@ impl Buckets {
         Ok(self.layout.counts[b])
     }
 
-    /// Appends bucket `b`'s bytes to `buf`; returns its entry count.
-    pub fn copy_to(&self, b: usize, buf: &mut Vec<u8>) -> Result<u32, BucketError> {
+    /// Appends bucket `b`'s bytes to `buf` and its keys to `filter`; returns its entry
+    /// count.
+    pub fn copy_to(
+        &self,
+        b: usize,
+        buf: &mut Vec<u8>,
+        filter: &mut Filter,
+    ) -> Result<u32, BucketError> {
         let (at, len) = self.layout.range(b);
         self.side.read_append(at, len, buf)?;
+        filter.union(&self.layout.filters[b]);
         Ok(self.layout.counts[b])
     }
 
@@ -248,23 +304,32 @@ impl Buckets {
     }
 }
 
-/// Writes `n` buckets to this thread's side buffer (see [`side::writing`]): `fill(b, buf)`
-/// appends bucket `b`'s entries to `buf` and returns how many. `None` outside a writing.
+/// Writes `n` buckets to this thread's side buffer (see [`side::writing`]):
+/// `fill(b, buf, filter)` appends bucket `b`'s entries to `buf`, adds their keys' hashes to
+/// `filter` and returns how many. `None` outside a writing.
 pub fn write<E>(
     n: usize,
-    mut fill: impl FnMut(usize, &mut Vec<u8>) -> Result<u32, E>,
+    mut fill: impl FnMut(usize, &mut Vec<u8>, &mut Filter) -> Result<u32, E>,
 ) -> Option<Result<Layout, E>> {
     let mut ends = Vec::with_capacity(n);
     let mut counts = Vec::with_capacity(n);
+    let mut filters = Vec::with_capacity(n);
     let result = side::append(|buf| {
         let start = buf.len() as u64;
         for b in 0..n {
-            counts.push(fill(b, buf)?);
+            let mut filter = Filter::default();
+            counts.push(fill(b, buf, &mut filter)?);
+            filters.push(filter);
             ends.push(buf.len() as u64 - start);
         }
         Ok(())
     })?;
-    Some(result.map(|at| Layout { at, ends, counts }))
+    Some(result.map(|at| Layout {
+        at,
+        ends,
+        counts,
+        filters,
+    }))
 }
 
 #[cfg(test)]
@@ -282,6 +347,20 @@ mod tests {
     }
 
     #[test]
+    fn a_filter_never_rules_out_a_key_it_holds() {
+        let mut filter = Filter::default();
+        let keys: Vec<u64> = (0..32u64).map(|k| (k * 7919).bucket_hash()).collect();
+        for h in &keys {
+            filter.add(*h);
+        }
+        assert!(keys.iter().all(|h| filter.may_contain(*h)));
+        let passed = (1_000u64..11_000)
+            .filter(|k| filter.may_contain(k.bucket_hash()))
+            .count();
+        assert!(passed < 1_000, "{passed} of 10,000 absent keys passed");
+    }
+
+    #[test]
     fn every_hash_falls_in_a_bucket() {
         for n in [1, 2, 3, 1000] {
             assert_eq!(bucket_of(0, n), 0);
@@ -292,7 +371,7 @@ mod tests {
     #[test]
     fn buckets_are_read_back_once_each() {
         let ((), bytes) = side::writing(|| {
-            let layout = write(3, |b, buf| {
+            let layout = write(3, |b, buf, _| {
                 buf.extend(std::iter::repeat_n(b as u8, b + 1));
                 Ok::<_, ()>(b as u32 * 10)
             })
@@ -317,6 +396,7 @@ mod tests {
             at: 0,
             ends: vec![4],
             counts: vec![1],
+            filters: vec![Filter::default()],
         };
         let side = Side::Bytes(Arc::new(b"abc".to_vec()));
         assert!(Buckets::new(side, layout).is_err());

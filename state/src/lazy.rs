@@ -20,8 +20,9 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 ///
 /// Every access names a key; the first access to a key of a bucket not read back yet
 /// reads that bucket (all its entries join the map), so the map answers exactly as if it
-/// had been restored whole. Until then those entries cost nothing but their bytes on
-/// disk. Iterating ([`LazyMap::iter`], [`LazyMap::retain`]) reads every bucket first.
+/// had been restored whole — unless the bucket's filter rules the key out (a new key):
+/// then the bucket stays on disk and the key's entry, if one is inserted, is saved after
+/// the bucket's bytes. Until then those entries cost nothing but their bytes on disk. Iterating ([`LazyMap::iter`], [`LazyMap::retain`]) reads every bucket first.
 ///
 /// Saved inside [`side::writing`] (a checkpoint), the entries go to side data in buckets:
 /// a bucket not read back since the restore is copied as it is. Saved elsewhere, the map
@@ -94,8 +95,10 @@ where
         let Some(base) = self.base.as_mut() else {
             return;
         };
-        let b = base.bucket(key.bucket_hash());
-        if base.is_loaded(b) {
+        let hash = key.bucket_hash();
+        let b = base.bucket(hash);
+        if base.is_loaded(b) || !base.may_contain(b, hash) {
+            // Read back already, or the key is not in it: the map holds what there is.
             return;
         }
         if self.live.capacity() < self.live.len() + base.pending() as usize {
@@ -213,8 +216,9 @@ where
             return Some(Cow::Borrowed(v));
         }
         let base = self.base.as_ref()?;
-        let b = base.bucket(key.bucket_hash());
-        if base.is_loaded(b) {
+        let hash = key.bucket_hash();
+        let b = base.bucket(hash);
+        if base.is_loaded(b) || !base.may_contain(b, hash) {
             return None;
         }
         let mut buf = Vec::new();
@@ -346,23 +350,27 @@ where
             ),
             None => (buckets::buckets_for(len), None, Vec::new()),
         };
-        let mut order: Vec<(usize, &K, &V)> = self
+        let mut order: Vec<(usize, u64, &K, &V)> = self
             .live
             .iter()
             .chain(pending.iter().chain(extra).map(|(k, v)| (k, v)))
-            .map(|(k, v)| (buckets::bucket_of(k.bucket_hash(), n), k, v))
+            .map(|(k, v)| {
+                let hash = k.bucket_hash();
+                (buckets::bucket_of(hash, n), hash, k, v)
+            })
             .collect();
         order.sort_unstable_by_key(|e| e.0);
         let mut next = order.into_iter().peekable();
-        let layout = buckets::write(n, |b, buf| {
+        let layout = buckets::write(n, |b, buf, filter| {
             let mut count = 0u32;
             if let Some(base) = copy.filter(|base| !base.is_loaded(b)) {
-                // A bucket not read back: no key of it was touched, so none is live (an
-                // extra entry may follow its bytes).
-                count = base.copy_to(b, buf)?;
+                // A bucket not read back: the live keys of it (new keys its filter ruled
+                // out, extra entries) follow its bytes.
+                count = base.copy_to(b, buf, filter)?;
             }
-            while let Some((_, k, v)) = next.next_if(|e| e.0 == b) {
+            while let Some((_, hash, k, v)) = next.next_if(|e| e.0 == b) {
                 bincode::serialize_into(&mut *buf, &(k, v))?;
+                filter.add(hash);
                 count += 1;
             }
             Ok::<_, BucketError>(count)

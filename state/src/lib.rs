@@ -5,10 +5,11 @@
 //! large collection does not write its entries into its part's serialized bytes: it writes
 //! them, grouped into buckets by a stable hash of the key, to the part's side data
 //! ([`side`]), and puts only the buckets' layout in the part. A restart reads the layout,
-//! keeps the checkpoint file open, and reads a bucket back (one positioned read) the first
-//! time a key of that bucket is touched ([`buckets`], [`LazyMap`]). So what a restart
-//! decodes before the first new event is the small state, whatever the number of keys; the
-//! rest follows as the keys come up.
+//! keeps the checkpoint file open, and reads a bucket back the first time a key of that
+//! bucket is touched ([`buckets`], [`LazyMap`]); a filter per bucket lets a new key (one
+//! the bucket cannot hold) leave the bucket on disk. So what a restart decodes before the
+//! first new event is the small state, whatever the number of keys; the rest follows as
+//! the keys come up.
 #![forbid(missing_docs)]
 #![forbid(unsafe_code)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
