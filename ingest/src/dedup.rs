@@ -251,32 +251,29 @@ impl SeenIds {
             Some(_) => (buckets::buckets_for(len), None, self.pending_ids()?),
             None => (buckets::buckets_for(len), None, Vec::new()),
         };
-        let mut order: Vec<(usize, u64, &[u8], Millis)> = self
-            .table
-            .iter()
-            .map(|s| (id_at(&self.arena, s.at), s.ts))
-            .chain(pending.iter().map(|(id, ts)| (id.as_slice(), *ts)))
-            .map(|(id, ts)| {
-                let hash = id.bucket_hash();
-                (buckets::bucket_of(hash, n), hash, id, ts)
-            })
-            .collect();
-        order.sort_unstable_by_key(|e| e.0);
-        let mut next = order.into_iter().peekable();
-        buckets::write(n, |b, buf, filter| {
-            let mut count = 0;
-            if let Some(base) = copy.filter(|base| !base.is_loaded(b)) {
-                // Not read back: the table's ids of it (new ids its filter ruled out)
-                // follow its bytes.
-                count = base.copy_to(b, buf, filter)?;
+        let ids = || {
+            self.table
+                .iter()
+                .map(|s| (id_at(&self.arena, s.at), s.ts))
+                .chain(pending.iter().map(|(id, ts)| (id.as_slice(), *ts)))
+        };
+        let mut plan = buckets::Plan::default();
+        for (id, _) in ids() {
+            let len_bytes = if id.len() < 0x80 { 1 } else { 2 };
+            plan.add(id.bucket_hash(), (len_bytes + id.len() + 8) as u64);
+        }
+        buckets::write_planned(n, copy, &plan, |fill| {
+            let mut one = Vec::with_capacity(600);
+            for (id, ts) in ids() {
+                one.clear();
+                push_id(&mut one, id);
+                one.extend_from_slice(&ts.to_le_bytes());
+                fill.put(|dest| {
+                    dest.copy_from_slice(&one);
+                    Ok::<_, BucketError>(())
+                })?;
             }
-            while let Some((_, hash, id, ts)) = next.next_if(|e| e.0 == b) {
-                push_id(buf, id);
-                buf.extend_from_slice(&ts.to_le_bytes());
-                filter.add(hash);
-                count += 1;
-            }
-            Ok::<_, BucketError>(count)
+            Ok::<_, BucketError>(())
         })
         .expect("inside side::writing")
     }

@@ -304,24 +304,114 @@ impl Buckets {
     }
 }
 
-/// Writes `n` buckets to this thread's side buffer (see [`side::writing`]):
-/// `fill(b, buf, filter)` appends bucket `b`'s entries to `buf`, adds their keys' hashes to
-/// `filter` and returns how many. `None` outside a writing.
-pub fn write<E>(
+/// The first pass of [`write_planned`]: every entry's hash and size, in the order the
+/// second pass will give them.
+#[derive(Debug, Default)]
+pub struct Plan {
+    sizes: Vec<u32>,
+    hashes: Vec<u64>,
+}
+
+impl Plan {
+    /// An entry whose key has `hash` and whose bytes take `size`.
+    pub fn add(&mut self, hash: u64, size: u64) {
+        self.hashes.push(hash);
+        self.sizes
+            .push(u32::try_from(size).expect("an entry under 4 GiB"));
+    }
+}
+
+/// The second pass of [`write_planned`]: each entry's bytes, written in place.
+pub struct Fill<'a> {
+    buf: &'a mut [u8],
+    plan: &'a Plan,
+    next: usize,
+    cursors: Vec<u64>,
     n: usize,
-    mut fill: impl FnMut(usize, &mut Vec<u8>, &mut Filter) -> Result<u32, E>,
+}
+
+impl Fill<'_> {
+    /// Writes the next entry (the plan's next hash and size): `write` gets exactly its
+    /// bytes' room.
+    pub fn put<E>(&mut self, write: impl FnOnce(&mut [u8]) -> Result<(), E>) -> Result<(), E> {
+        let (hash, size) = (
+            self.plan.hashes[self.next],
+            self.plan.sizes[self.next] as u64,
+        );
+        self.next += 1;
+        let b = bucket_of(hash, self.n);
+        let at = self.cursors[b] as usize;
+        self.cursors[b] += size;
+        write(&mut self.buf[at..at + size as usize])
+    }
+}
+
+/// Writes `n` buckets to this thread's side buffer in two passes over the entries, in the
+/// order a collection holds them (no grouping by bucket first: a sort, then a read of each
+/// entry wherever its table keeps it, made a checkpoint's pause twice as long):
+/// the plan gives every entry's hash and size, then `fill` writes each entry, in the same
+/// order, straight to its place. A bucket of `copy` not read back is copied first, its
+/// entries before the plan's of the same bucket. `None` outside a writing.
+pub fn write_planned<E: From<BucketError>>(
+    n: usize,
+    copy: Option<&Buckets>,
+    plan: &Plan,
+    fill: impl FnOnce(&mut Fill<'_>) -> Result<(), E>,
 ) -> Option<Result<Layout, E>> {
-    let mut ends = Vec::with_capacity(n);
-    let mut counts = Vec::with_capacity(n);
-    let mut filters = Vec::with_capacity(n);
-    let result = side::append(|buf| {
-        let start = buf.len() as u64;
-        for b in 0..n {
-            let mut filter = Filter::default();
-            counts.push(fill(b, buf, &mut filter)?);
-            filters.push(filter);
-            ends.push(buf.len() as u64 - start);
+    let mut counts = vec![0u32; n];
+    let mut sizes = vec![0u64; n];
+    let mut filters = vec![Filter::default(); n];
+    let copied = |b: usize| copy.filter(|c| !c.is_loaded(b));
+    for b in 0..n {
+        if let Some(c) = copied(b) {
+            let (_, len) = c.layout.range(b);
+            sizes[b] = len;
+            counts[b] = c.layout.counts[b];
+            filters[b] = c.layout.filters[b];
         }
+    }
+    for (hash, size) in plan.hashes.iter().zip(&plan.sizes) {
+        let b = bucket_of(*hash, n);
+        counts[b] += 1;
+        sizes[b] += *size as u64;
+        filters[b].add(*hash);
+    }
+    let mut ends = Vec::with_capacity(n);
+    let mut end = 0u64;
+    for size in &sizes {
+        end += size;
+        ends.push(end);
+    }
+    let result = side::append(|buf| {
+        let start = buf.len();
+        buf.resize(start + end as usize, 0);
+        let region = &mut buf[start..];
+        let mut cursors = Vec::with_capacity(n);
+        for b in 0..n {
+            let from = if b == 0 { 0 } else { ends[b - 1] };
+            let mut cursor = from;
+            if let Some(c) = copied(b) {
+                let (at, len) = c.layout.range(b);
+                c.side
+                    .read_exact_into(at, &mut region[from as usize..(from + len) as usize])
+                    .map_err(BucketError::from)?;
+                cursor += len;
+            }
+            cursors.push(cursor);
+        }
+        let mut filling = Fill {
+            buf: region,
+            plan,
+            next: 0,
+            cursors,
+            n,
+        };
+        fill(&mut filling)?;
+        debug_assert_eq!(
+            filling.next,
+            plan.sizes.len(),
+            "every planned entry written"
+        );
         Ok(())
     })?;
     Some(result.map(|at| Layout {
@@ -370,24 +460,38 @@ mod tests {
 
     #[test]
     fn buckets_are_read_back_once_each() {
-        let ((), bytes) = side::writing(|| {
-            let layout = write(3, |b, buf, _| {
-                buf.extend(std::iter::repeat_n(b as u8, b + 1));
-                Ok::<_, ()>(b as u32 * 10)
+        // Hashes that fall in buckets 2, 0, 1 and 2 of three; entries of 1, 2, 3 and 4 bytes.
+        let hashes = [u64::MAX, 0, u64::MAX / 2, u64::MAX - 1];
+        let mut plan = Plan::default();
+        for (i, h) in hashes.iter().enumerate() {
+            plan.add(*h, i as u64 + 1);
+        }
+        let (layout, bytes) = side::writing(|| {
+            write_planned(3, None, &plan, |fill| {
+                for i in 0..hashes.len() {
+                    fill.put(|dest: &mut [u8]| {
+                        dest.fill(i as u8);
+                        Ok::<_, BucketError>(())
+                    })?;
+                }
+                Ok::<_, BucketError>(())
             })
-            .unwrap()
-            .unwrap();
-            let side = Side::Bytes(Arc::new(vec![9u8; 6]));
-            let mut buckets = Buckets::new(side, layout).unwrap();
-            assert_eq!(buckets.pending(), 30);
-            let mut buf = Vec::new();
-            assert_eq!(buckets.take(2, &mut buf).unwrap(), Some(20));
-            assert_eq!(buf.len(), 3);
-            assert_eq!(buckets.take(2, &mut buf).unwrap(), None);
-            assert_eq!(buckets.pending(), 10);
-            assert!(!buckets.all_loaded());
+            .expect("inside a writing")
+            .expect("written")
         });
-        assert_eq!(bytes, [0, 1, 1, 2, 2, 2]);
+        // Bucket 0: entry 1; bucket 1: entry 2; bucket 2: entries 0 then 3.
+        assert_eq!(bytes, [1, 1, 2, 2, 2, 0, 3, 3, 3, 3]);
+        assert_eq!(layout.entries(), 4);
+        let side = Side::Bytes(Arc::new(bytes));
+        let mut buckets = Buckets::new(side, layout).unwrap();
+        assert_eq!(buckets.pending(), 4);
+        let mut buf = Vec::new();
+        assert_eq!(buckets.take(2, &mut buf).unwrap(), Some(2));
+        assert_eq!(buf, [0, 3, 3, 3, 3]);
+        assert_eq!(buckets.take(2, &mut buf).unwrap(), None);
+        assert_eq!(buckets.pending(), 2);
+        assert!(!buckets.all_loaded());
+        assert!(buckets.may_contain(2, u64::MAX));
     }
 
     #[test]

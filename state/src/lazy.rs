@@ -350,30 +350,21 @@ where
             ),
             None => (buckets::buckets_for(len), None, Vec::new()),
         };
-        let mut order: Vec<(usize, u64, &K, &V)> = self
-            .live
-            .iter()
-            .chain(pending.iter().chain(extra).map(|(k, v)| (k, v)))
-            .map(|(k, v)| {
-                let hash = k.bucket_hash();
-                (buckets::bucket_of(hash, n), hash, k, v)
-            })
-            .collect();
-        order.sort_unstable_by_key(|e| e.0);
-        let mut next = order.into_iter().peekable();
-        let layout = buckets::write(n, |b, buf, filter| {
-            let mut count = 0u32;
-            if let Some(base) = copy.filter(|base| !base.is_loaded(b)) {
-                // A bucket not read back: the live keys of it (new keys its filter ruled
-                // out, extra entries) follow its bytes.
-                count = base.copy_to(b, buf, filter)?;
+        let entries = || {
+            self.live
+                .iter()
+                .chain(pending.iter().chain(extra).map(|(k, v)| (k, v)))
+        };
+        let mut plan = buckets::Plan::default();
+        for (k, v) in entries() {
+            let size = bincode::serialized_size(&(k, v)).map_err(S::Error::custom)?;
+            plan.add(k.bucket_hash(), size);
+        }
+        let layout = buckets::write_planned(n, copy, &plan, |fill| {
+            for (k, v) in entries() {
+                fill.put(|dest| bincode::serialize_into(dest, &(k, v)))?;
             }
-            while let Some((_, hash, k, v)) = next.next_if(|e| e.0 == b) {
-                bincode::serialize_into(&mut *buf, &(k, v))?;
-                filter.add(hash);
-                count += 1;
-            }
-            Ok::<_, BucketError>(count)
+            Ok::<_, BucketError>(())
         })
         .expect("inside side::writing")
         .map_err(S::Error::custom)?;

@@ -79,6 +79,27 @@ impl Side {
         }
     }
 
+    /// Fills `dest` with the bytes at `at`.
+    pub fn read_exact_into(&self, at: u64, dest: &mut [u8]) -> io::Result<()> {
+        let len = dest.len() as u64;
+        if at.checked_add(len).is_none_or(|end| end > self.len()) {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "side data: {len} bytes at {at} are past its end ({})",
+                    self.len()
+                ),
+            ));
+        }
+        match self {
+            Side::File { file, start, .. } => read_exact_at(file, dest, start + at),
+            Side::Bytes(b) => {
+                dest.copy_from_slice(&b[at as usize..(at + len) as usize]);
+                Ok(())
+            }
+        }
+    }
+
     /// Reads `len` bytes at `at`.
     pub fn read(&self, at: u64, len: u64) -> io::Result<Vec<u8>> {
         let mut buf = Vec::new();
