@@ -106,13 +106,6 @@ impl Filter {
             .iter()
             .all(|bit| self.0[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
     }
-
-    /// Adds every key of `other`.
-    pub fn union(&mut self, other: &Filter) {
-        for (a, b) in self.0.iter_mut().zip(other.0) {
-            *a |= b;
-        }
-    }
 }
 
 /// Where a collection's buckets are in its part's side data.
@@ -252,20 +245,6 @@ impl Buckets {
     pub fn read(&self, b: usize, buf: &mut Vec<u8>) -> Result<u32, BucketError> {
         let (at, len) = self.layout.range(b);
         self.side.read_into(at, len, buf)?;
-        Ok(self.layout.counts[b])
-    }
-
-    /// Appends bucket `b`'s bytes to `buf` and its keys to `filter`; returns its entry
-    /// count.
-    pub fn copy_to(
-        &self,
-        b: usize,
-        buf: &mut Vec<u8>,
-        filter: &mut Filter,
-    ) -> Result<u32, BucketError> {
-        let (at, len) = self.layout.range(b);
-        self.side.read_append(at, len, buf)?;
-        filter.union(&self.layout.filters[b]);
         Ok(self.layout.counts[b])
     }
 
