@@ -410,6 +410,17 @@ fn shop_mix_from_redis_mariadb_and_clickhouse() {
         .concat(),
     );
     check_mix(&storefront, 6);
+    // A short unchecked round first: a ClickHouse just started on a busy CI machine answered
+    // its first concurrent seller queries slowly enough for the API's limiter to shed a few
+    // (503), twice in a dozen CI runs. The checked round below keeps every assertion.
+    let _ = try_load(
+        port,
+        &[
+            &known[..],
+            &["--requests", "2000", "--unknown-rate", "0.02"],
+        ]
+        .concat(),
+    );
     let shop = load(port, &[&known[..], &["--unknown-rate", "0.02"]].concat());
     check_mix(&shop, 11);
     for (name, r) in [("storefront reads", &storefront), ("shop mix", &shop)] {

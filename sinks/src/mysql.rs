@@ -619,30 +619,36 @@ impl MysqlLedger {
             .await
             .map_err(|e| mysql_error(&shown, "connecting", e))?;
         // The processes of a cluster start together on one database: two may apply the same
-        // migration at once, and the second fails on the first's record of it. Running the
-        // migrations again then finds it applied.
-        let mut attempt = 0;
+        // migration at once, and the second fails on the first's record of it; or one finds
+        // the record while the other is still creating the tables (MariaDB ignores sqlx's
+        // lock wait of -1, and DDL commits as it goes). Running the migrations again, and
+        // creating the progress row only once its table is there, settles both.
+        // The progress row exists from the start, so `SELECT … FOR UPDATE` always locks a
+        // row (not a gap) and concurrent writers queue on it.
+        let mut attempt = 0u64;
         loop {
-            match MIGRATOR.run(&pool).await {
+            let step = match MIGRATOR.run(&pool).await {
+                Ok(()) => sqlx::query(
+                    "INSERT INTO sink_progress (sink, as_of, updated_at) \
+                     VALUES (?, NULL, CURRENT_TIMESTAMP(3)) ON DUPLICATE KEY UPDATE sink = sink",
+                )
+                .bind(LEDGER_SINK)
+                .execute(&pool)
+                .await
+                .map(|_| ())
+                .map_err(|e| ("creating the sink_progress row", e)),
+                Err(e) => Err(("applying migrations", e.into())),
+            };
+            match step {
                 Ok(()) => break,
-                Err(e) if attempt < 10 => {
-                    tracing::debug!(error = %e, "migrations raced another process; again");
+                Err((what, e)) if attempt < 10 => {
+                    tracing::debug!(error = %e, "{what} raced another process; again");
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                 }
-                Err(e) => return Err(mysql_error(&shown, "applying migrations", e.into())),
+                Err((what, e)) => return Err(mysql_error(&shown, what, e)),
             }
         }
-        // The progress row exists from the start, so `SELECT … FOR UPDATE` always locks a
-        // row (not a gap) and concurrent writers queue on it.
-        sqlx::query(
-            "INSERT INTO sink_progress (sink, as_of, updated_at) \
-             VALUES (?, NULL, CURRENT_TIMESTAMP(3)) ON DUPLICATE KEY UPDATE sink = sink",
-        )
-        .bind(LEDGER_SINK)
-        .execute(&pool)
-        .await
-        .map_err(|e| mysql_error(&shown, "creating the sink_progress row", e))?;
         Ok(MysqlLedger {
             url: shown,
             pool,
