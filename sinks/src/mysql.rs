@@ -620,8 +620,8 @@ impl MysqlLedger {
             .map_err(|e| mysql_error(&shown, "connecting", e))?;
         // The processes of a cluster start together on one database: two may apply the same
         // migration at once, and the second fails on the first's record of it; or one finds
-        // the record while the other is still creating the tables (MariaDB ignores sqlx's
-        // lock wait of -1, and DDL commits as it goes). Running the migrations again, and
+        // the record while the other is still creating the tables (sqlx's migration lock
+        // does not keep them apart here, and DDL commits as it goes). Running the migrations again, and
         // creating the progress row only once its table is there, settles both.
         // The progress row exists from the start, so `SELECT … FOR UPDATE` always locks a
         // row (not a gap) and concurrent writers queue on it.
