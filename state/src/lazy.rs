@@ -76,6 +76,23 @@ fn decode_entries<K: DeserializeOwned, V: DeserializeOwned>(
     Ok(())
 }
 
+/// Reads bucket `b` back into `live`, if it was not yet.
+fn file_bucket<K: DeserializeOwned + Eq + Hash, V: DeserializeOwned>(
+    base: &mut Buckets,
+    b: usize,
+    buf: &mut Vec<u8>,
+    live: &mut FastMap<K, V>,
+) {
+    match base.take(b, buf) {
+        Ok(None) => {}
+        Ok(Some(count)) => decode_entries(buf, count, |k, v| {
+            live.insert(k, v);
+        })
+        .unwrap_or_else(|e| lost(e)),
+        Err(e) => lost(e),
+    }
+}
+
 fn lost(e: BucketError) -> ! {
     panic!("a checkpoint's saved state could not be read back after the start ({e}): the state to continue with is not known")
 }
@@ -105,18 +122,7 @@ where
             // Room for every entry still on disk at once, not a rehash every doubling.
             self.live.reserve(base.pending() as usize);
         }
-        match base.take(b, &mut self.buf) {
-            Ok(None) => return,
-            Ok(Some(count)) => {
-                let live = &mut self.live;
-                if let Err(e) = decode_entries(&self.buf, count, |k, v| {
-                    live.insert(k, v);
-                }) {
-                    lost(e)
-                }
-            }
-            Err(e) => lost(e),
-        }
+        file_bucket(base, b, &mut self.buf, &mut self.live);
         if base.all_loaded() {
             self.base = None;
             self.buf = Vec::new();
@@ -130,18 +136,7 @@ where
         };
         self.live.reserve(base.pending() as usize);
         for b in 0..base.count() {
-            match base.take(b, &mut self.buf) {
-                Ok(None) => {}
-                Ok(Some(count)) => {
-                    let live = &mut self.live;
-                    if let Err(e) = decode_entries(&self.buf, count, |k, v| {
-                        live.insert(k, v);
-                    }) {
-                        lost(e)
-                    }
-                }
-                Err(e) => lost(e),
-            }
+            file_bucket(base, b, &mut self.buf, &mut self.live);
         }
         self.base = None;
         self.buf = Vec::new();

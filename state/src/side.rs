@@ -53,30 +53,8 @@ impl Side {
     /// Reads `len` bytes at `at` into `buf` (replacing its contents).
     pub fn read_into(&self, at: u64, len: u64, buf: &mut Vec<u8>) -> io::Result<()> {
         buf.clear();
-        self.read_append(at, len, buf)
-    }
-
-    /// Appends the `len` bytes at `at` to `buf`.
-    pub fn read_append(&self, at: u64, len: u64, buf: &mut Vec<u8>) -> io::Result<()> {
-        if at.checked_add(len).is_none_or(|end| end > self.len()) {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "side data: {len} bytes at {at} are past its end ({})",
-                    self.len()
-                ),
-            ));
-        }
-        let from = buf.len();
-        buf.resize(from + len as usize, 0);
-        let dest = &mut buf[from..];
-        match self {
-            Side::File { file, start, .. } => read_exact_at(file, dest, start + at),
-            Side::Bytes(b) => {
-                dest.copy_from_slice(&b[at as usize..(at + len) as usize]);
-                Ok(())
-            }
-        }
+        buf.resize(usize::try_from(len).map_err(io::Error::other)?, 0);
+        self.read_exact_into(at, buf)
     }
 
     /// Fills `dest` with the bytes at `at`.
