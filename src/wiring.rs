@@ -410,7 +410,7 @@ const OUTPUT_CHANNEL_BATCHES: usize = 8;
 fn execute(
     rt: &tokio::runtime::Runtime,
     config: PipelineConfig,
-    (writer_config, images): (WriterConfig, Vec<Vec<u8>>),
+    (writer_config, images): (WriterConfig, Vec<shopflow_pipelines::checkpoint::Part>),
     make_source: Box<MakeSource>,
     sinks: SinkSet,
     (registry, health): (&Registry, Health),
@@ -930,7 +930,7 @@ pub fn checkpoints(args: CheckpointsArgs) -> Result<()> {
             }
         }
         for (i, m) in s.stores.memory.iter().enumerate() {
-            parts.insert(format!("in-process store {i}"), m.len());
+            parts.insert(format!("in-process store {i}"), m.len() as usize);
         }
         for (name, n) in parts {
             println!("  {name:<32} {:>9.1} MB", mb(n));

@@ -20,6 +20,9 @@ static ADMIN_TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 /// A plain HTTP/1.1 GET with an optional bearer token: ((status, body as JSON), head).
 fn get_as(port: u16, path: &str, token: Option<&str>) -> ((u16, serde_json::Value), String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the demo API");
+    // An answer that never comes is a failure naming the path, not a hang of the suite.
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -29,7 +32,8 @@ fn get_as(port: u16, path: &str, token: Option<&str>) -> ((u16, serde_json::Valu
     )
     .unwrap();
     let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
+    s.read_to_string(&mut text)
+        .unwrap_or_else(|e| panic!("GET {path}: no complete answer from the demo API: {e}"));
     let status: u16 = text
         .split_whitespace()
         .nth(1)
@@ -124,6 +128,9 @@ fn demo_serves_every_view_endpoint() {
     let out_dir = std::env::temp_dir().join(format!("shopflow-demo-{}", std::process::id()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_shopflow"))
         .args(["demo", "--events", "20000", "--listen"])
+        // The demo prints a generated secret only when none is given: a developer's own
+        // secret in the environment would leave the test waiting for that line.
+        .env_remove("SHOPFLOW_JWT_SECRET")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--out-dir")
         .arg(&out_dir)

@@ -92,7 +92,7 @@ fn fixture() -> &'static Fixture {
         let stock_skus = read(&|s| s.stock.keys().copied().collect());
         let rated_skus = read(&|s| s.ratings.keys().copied().collect());
         let also_bought_skus = read(&|s| s.also_bought.keys().copied().collect());
-        let orders = read(&|s| s.orders.keys().copied().collect());
+        let orders = read(&|s| s.orders.entries().into_iter().map(|(id, _)| id).collect());
         let members = read(&|s| s.members.keys().copied().collect());
         let sellers = read(&|s| s.sellers.iter().copied().collect());
         let sorted = |set: &HashSet<u64>| {

@@ -585,10 +585,11 @@ pub enum Output {
 
 /// What the sink writer adds to a checkpoint: the state of the sinks that a restart cannot
 /// ask for themselves.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default)]
 pub struct StoreImages {
-    /// An image of each in-process store (see `MemoryStore::image`).
-    pub memory: Vec<Vec<u8>>,
+    /// An image of each in-process store (see `MemoryStore::image`): its serialized form
+    /// and the side data of its paged tables.
+    pub memory: Vec<shopflow_state::Part>,
     /// The length of each JSON-lines file written (alerts, dead letters), by path: a
     /// restart cuts each back to it and appends.
     pub files: Vec<(String, u64)>,

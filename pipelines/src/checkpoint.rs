@@ -26,29 +26,29 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shopflow_ingest::source::FilePosition;
 use shopflow_ingest::StreamValidator;
 use shopflow_model::{Millis, StoreImages};
 pub use shopflow_state::Side;
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::Xxh3Default;
 
 /// Version of the checkpoint format this build writes, and the only one it reads: a file
 /// of another version is skipped with its version named (the run falls back to an older
 /// checkpoint it reads, or replays from the start). Version 5 keeps large collections in
-/// buckets of side data read back lazily (see [`shopflow_state`]); the builds before wrote
-/// them inline, in a form this one does not read.
-pub const FORMAT_VERSION: u32 = 5;
+/// buckets of side data read back lazily (see [`shopflow_state`]); version 6 also keeps
+/// the in-process store's large tables in sorted pages of side data. The builds before
+/// wrote them inline, in a form this one does not read.
+pub const FORMAT_VERSION: u32 = 6;
 
 /// The oldest format version this build reads.
-pub const OLDEST_READ_VERSION: u32 = 5;
+pub const OLDEST_READ_VERSION: u32 = 6;
 
 /// The first bytes of every checkpoint file.
 pub const MAGIC: &[u8] = b"shopflow checkpoint\n";
 
-/// Header: magic, version (u32), payload length (u64), checksum (XXH3-64 of the payload,
-/// u64), little-endian. The payload is the manifest's length (u64), the manifest
+/// Header: magic, version (u32), payload length (u64), checksum (u64, see [`Checksum`]),
+/// little-endian. The payload is the manifest's length (u64), the manifest
 /// ([`Snapshot`] with every blob replaced by its length, bincode) and the blobs, raw, in the
 /// manifest's order: each worker's validators then operator states (each its serialized
 /// form, then its side data), then the store images.
@@ -70,46 +70,12 @@ struct Manifest {
     time: Millis,
     as_of: Option<Millis>,
     workers: Vec<WorkerManifest>,
-    memory: Vec<u64>,
+    memory: Vec<(u64, u64)>,
     files: Vec<(String, u64)>,
     stores_as_of: Option<Millis>,
 }
 
-/// One saved state (an operator's, a validator's): its serialized form, and the side data
-/// its lazily restored collections wrote (see [`shopflow_state::side`]).
-#[derive(Debug, Default)]
-pub struct Part {
-    /// The serialized state (bincode).
-    pub bytes: Vec<u8>,
-    /// Its side data: in memory when just taken, a range of the file when read back.
-    pub side: Side,
-}
-
-impl Part {
-    /// Serializes `state`, its lazy collections writing their buckets to side data.
-    pub fn save<T: Serialize>(state: &T) -> Result<Part, bincode::Error> {
-        let (bytes, side) = shopflow_state::side::save(state)?;
-        Ok(Part {
-            bytes,
-            side: Side::Bytes(std::sync::Arc::new(side)),
-        })
-    }
-
-    /// Deserializes the state, its lazy collections keeping a handle on the side data.
-    pub fn restore<T: DeserializeOwned>(&self) -> Result<T, bincode::Error> {
-        shopflow_state::side::reading(self.side.clone(), || bincode::deserialize(&self.bytes))
-    }
-
-    /// Bytes the part takes in the file.
-    pub fn len(&self) -> u64 {
-        self.bytes.len() as u64 + self.side.len()
-    }
-
-    /// Whether the part is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+pub use shopflow_state::Part;
 
 /// A blob of the file: in memory, or side data to copy from where it is.
 enum Blob<'a> {
@@ -147,6 +113,124 @@ impl Blob<'_> {
 
 /// Size of the pieces a file is read and checked in.
 const PIECE: usize = 1 << 20;
+
+/// The checksum covers the payload in segments of this size.
+const SEGMENT: u64 = 32 << 20;
+
+/// The payload's checksum: XXH3-64 of each segment of [`SEGMENT`] bytes (the last may be
+/// shorter), then XXH3-64 of those hashes (little-endian, in order). The segments of a
+/// file can so be checked on several threads at once.
+#[derive(Clone)]
+struct Checksum {
+    /// [`SEGMENT`] (smaller in tests).
+    len: u64,
+    segment: Xxh3Default,
+    in_segment: u64,
+    sums: Xxh3Default,
+}
+
+impl Default for Checksum {
+    fn default() -> Self {
+        Checksum::with_segments_of(SEGMENT)
+    }
+}
+
+impl Checksum {
+    fn with_segments_of(len: u64) -> Self {
+        Checksum {
+            len,
+            segment: Xxh3Default::new(),
+            in_segment: 0,
+            sums: Xxh3Default::new(),
+        }
+    }
+
+    fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let room = usize::try_from(self.len - self.in_segment).unwrap_or(usize::MAX);
+            let (now, rest) = bytes.split_at(room.min(bytes.len()));
+            self.segment.update(now);
+            self.in_segment += now.len() as u64;
+            bytes = rest;
+            if self.in_segment == self.len {
+                self.end_segment();
+            }
+        }
+    }
+
+    fn end_segment(&mut self) {
+        self.sums.update(&self.segment.digest().to_le_bytes());
+        self.segment.reset();
+        self.in_segment = 0;
+    }
+
+    fn digest(&self) -> u64 {
+        let mut done = self.clone();
+        if done.in_segment > 0 {
+            done.end_segment();
+        }
+        done.sums.digest()
+    }
+}
+
+/// [`Checksum`] of the `len` bytes at `start` of `file`, its segments hashed on up to as
+/// many threads as there are processors (at most 4).
+fn file_checksum(file: std::sync::Arc<File>, start: u64, len: u64) -> std::io::Result<u64> {
+    file_checksum_in(file, start, len, SEGMENT)
+}
+
+fn file_checksum_in(
+    file: std::sync::Arc<File>,
+    start: u64,
+    len: u64,
+    segment: u64,
+) -> std::io::Result<u64> {
+    let segments = len.div_ceil(segment);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 4) as u64;
+    let threads = threads.min(segments.max(1));
+    let side = Side::File { file, start, len };
+    let hashed: Vec<std::io::Result<Vec<(u64, u64)>>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let side = &side;
+                scope.spawn(move || {
+                    let mut buf = vec![0u8; PIECE];
+                    let mut out = Vec::new();
+                    for seg in (t..segments).step_by(threads as usize) {
+                        let (from, to) = (seg * segment, ((seg + 1) * segment).min(len));
+                        let mut h = Xxh3Default::new();
+                        let mut at = from;
+                        while at < to {
+                            let n = (to - at).min(PIECE as u64) as usize;
+                            side.read_exact_into(at, &mut buf[..n])?;
+                            h.update(&buf[..n]);
+                            at += n as u64;
+                        }
+                        out.push((seg, h.digest()));
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut sums = vec![0u64; segments as usize];
+    for part in hashed {
+        for (seg, h) in part? {
+            sums[seg as usize] = h;
+        }
+    }
+    let mut all = Xxh3Default::new();
+    for h in sums {
+        all.update(&h.to_le_bytes());
+    }
+    Ok(all.digest())
+}
 
 impl Snapshot {
     /// The manifest and the blobs it describes, in order.
@@ -188,8 +272,9 @@ impl Snapshot {
             .memory
             .iter()
             .map(|m| {
-                blobs.push(Blob::Bytes(m));
-                m.len() as u64
+                blobs.push(Blob::Bytes(&m.bytes));
+                blobs.push(Blob::Side(&m.side));
+                (m.bytes.len() as u64, m.side.len())
             })
             .collect();
         let manifest = Manifest {
@@ -433,7 +518,7 @@ fn write_file(
     out: &mut impl Write,
 ) -> Result<u64, std::io::Error> {
     let manifest = bincode::serialize(manifest).map_err(std::io::Error::other)?;
-    let mut digest = Xxh3::new();
+    let mut digest = Checksum::default();
     let mut len: u64 = 8 + manifest.len() as u64;
     digest.update(&(manifest.len() as u64).to_le_bytes());
     digest.update(&manifest);
@@ -521,20 +606,35 @@ pub fn decode_from<R: Read + Seek>(
     // to the checksum. Nothing is returned unless the checksum over the whole payload
     // matches, and a layout that does not parse is reported as corruption when it does
     // not match.
-    let mut payload = Payload {
-        r,
-        file,
-        rest: len,
-        total,
-        digest: Xxh3::new(),
-        piece: vec![0u8; PIECE],
-    };
-    let parsed = payload.parts();
-    // What the parts did not cover (after the last one, or after a damaged length) still
-    // counts in the checksum.
-    let extra = payload.rest;
-    payload.skip(extra).map_err(failed)?;
-    if payload.digest.digest() != sum {
+    //
+    // From a file, the checksum's segments are read and hashed on threads of their own
+    // (all of the payload, in parallel) while this thread reads the parts and passes over
+    // the side data without reading it.
+    let (parsed, extra, digest) = std::thread::scope(|scope| {
+        let check = file.map(|f| {
+            let f = f.clone();
+            scope.spawn(move || file_checksum(f, HEADER as u64, len))
+        });
+        let mut payload = Payload {
+            r,
+            file,
+            rest: len,
+            total,
+            digest: check.is_none().then(Checksum::default),
+            piece: vec![0u8; PIECE],
+        };
+        let parsed = payload.parts();
+        // What the parts did not cover (after the last one, or after a damaged length)
+        // still counts in the checksum.
+        let extra = payload.rest;
+        let skipped = payload.skip(extra);
+        let digest = match check {
+            Some(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            None => skipped.map(|()| payload.digest.as_ref().map_or(0, Checksum::digest)),
+        };
+        (parsed, extra, digest)
+    });
+    if digest.map_err(failed)? != sum {
         return Err("checksum mismatch (the file is corrupt)".into());
     }
     let snapshot = parsed?;
@@ -557,7 +657,8 @@ struct Payload<'a, R> {
     rest: u64,
     /// Length of the whole file.
     total: u64,
-    digest: Xxh3,
+    /// The checksum so far; `None` when a file is checked on threads of its own.
+    digest: Option<Checksum>,
     piece: Vec<u8>,
 }
 
@@ -574,16 +675,26 @@ impl<R: Read + Seek> Payload<'_, R> {
             .read_to_end(&mut part)
             .map_err(|e| unreadable(&e))?;
         self.rest -= part.len() as u64;
-        self.digest.update(&part);
+        if let Some(d) = &mut self.digest {
+            d.update(&part);
+        }
         if part.len() as u64 != n {
             return Err(unreadable(&"a part is cut short"));
         }
         Ok(part)
     }
 
-    /// The next `n` bytes into the checksum only.
+    /// Passes over the next `n` bytes: into the checksum, or (checked on threads of their
+    /// own) not read at all.
     fn skip(&mut self, n: u64) -> std::io::Result<()> {
-        self.pass(n, |_| {})
+        if self.digest.is_some() {
+            return self.pass(n, |_| {});
+        }
+        let n = n.min(self.rest);
+        let step = i64::try_from(n).map_err(std::io::Error::other)?;
+        self.r.seek(SeekFrom::Current(step))?;
+        self.rest -= n;
+        Ok(())
     }
 
     /// The next `n` bytes through the checksum, in pieces given to `each`.
@@ -592,7 +703,9 @@ impl<R: Read + Seek> Payload<'_, R> {
         while left > 0 {
             let k = left.min(self.piece.len() as u64) as usize;
             self.r.read_exact(&mut self.piece[..k])?;
-            self.digest.update(&self.piece[..k]);
+            if let Some(d) = &mut self.digest {
+                d.update(&self.piece[..k]);
+            }
             each(&self.piece[..k]);
             left -= k as u64;
             self.rest -= k as u64;
@@ -663,7 +776,7 @@ impl<R: Read + Seek> Payload<'_, R> {
         let memory = manifest
             .memory
             .into_iter()
-            .map(|n| self.take(n))
+            .map(|lens| self.part(lens))
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Snapshot {
             seq: manifest.seq,
@@ -838,7 +951,10 @@ mod tests {
                 )]),
             }],
             stores: StoreImages {
-                memory: vec![vec![5; 4]],
+                memory: vec![Part {
+                    bytes: vec![5; 4],
+                    side: Side::Bytes(std::sync::Arc::new(vec![6, 7, 8])),
+                }],
                 files: vec![("alerts.jsonl".into(), 12)],
                 as_of: Some(998),
             },
@@ -888,7 +1004,12 @@ mod tests {
             );
             let op = &back.workers[0].operators["Stock"];
             assert_eq!((op.bytes.len(), op.side.len()), (10, 0), "{how}");
-            assert_eq!(back.stores.memory, s.stores.memory, "{how}");
+            let m = &back.stores.memory[0];
+            assert_eq!(
+                (m.bytes.as_slice(), side_of(m)),
+                (&[5u8; 4][..], vec![6, 7, 8]),
+                "{how}"
+            );
         }
         fs::remove_dir_all(&dir).expect("clean up");
     }
@@ -896,16 +1017,50 @@ mod tests {
     #[test]
     fn files_of_older_versions_are_refused_with_the_versions_named() {
         let bytes = encode(&snapshot(None));
-        for version in [3u32, 4] {
+        for version in [3u32, 4, 5] {
             let mut older = bytes.clone();
             older[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&version.to_le_bytes());
             let reason = decode(&older).expect_err("an older version is refused");
             assert!(
                 reason.contains(&format!("format version {version}"))
-                    && reason.contains("version 5 only"),
+                    && reason.contains("version 6 only"),
                 "{reason}"
             );
         }
+    }
+
+    #[test]
+    fn a_file_checked_on_threads_has_the_checksum_of_one_pass() {
+        let dir = std::env::temp_dir().join(format!("shopflow-sum-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("payload");
+        let bytes: Vec<u8> = (0..200_003u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        fs::write(&path, &bytes).expect("write");
+        let file = std::sync::Arc::new(File::open(&path).expect("open"));
+        // Segment boundaries inside, at and past the end; pieces of every size.
+        for (segment, start) in [(1_000u64, 0u64), (65_536, 3), (200_000, 3), (1 << 20, 0)] {
+            let len = bytes.len() as u64 - start;
+            let mut one_pass = Checksum::with_segments_of(segment);
+            for piece in bytes[start as usize..].chunks(7_777) {
+                one_pass.update(piece);
+            }
+            let threads = file_checksum_in(file.clone(), start, len, segment).expect("reads");
+            assert_eq!(
+                threads,
+                one_pass.digest(),
+                "segments of {segment} from {start}"
+            );
+        }
+        let mut other = bytes.clone();
+        other[150_000] ^= 1;
+        let mut changed = Checksum::with_segments_of(1_000);
+        changed.update(&other);
+        let mut same = Checksum::with_segments_of(1_000);
+        same.update(&bytes);
+        assert_ne!(changed.digest(), same.digest());
+        fs::remove_dir_all(&dir).expect("clean up");
     }
 
     #[test]

@@ -92,6 +92,17 @@ pub fn ratings<'s>(reviews: Timed<'s, (u64, ReviewMsg)>, ctx: &Ctx) -> Timed<'s,
     )
 }
 
+/// A set saved in order, read back in one bulk build (serde's own reading inserts each
+/// element in turn: the larger part of reading a popular SKU's partners back).
+fn sorted_set<'de, D, T>(d: D) -> Result<BTreeSet<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Ord + serde::Deserialize<'de>,
+{
+    let items: Vec<T> = serde::Deserialize::deserialize(d)?;
+    Ok(items.into_iter().collect())
+}
+
 /// The top `k` co-purchased SKUs per SKU over the current baskets: pair weights ordered
 /// by weight descending, then SKU ascending.
 ///
@@ -120,6 +131,7 @@ pub fn also_bought<'s>(baskets: Timed<'s, (Vec<u64>, i64)>, k: usize, ctx: &Ctx)
     #[derive(Default, serde::Serialize, serde::Deserialize)]
     struct Partners {
         weight: FastMap<u64, u64>,
+        #[serde(deserialize_with = "sorted_set")]
         ranked: BTreeSet<(Reverse<u64>, u64)>,
         shown: Vec<(u64, u64)>,
     }

@@ -12,10 +12,16 @@ use shopflow_model::{
     PointsEntry, RatingView, SalesFact, SalesMinute, SettlementEntry, StockLevel, TaxInvoice,
     ViewBatch,
 };
+use shopflow_state::{PagedMap, Part};
 
 use crate::SinkError;
 
 /// What the store holds.
+///
+/// The tables that grow with the log (orders, ledgers, sales facts and minute rollups) are
+/// [`PagedMap`]s: written by upserts, read by key or key range, and after a restart from a
+/// checkpoint left in the checkpoint's sorted pages until read. The tables that grow with
+/// the catalog and the members are ordinary maps, restored whole.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct MemoryState {
     /// `as_of` of the last batch applied.
@@ -25,7 +31,7 @@ pub struct MemoryState {
     /// Stock rows with the `as_of` they were written at.
     pub stock: RowMap<u64, (StockLevel, Millis)>,
     /// Order rows with the `as_of` they were written at.
-    pub orders: RowMap<u64, (OrderView, Millis)>,
+    pub orders: PagedMap<u64, (OrderView, Millis)>,
     /// Rating rows.
     pub ratings: RowMap<u64, RatingView>,
     /// Recommendation rows.
@@ -37,23 +43,22 @@ pub struct MemoryState {
     /// The points ledger in (member, ts, entry id) order: a member's entries in time order
     /// are one range. An entry never changes once written, so writing it again (a replay)
     /// finds the same place.
-    pub points: BTreeSet<Dated<PointsEntry>>,
+    pub points: PagedMap<Dated<PointsEntry>, ()>,
     /// The settlement ledger in (seller, ts, entry id) order: a seller's entries in a time
     /// range are one range.
-    pub settlements: BTreeSet<Dated<SettlementEntry>>,
+    pub settlements: PagedMap<Dated<SettlementEntry>, ()>,
     /// Weekly payouts by (seller, week start).
     pub payouts: BTreeMap<(u64, Millis), Payout>,
     /// Monthly tax invoices by (seller, month start).
     pub invoices: BTreeMap<(u64, Millis), TaxInvoice>,
     /// Known sellers.
     pub sellers: BTreeSet<u64>,
-    /// Sales facts by order (a fact's id names its order): the store's largest table,
-    /// about 11 facts per order. Grouped so that neither the id is kept a second time as a
-    /// key nor one table of every fact is rehashed as it doubles (8M facts at 5M events:
-    /// gigabytes moved at once); see [`MemoryState::fact`].
-    pub sales_facts: RowMap<u64, Vec<SalesFact>>,
+    /// Sales facts in (order, fact id) order: the store's largest table, about 11 facts
+    /// per order (8M at 5M events). Order ids grow with time, so the facts a restart goes
+    /// on writing land on the last pages; see [`MemoryState::fact`].
+    pub sales_facts: PagedMap<ByOrder, ()>,
     /// Minute rollups by (seller, minute).
-    pub sales_minutes: BTreeMap<(u64, Millis), SalesMinute>,
+    pub sales_minutes: PagedMap<(u64, Millis), SalesMinute>,
     /// Alerts in the order written.
     pub alerts: Vec<Alert>,
     /// Dead letters in the order written.
@@ -143,27 +148,80 @@ impl<E: LedgerEntry> Ord for Dated<E> {
 }
 
 /// The entries of `owner` dated in [from, to), in (ts, id) order.
-pub fn ledger_range<E: LedgerEntry>(
-    set: &BTreeSet<Dated<E>>,
-    owner: u64,
-    from: Millis,
-    to: Millis,
-) -> impl Iterator<Item = &E> {
-    // `BTreeSet::range` panics on an inverted range: an empty one stands in for it.
-    let (from, to) = if from < to { (from, to) } else { (0, 0) };
+pub fn ledger_range<E>(set: &PagedMap<Dated<E>, ()>, owner: u64, from: Millis, to: Millis) -> Vec<E>
+where
+    E: LedgerEntry + Clone + serde::Serialize + serde::de::DeserializeOwned,
+{
     set.range(Dated::Probe(owner, from)..Dated::Probe(owner, to))
-        .filter_map(Dated::entry)
+        .into_iter()
+        .filter_map(|(d, ())| match d {
+            Dated::Entry(e) => Some(e),
+            Dated::Probe(..) => None,
+        })
+        .collect()
+}
+
+/// A sales fact in a set ordered by (order, fact id); or a probe, which sorts before
+/// every fact of its order. Only facts are stored.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum ByOrder {
+    /// A stored fact.
+    Fact(SalesFact),
+    /// A position: before the facts of order `.0`.
+    Probe(u64),
+}
+
+impl ByOrder {
+    fn key(&self) -> (u64, Option<&str>) {
+        match self {
+            ByOrder::Fact(f) => (f.order_id, Some(&f.id)),
+            ByOrder::Probe(order) => (*order, None),
+        }
+    }
+}
+
+impl PartialEq for ByOrder {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for ByOrder {}
+
+impl PartialOrd for ByOrder {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ByOrder {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
 }
 
 impl MemoryState {
     /// The sales fact with id `id` of order `order_id`.
-    pub fn fact(&self, order_id: u64, id: &str) -> Option<&SalesFact> {
-        self.sales_facts.get(&order_id)?.iter().find(|f| f.id == id)
+    pub fn fact(&self, order_id: u64, id: &str) -> Option<SalesFact> {
+        self.sales_facts
+            .range(ByOrder::Probe(order_id)..ByOrder::Probe(order_id.saturating_add(1)))
+            .into_iter()
+            .find_map(|(f, ())| match f {
+                ByOrder::Fact(f) if f.id == id => Some(f),
+                _ => None,
+            })
     }
 
-    /// Every sales fact, grouped by order.
-    pub fn facts(&self) -> impl Iterator<Item = &SalesFact> {
-        self.sales_facts.values().flatten()
+    /// Every sales fact, in (order, id) order (decodes every saved page).
+    pub fn facts(&self) -> Vec<SalesFact> {
+        self.sales_facts
+            .entries()
+            .into_iter()
+            .filter_map(|(f, ())| match f {
+                ByOrder::Fact(f) => Some(f),
+                ByOrder::Probe(_) => None,
+            })
+            .collect()
     }
 }
 
@@ -186,7 +244,7 @@ impl MemoryStore {
             Output::Views(batch) => apply_views(&mut s, batch),
             Output::DeadLetters(d) => s.dead_letters.extend(d),
             Output::Checkpoint(c) => {
-                let image = bincode::serialize(&*s);
+                let image = Part::save(&*s);
                 let as_of = s.as_of;
                 drop(s);
                 let result = match image {
@@ -204,17 +262,19 @@ impl MemoryStore {
         }
     }
 
-    /// The whole store, serialized: what a checkpoint keeps of it.
-    pub fn image(&self) -> Result<Vec<u8>, SinkError> {
+    /// The whole store, serialized: what a checkpoint keeps of it (its paged tables as
+    /// sorted pages in the part's side data).
+    pub fn image(&self) -> Result<Part, SinkError> {
         let s = self.inner.read().expect("memory store lock");
-        bincode::serialize(&*s).map_err(|e| SinkError::Checkpoint(e.to_string()))
+        Part::save(&*s).map_err(|e| SinkError::Checkpoint(e.to_string()))
     }
 
     /// Replaces the store's contents with an [`MemoryStore::image`] (a restart from a
-    /// checkpoint).
-    pub fn restore(&self, image: &[u8]) -> Result<(), SinkError> {
-        let state: MemoryState =
-            bincode::deserialize(image).map_err(|e| SinkError::Checkpoint(e.to_string()))?;
+    /// checkpoint). The paged tables stay in the image's side data until read.
+    pub fn restore(&self, image: &Part) -> Result<(), SinkError> {
+        let state: MemoryState = image
+            .restore()
+            .map_err(|e| SinkError::Checkpoint(e.to_string()))?;
         *self.inner.write().expect("memory store lock") = state;
         Ok(())
     }
@@ -287,10 +347,10 @@ fn apply_views(s: &mut MemoryState, batch: ViewBatch) {
         s.member_orders.insert(row.member_id, row);
     }
     for e in batch.points {
-        s.points.replace(Dated::Entry(e));
+        s.points.replace(Dated::Entry(e), ());
     }
     for e in batch.settlements {
-        s.settlements.replace(Dated::Entry(e));
+        s.settlements.replace(Dated::Entry(e), ());
     }
     for p in batch.payouts {
         s.payouts.insert((p.seller_id, p.week_start), p);
@@ -301,11 +361,7 @@ fn apply_views(s: &mut MemoryState, batch: ViewBatch) {
     s.sellers.extend(batch.sellers);
     for f in batch.sales_facts {
         // A fact written again (a replay) replaces the one of its id.
-        let facts = s.sales_facts.entry(f.order_id).or_default();
-        match facts.iter_mut().find(|g| g.id == f.id) {
-            Some(g) => *g = f,
-            None => facts.push(f),
-        }
+        s.sales_facts.replace(ByOrder::Fact(f), ());
     }
     for m in batch.sales_minutes {
         s.sales_minutes.insert((m.seller_id, m.minute), m);
@@ -333,13 +389,13 @@ mod tests {
         }
     }
 
-    fn ids<'a>(it: impl Iterator<Item = &'a PointsEntry>) -> Vec<&'a str> {
-        it.map(|e| e.id.as_str()).collect()
+    fn ids(entries: Vec<PointsEntry>) -> Vec<String> {
+        entries.into_iter().map(|e| e.id).collect()
     }
 
     #[test]
     fn a_ledger_range_is_one_owners_entries_in_time_then_id_order() {
-        let mut set = BTreeSet::new();
+        let mut set = PagedMap::new();
         for e in [
             points(2, 20, "b", 1),
             points(1, 5, "x", 1),
@@ -348,26 +404,37 @@ mod tests {
             points(3, 0, "c", 1),
             points(2, 30, "y", 1),
         ] {
-            set.replace(Dated::Entry(e));
+            set.insert(Dated::Entry(e), ());
         }
-        assert_eq!(
-            ids(ledger_range(&set, 2, 0, Millis::MAX)),
-            ["z", "a", "b", "y"]
-        );
-        // [from, to): an entry at `to` is out, one at `from` in.
-        assert_eq!(ids(ledger_range(&set, 2, 10, 30)), ["z", "a", "b"]);
-        assert_eq!(ids(ledger_range(&set, 2, 11, 20)), Vec::<&str>::new());
-        assert_eq!(ids(ledger_range(&set, 2, 30, 10)), Vec::<&str>::new());
-        assert_eq!(ids(ledger_range(&set, 1, 0, Millis::MAX)), ["x"]);
-        assert_eq!(
-            ids(ledger_range(&set, 4, 0, Millis::MAX)),
-            Vec::<&str>::new()
-        );
+        // In memory, and from the sorted pages of a checkpoint image.
+        let saved = Part::save(&set).expect("saves");
+        let paged: PagedMap<Dated<PointsEntry>, ()> = saved.restore().expect("restores");
+        for set in [&set, &paged] {
+            assert_eq!(
+                ids(ledger_range(set, 2, 0, Millis::MAX)),
+                ["z", "a", "b", "y"]
+            );
+            // [from, to): an entry at `to` is out, one at `from` in.
+            assert_eq!(ids(ledger_range(set, 2, 10, 30)), ["z", "a", "b"]);
+            assert_eq!(ids(ledger_range(set, 2, 11, 20)), Vec::<String>::new());
+            assert_eq!(ids(ledger_range(set, 2, 30, 10)), Vec::<String>::new());
+            assert_eq!(ids(ledger_range(set, 1, 0, Millis::MAX)), ["x"]);
+            assert_eq!(
+                ids(ledger_range(set, 4, 0, Millis::MAX)),
+                Vec::<String>::new()
+            );
+        }
         // Written again (a replay): the same place, still one entry.
-        set.replace(Dated::Entry(points(2, 20, "a", 7)));
-        assert_eq!(set.len(), 6);
-        let again: Vec<i64> = ledger_range(&set, 2, 20, 21).map(|e| e.amount).collect();
-        assert_eq!(again, [7, 1]);
+        let mut paged = paged;
+        for set in [&mut set, &mut paged] {
+            set.replace(Dated::Entry(points(2, 20, "a", 7)), ());
+            assert_eq!(set.len(), 6);
+            let again: Vec<i64> = ledger_range(set, 2, 20, 21)
+                .iter()
+                .map(|e| e.amount)
+                .collect();
+            assert_eq!(again, [7, 1]);
+        }
     }
 
     #[test]
@@ -397,7 +464,7 @@ mod tests {
             });
         }
         store.read(|s| {
-            assert_eq!(s.facts().count(), 2);
+            assert_eq!(s.facts().len(), 2);
             assert_eq!(s.fact(1, "1:0:paid").map(|f| f.qty), Some(2));
             assert!(s.fact(1, "1:0:refunded:1").is_none());
         });
@@ -405,6 +472,9 @@ mod tests {
         let copy = MemoryStore::new();
         copy.restore(&store.image().expect("image"))
             .expect("restore");
-        copy.read(|s| assert_eq!(s.facts().count(), 2));
+        copy.read(|s| {
+            assert_eq!(s.facts().len(), 2);
+            assert_eq!(s.fact(1, "1:0:placed").map(|f| f.qty), Some(2));
+        });
     }
 }

@@ -39,7 +39,7 @@ impl ServingViews {
             ServingViews::Memory(m) => Ok(m.read(|s| {
                 s.orders
                     .get(&order_id)
-                    .map(|(row, _)| (row.clone(), s.as_of.unwrap_or(0)))
+                    .map(|row| (row.into_owned().0, s.as_of.unwrap_or(0)))
             })),
             ServingViews::Redis(r) => r.order(order_id).await,
         }
@@ -112,7 +112,7 @@ impl ServingViews {
                     .unwrap_or_default();
                 let orders = ids
                     .iter()
-                    .filter_map(|id| s.orders.get(id).map(|(o, _)| o.clone()))
+                    .filter_map(|id| s.orders.get(id).map(|row| row.into_owned().0))
                     .collect();
                 Some((orders, s.as_of.unwrap_or(0)))
             })),
@@ -159,10 +159,7 @@ impl LedgerViews {
             LedgerViews::Memory(m) => Ok(m.read(|s| {
                 s.members.get(&member_id)?;
                 // In (ts, id) order: the key's order within the member.
-                let entries: Vec<PointsEntry> =
-                    crate::memory::ledger_range(&s.points, member_id, 0, Millis::MAX)
-                        .cloned()
-                        .collect();
+                let entries = crate::memory::ledger_range(&s.points, member_id, 0, Millis::MAX);
                 Some((entries, s.as_of.unwrap_or(0)))
             })),
             LedgerViews::Mysql(l) => {
@@ -194,10 +191,7 @@ impl LedgerViews {
             LedgerViews::Memory(m) => Ok(m.read(|s| {
                 s.sellers.get(&seller_id)?;
                 // In (ts, id) order: the key's order within the seller.
-                let entries: Vec<SettlementEntry> =
-                    crate::memory::ledger_range(&s.settlements, seller_id, from, to)
-                        .cloned()
-                        .collect();
+                let entries = crate::memory::ledger_range(&s.settlements, seller_id, from, to);
                 Some((entries, s.as_of.unwrap_or(0)))
             })),
             LedgerViews::Mysql(l) => {

@@ -53,7 +53,8 @@ impl SalesStore {
                 let minutes = s
                     .sales_minutes
                     .range((seller_id, from)..(seller_id, to))
-                    .map(|(_, m)| *m);
+                    .into_iter()
+                    .map(|(_, m)| m);
                 (series(minutes, bucket), s.as_of.unwrap_or(0))
             })),
             SalesStore::ClickHouse(c) => {

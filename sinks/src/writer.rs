@@ -146,7 +146,7 @@ pub fn spawn_writer_restoring(
     stats: Arc<SinkStats>,
     runtime: tokio::runtime::Handle,
     config: WriterConfig,
-    images: Vec<Vec<u8>>,
+    images: Vec<shopflow_state::Part>,
 ) -> JoinHandle<Result<(), SinkError>> {
     std::thread::Builder::new()
         .name("shopflow-sink-writer".into())

@@ -58,7 +58,7 @@ impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for LazyMap<K, V> {
 
 /// Reads `count` entries from `bytes` (as `bincode::serialize` wrote them, one after the
 /// other; the layout's counts and the file's checksum say where they end).
-fn decode_entries<K: DeserializeOwned, V: DeserializeOwned>(
+pub(crate) fn decode_entries<K: DeserializeOwned, V: DeserializeOwned>(
     bytes: &[u8],
     count: u32,
     mut each: impl FnMut(K, V),
@@ -93,7 +93,7 @@ fn file_bucket<K: DeserializeOwned + Eq + Hash, V: DeserializeOwned>(
     }
 }
 
-fn lost(e: BucketError) -> ! {
+pub(crate) fn lost(e: BucketError) -> ! {
     panic!("a checkpoint's saved state could not be read back after the start ({e}): the state to continue with is not known")
 }
 

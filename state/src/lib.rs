@@ -9,15 +9,21 @@
 //! bucket is touched ([`buckets`], [`LazyMap`]); a filter per bucket lets a new key (one
 //! the bucket cannot hold) leave the bucket on disk. So what a restart decodes before the
 //! first new event is the small state, whatever the number of keys; the rest follows as
-//! the keys come up.
+//! the keys come up. An ordered store written by upserts ([`PagedMap`]) keeps its saved
+//! entries in sorted pages instead: a write never reads them, a lookup or a key range
+//! reads only the pages that can hold its keys.
 #![forbid(missing_docs)]
 #![forbid(unsafe_code)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod buckets;
 pub mod lazy;
+pub mod paged;
+pub mod part;
 pub mod side;
 
 pub use buckets::BucketKey;
 pub use lazy::LazyMap;
+pub use paged::PagedMap;
+pub use part::Part;
 pub use side::Side;

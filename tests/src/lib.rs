@@ -290,8 +290,9 @@ impl SinkContents {
                 stock: s.stock.values().map(|(r, _)| (r.sku, *r)).collect(),
                 orders: s
                     .orders
-                    .values()
-                    .map(|(r, _)| (r.order_id, r.clone()))
+                    .entries()
+                    .into_iter()
+                    .map(|(id, (r, _))| (id, r))
                     .collect(),
                 alerts: s.alerts.clone(),
                 ratings: s.ratings.iter().map(|(k, v)| (*k, *v)).collect(),
@@ -317,23 +318,25 @@ impl SinkContents {
                 points: by_id(
                     "points",
                     s.points
+                        .entries()
                         .iter()
-                        .filter_map(|d| d.entry())
+                        .filter_map(|(d, ())| d.entry())
                         .map(|e| (e.id.clone(), e.clone())),
                 ),
                 settlements: by_id(
                     "settlements",
                     s.settlements
+                        .entries()
                         .iter()
-                        .filter_map(|d| d.entry())
+                        .filter_map(|(d, ())| d.entry())
                         .map(|e| (e.id.clone(), e.clone())),
                 ),
                 payouts: s.payouts.clone(),
                 invoices: s.invoices.clone(),
                 sellers: s.sellers.clone(),
                 ledger_as_of: s.as_of,
-                sales_facts: s.facts().map(|f| (f.id.clone(), f.clone())).collect(),
-                sales_minutes: s.sales_minutes.clone(),
+                sales_facts: s.facts().into_iter().map(|f| (f.id.clone(), f)).collect(),
+                sales_minutes: s.sales_minutes.entries().into_iter().collect(),
                 sales_as_of: s.as_of,
             };
             c.normalize();
