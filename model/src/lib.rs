@@ -25,8 +25,8 @@ pub use ledger::{
 };
 pub use sales::{SalesEffect, SalesFact, SalesMinute};
 pub use views::{
-    Alert, AlertBody, AlsoBought, CheckpointCommit, DeadLetter, DeadLetterReason, OrderStatus,
-    OrderView, Output, RatingView, StatusChange, StockLevel, StoreImages, ViewBatch,
+    Alert, AlertBody, AlsoBought, CheckpointCommit, Committed, DeadLetter, DeadLetterReason,
+    OrderStatus, OrderView, Output, RatingView, StatusChange, StockLevel, StoreImages, ViewBatch,
 };
 pub use writers::Writers;
 

@@ -601,7 +601,18 @@ pub struct StoreImages {
 /// What commits a checkpoint: called by the sink writer once every output sent before it
 /// has been written, with the sinks' images. It returns a one-line description of what it
 /// wrote, or why it could not.
-type CommitFn = dyn FnOnce(StoreImages) -> Result<String, String> + Send;
+type CommitFn = dyn FnOnce(StoreImages) -> Result<Committed, String> + Send;
+
+/// A checkpoint committed (see [`CheckpointCommit::commit`]).
+#[derive(Debug)]
+pub struct Committed {
+    /// One line saying what was written.
+    pub line: String,
+    /// The store images as the checkpoint file holds them (their side data in the file),
+    /// in the order given: an in-process store may continue from its image there, so that
+    /// what the checkpoint holds stays on disk instead of in memory.
+    pub memory: Vec<shopflow_state::Part>,
+}
 
 /// A checkpoint waiting for the writer to reach it (see [`Output::Checkpoint`]). Clones
 /// share the one commit; the first [`CheckpointCommit::commit`] runs it.
@@ -616,7 +627,7 @@ impl CheckpointCommit {
     /// A checkpoint numbered `seq` committed by `commit`.
     pub fn new(
         seq: u64,
-        commit: impl FnOnce(StoreImages) -> Result<String, String> + Send + 'static,
+        commit: impl FnOnce(StoreImages) -> Result<Committed, String> + Send + 'static,
     ) -> Self {
         CheckpointCommit {
             seq,
@@ -625,7 +636,7 @@ impl CheckpointCommit {
     }
 
     /// Writes the checkpoint with the stores' images; `None` if it was committed already.
-    pub fn commit(&self, stores: StoreImages) -> Option<Result<String, String>> {
+    pub fn commit(&self, stores: StoreImages) -> Option<Result<Committed, String>> {
         let f = self.commit.lock().ok()?.take()?;
         Some(f(stores))
     }

@@ -505,18 +505,28 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
 
 /// Writes the file for `snapshot` (header and payload) to `out`; returns its length.
 pub fn encode_to(snapshot: &Snapshot, out: &mut impl Write) -> Result<u64, std::io::Error> {
+    encode_placed(snapshot, out).map(|(len, _)| len)
+}
+
+/// [`encode_to`], also returning where each blob starts in the file (in the manifest's
+/// order: the store images' serialized forms and side data come last, in pairs).
+fn encode_placed(
+    snapshot: &Snapshot,
+    out: &mut impl Write,
+) -> Result<(u64, Vec<u64>), std::io::Error> {
     let (manifest, blobs) = snapshot.manifest();
     write_file(FORMAT_VERSION, &manifest, blobs, out)
 }
 
 /// Writes a file of format `version` with `manifest` and its blobs to `out` (the blobs are
-/// read twice: for the checksum, then to write them).
+/// read twice: for the checksum, then to write them); returns the file's length and where
+/// each blob starts in it.
 fn write_file(
     version: u32,
     manifest: &impl Serialize,
     blobs: Vec<Blob<'_>>,
     out: &mut impl Write,
-) -> Result<u64, std::io::Error> {
+) -> Result<(u64, Vec<u64>), std::io::Error> {
     let manifest = bincode::serialize(manifest).map_err(std::io::Error::other)?;
     let mut digest = Checksum::default();
     let mut len: u64 = 8 + manifest.len() as u64;
@@ -535,10 +545,14 @@ fn write_file(
     out.write_all(&digest.digest().to_le_bytes())?;
     out.write_all(&(manifest.len() as u64).to_le_bytes())?;
     out.write_all(&manifest)?;
+    let mut at = (HEADER + 8 + manifest.len()) as u64;
+    let mut starts = Vec::with_capacity(blobs.len());
     for b in blobs {
+        starts.push(at);
+        at += b.len();
         b.pieces(|piece| out.write_all(piece))?;
     }
-    Ok(HEADER as u64 + len)
+    Ok((HEADER as u64 + len, starts))
 }
 
 /// The whole file for `snapshot`: header and payload.
@@ -793,34 +807,62 @@ impl<R: Read + Seek> Payload<'_, R> {
     }
 }
 
+/// A checkpoint written by [`write`].
+#[derive(Debug)]
+pub struct Written {
+    /// The file.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub len: u64,
+    /// The snapshot's store images as the file now holds them: their side data is the
+    /// file's (kept open), so an in-process store can continue from its image there and
+    /// leave its paged tables on disk (see `MemoryStore::restore`).
+    pub memory: Vec<Part>,
+}
+
 /// Writes `snapshot` to `dir` atomically (temporary file, fsync, rename, fsync of the
-/// directory), then removes all but the newest `keep` checkpoints. Returns the file and
-/// its size.
-pub fn write(
-    dir: &Path,
-    snapshot: &Snapshot,
-    keep: usize,
-) -> Result<(PathBuf, u64), CheckpointError> {
+/// directory), then removes all but the newest `keep` checkpoints.
+pub fn write(dir: &Path, snapshot: Snapshot, keep: usize) -> Result<Written, CheckpointError> {
     fs::create_dir_all(dir).map_err(io(dir))?;
     let path = dir.join(file_name(snapshot.seq));
     let tmp = dir.join(format!(".{}.tmp", file_name(snapshot.seq)));
-    let len = {
+    let (len, starts) = {
         let f = File::create(&tmp).map_err(io(&tmp))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, f);
-        let len = encode_to(snapshot, &mut out).map_err(io(&tmp))?;
+        let placed = encode_placed(&snapshot, &mut out).map_err(io(&tmp))?;
         let f = out.into_inner().map_err(|e| io(&tmp)(e.into_error()))?;
         f.sync_all().map_err(io(&tmp))?;
-        len
+        placed
     };
     fs::rename(&tmp, &path).map_err(io(&path))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir))?;
+    // The store images' side data, now in the file: (serialized form, side data) pairs
+    // are the last blobs.
+    let file = std::sync::Arc::new(File::open(&path).map_err(io(&path))?);
+    let images = snapshot.stores.memory;
+    let first = starts.len() - 2 * images.len();
+    let memory = images
+        .into_iter()
+        .enumerate()
+        .map(|(i, image)| {
+            let side = Side::File {
+                file: file.clone(),
+                start: starts[first + 2 * i + 1],
+                len: image.side.len(),
+            };
+            Part {
+                bytes: image.bytes,
+                side,
+            }
+        })
+        .collect();
     // The checkpoint is written; failing to delete old ones is worth a line, not a retry.
     if let Err(e) = prune(dir, keep) {
         tracing::warn!(error = %e, "old checkpoints not removed: {e}");
     }
-    Ok((path, len))
+    Ok(Written { path, len, memory })
 }
 
 /// Removes all but the newest `keep` (at least 1) checkpoint files, and temporary files

@@ -11,13 +11,13 @@
 //! leaves its 90-day window) is simply a record dated in the future.
 
 use std::cell::Cell;
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::cmp::Ordering;
 use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shopflow_model::Millis;
+use shopflow_state::SortedRuns;
 
 use crate::state::States;
 use timely::dataflow::channels::pact::ParallelizationContract;
@@ -46,11 +46,16 @@ pub struct Ctx {
 /// An `ordered` operator's whole state: the records waiting for the frontier and the
 /// state of its logic. This is what a checkpoint saves of it.
 #[derive(Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "D: Serialize + DeserializeOwned, S: Serialize",
+    deserialize = "D: Serialize + DeserializeOwned, S: DeserializeOwned"
+))]
 struct Waiting<D, S> {
     /// Records due soon, in time order once sorted (see [`ordered`]).
     near: Vec<(D, Millis)>,
-    /// Records dated far ahead, earliest (then first arrived) on top.
-    future: BinaryHeap<Reverse<Later<D>>>,
+    /// Records dated far ahead, earliest (then first arrived) first. A checkpoint saves
+    /// them as sorted runs that a restart reads back a page at a time, as their times come.
+    future: SortedRuns<Later<D>>,
     /// Arrival number of the next record put in `future`.
     arrivals: u64,
     /// The operator's own state.
@@ -61,7 +66,7 @@ impl<D, S: Default> Default for Waiting<D, S> {
     fn default() -> Self {
         Waiting {
             near: Vec::new(),
-            future: BinaryHeap::new(),
+            future: SortedRuns::default(),
             arrivals: 0,
             logic: S::default(),
         }
@@ -98,11 +103,11 @@ impl<D> Ord for Later<D> {
     }
 }
 
-impl<D, S> Waiting<D, S> {
+impl<D: Serialize + DeserializeOwned, S> Waiting<D, S> {
     /// The earliest time of a waiting record.
-    fn earliest(&self) -> Option<Millis> {
+    fn earliest(&mut self) -> Option<Millis> {
         let near = self.near.iter().map(|(_, t)| *t).min();
-        let future = self.future.peek().map(|Reverse(l)| l.time);
+        let future = self.future.peek().map(|l| l.time);
         match (near, future) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -147,7 +152,7 @@ where
     stream.unary_frontier(pact, name, move |cap, _info| {
         // One capability no later than any waiting record: restored records keep the
         // initial one, moved to the earliest of them.
-        let mut held: Option<Capability<Millis>> = waiting.borrow().earliest().map(|t| {
+        let mut held: Option<Capability<Millis>> = waiting.borrow_mut().earliest().map(|t| {
             let mut cap = cap;
             cap.downgrade(&t);
             cap
@@ -209,11 +214,11 @@ where
             // What stays in `near` and is dated far ahead moves to `future`.
             let far = near.partition_point(|(_, t)| *t < f.saturating_add(NEAR));
             for (record, time) in near.drain(far..) {
-                future.push(Reverse(Later {
+                future.push(Later {
                     time,
                     arrival: *arrivals,
                     record,
-                }));
+                });
                 *arrivals += 1;
             }
             // A burst leaves `near` with room it will not need again for long.
@@ -228,9 +233,9 @@ where
                 output.session(cap).give_iterator(out.drain(..));
             }
             let earliest = match (near.first(), future.peek()) {
-                (Some((_, a)), Some(Reverse(b))) => Some((*a).min(b.time)),
+                (Some((_, a)), Some(b)) => Some((*a).min(b.time)),
                 (Some((_, a)), None) => Some(*a),
-                (None, b) => b.map(|Reverse(l)| l.time),
+                (None, b) => b.map(|l| l.time),
             };
             match earliest {
                 Some(t) => {
@@ -255,18 +260,19 @@ const NEAR: Millis = 3_600_000;
 /// `future` too or after it in arrival order — never before.
 fn handle<D, O, L>(
     near: &mut Vec<(D, Millis)>,
-    future: &mut BinaryHeap<Reverse<Later<D>>>,
+    future: &mut SortedRuns<Later<D>>,
     ready: impl Fn(Millis) -> bool,
     logic: &mut L,
     group: &mut Vec<D>,
     out: &mut Vec<(O, Millis)>,
 ) where
+    D: Serialize + DeserializeOwned,
     L: FnMut(Millis, &mut Vec<D>, &mut Vec<(O, Millis)>),
 {
     let k = near.partition_point(|(_, t)| ready(*t));
     let mut now = near.drain(..k).peekable();
     loop {
-        let from_future = future.peek().map(|Reverse(l)| l.time).filter(|t| ready(*t));
+        let from_future = future.peek().map(|l| l.time).filter(|t| ready(*t));
         let from_near = now.peek().map(|(_, t)| *t);
         let t = match (from_future, from_near) {
             (None, None) => break,
@@ -275,8 +281,8 @@ fn handle<D, O, L>(
             (None, Some(b)) => b,
         };
         group.clear();
-        while future.peek().is_some_and(|Reverse(l)| l.time == t) {
-            if let Some(Reverse(l)) = future.pop() {
+        while future.peek().is_some_and(|l| l.time == t) {
+            if let Some(l) = future.pop() {
                 group.push(l.record);
             }
         }

@@ -1520,17 +1520,20 @@ impl Coordinator {
                 let started = Instant::now();
                 let mut snapshot = snapshot;
                 snapshot.stores = stores;
-                let (path, bytes) =
-                    crate::checkpoint::write(&dir, &snapshot, keep).map_err(|e| e.to_string())?;
+                let written =
+                    crate::checkpoint::write(&dir, snapshot, keep).map_err(|e| e.to_string())?;
                 let took = started.elapsed();
-                metrics.checkpoint_written(bytes, took);
-                Ok(format!(
-                    "checkpoint {seq} written: {} ({:.1} MB in {:.0} ms, as of {})",
-                    path.display(),
-                    bytes as f64 / 1e6,
-                    took.as_secs_f64() * 1e3,
-                    t.saturating_sub(1)
-                ))
+                metrics.checkpoint_written(written.len, took);
+                Ok(shopflow_model::Committed {
+                    line: format!(
+                        "checkpoint {seq} written: {} ({:.1} MB in {:.0} ms, as of {})",
+                        written.path.display(),
+                        written.len as f64 / 1e6,
+                        took.as_secs_f64() * 1e3,
+                        t.saturating_sub(1)
+                    ),
+                    memory: written.memory,
+                })
             });
             me.stats.metrics.checkpoint_paused(paused);
             tracing::info!(

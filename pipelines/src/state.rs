@@ -60,17 +60,27 @@ impl States {
             inner.savers.iter().all(|(n, _)| n != name),
             "operator state {name} registered twice"
         );
-        let state = match inner.restored.remove(name) {
-            Some(part) => match part.restore::<S>() {
-                Ok(s) => s,
-                Err(e) => {
-                    inner.error.get_or_insert(CheckpointError::Part {
-                        part: name.to_string(),
-                        reason: e.to_string(),
-                    });
-                    S::default()
-                }
-            },
+        let restored = inner.restored.remove(name).map(|part| {
+            let started = std::time::Instant::now();
+            let state = part.restore::<S>();
+            tracing::debug!(
+                part = name,
+                bytes = part.bytes.len(),
+                side = part.side.len(),
+                "operator state {name} read back in {:.1} ms",
+                started.elapsed().as_secs_f64() * 1e3
+            );
+            state
+        });
+        let state = match restored {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                inner.error.get_or_insert(CheckpointError::Part {
+                    part: name.to_string(),
+                    reason: e.to_string(),
+                });
+                S::default()
+            }
             None => S::default(),
         };
         let state = Rc::new(RefCell::new(state));

@@ -255,8 +255,15 @@ impl MemoryStore {
                     }),
                     Err(e) => Some(Err(e.to_string())),
                 };
-                if let Some(Err(e)) = result {
-                    tracing::warn!(error = %e, "checkpoint not written");
+                match result {
+                    // Continue from the image in the file (see the sink writer's commit).
+                    Some(Ok(committed)) => {
+                        if let Some(Err(e)) = committed.memory.first().map(|m| self.restore(m)) {
+                            tracing::warn!(error = %e, "in-process store not moved onto the checkpoint: {e}");
+                        }
+                    }
+                    Some(Err(e)) => tracing::warn!(error = %e, "checkpoint not written"),
+                    None => {}
                 }
             }
         }

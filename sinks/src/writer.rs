@@ -468,7 +468,19 @@ fn commit_checkpoint(sinks: &mut SinkSet, c: &CheckpointCommit, as_of: Option<Mi
         Err(e) => Some(Err(e.to_string())),
     };
     match result {
-        Some(Ok(line)) => tracing::info!(seq = c.seq, "{line}"),
+        Some(Ok(committed)) => {
+            tracing::info!(seq = c.seq, "{}", committed.line);
+            // Each in-process store continues from its image in the file just written: what
+            // the checkpoint holds of its paged tables leaves memory for the file's pages
+            // (nothing was written to the stores since their images were taken).
+            for (store, image) in sinks.memory_stores().iter().zip(&committed.memory) {
+                if let Err(e) = store.restore(image) {
+                    // Not expected (the image was serialized from this very state); the
+                    // store keeps its contents in memory and goes on.
+                    tracing::warn!(seq = c.seq, error = %e, "in-process store not moved onto checkpoint {}: {e}", c.seq);
+                }
+            }
+        }
         Some(Err(e)) => tracing::warn!(
             seq = c.seq,
             error = %e,

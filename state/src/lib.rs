@@ -11,7 +11,8 @@
 //! first new event is the small state, whatever the number of keys; the rest follows as
 //! the keys come up. An ordered store written by upserts ([`PagedMap`]) keeps its saved
 //! entries in sorted pages instead: a write never reads them, a lookup or a key range
-//! reads only the pages that can hold its keys.
+//! reads only the pages that can hold its keys. Records scheduled far ahead wait in
+//! [`SortedRuns`]: sorted pages read one at a time as their time comes.
 #![forbid(missing_docs)]
 #![forbid(unsafe_code)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
@@ -20,10 +21,12 @@ pub mod buckets;
 pub mod lazy;
 pub mod paged;
 pub mod part;
+pub mod runs;
 pub mod side;
 
 pub use buckets::BucketKey;
 pub use lazy::LazyMap;
 pub use paged::PagedMap;
 pub use part::Part;
+pub use runs::SortedRuns;
 pub use side::Side;

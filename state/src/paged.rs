@@ -19,7 +19,7 @@ use crate::side::{self, Side};
 /// How entries are encoded on a page: bincode with variable-length integers (ids, amounts
 /// and times are mostly far below their types' range; about half the bytes of the fixed
 /// encoding the rest of a checkpoint uses).
-fn page_encoding() -> impl Options {
+pub(crate) fn page_encoding() -> impl Options {
     bincode::DefaultOptions::new()
         .with_varint_encoding()
         .allow_trailing_bytes()
@@ -305,7 +305,8 @@ impl<K: Clone + Serialize> PageWriter<K> {
     }
 }
 
-fn append(bytes: &[u8]) -> Result<u64, BucketError> {
+/// Appends `bytes` to the running [`side::writing`]; where they start.
+pub(crate) fn append(bytes: &[u8]) -> Result<u64, BucketError> {
     side::append(|out| {
         out.extend_from_slice(bytes);
         Ok::<_, BucketError>(())

@@ -136,12 +136,25 @@ fn a_restart_from_any_checkpoint_equals_one_run() {
     let mut cfg = CheckpointConfig::new(&dir);
     cfg.every_messages = 1_500;
     cfg.keep = 100;
-    run_into(
-        &MemoryStore::new(),
-        streams.clone(),
-        config(2, cfg),
-        BTreeMap::new(),
+    let first = MemoryStore::new();
+    run_into(&first, streams.clone(), config(2, cfg), BTreeMap::new());
+    // After each checkpoint the store continued from its image in the file: what it held
+    // then is on the file's pages, what came after in memory, and it answers as one run.
+    let (on_pages, in_memory) = first.read(|s| {
+        let tables = [
+            (s.orders.on_pages(), s.orders.in_memory()),
+            (s.sales_facts.on_pages(), s.sales_facts.in_memory()),
+            (s.settlements.on_pages(), s.settlements.in_memory()),
+        ];
+        tables
+            .iter()
+            .fold((0, 0), |(p, m), (tp, tm)| (p + tp, m + tm))
+    });
+    assert!(
+        on_pages > 0 && in_memory < on_pages,
+        "{on_pages} rows on checkpoint pages, {in_memory} in memory"
     );
+    check(&first, &streams, &want, "the run that took the checkpoints");
     let files = checkpoint::list(&dir).expect("list the checkpoints");
     let mid: Vec<_> = files
         .iter()
