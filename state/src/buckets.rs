@@ -17,9 +17,12 @@ use crate::side::{self, Side};
 pub const PER_BUCKET: usize = 32;
 
 /// Buckets are read back from the file in aligned pieces of this size, kept in memory until
-/// every bucket within was read back: one read per piece rather than one per bucket (a
-/// restart's first events touch buckets all over the file).
-const CHUNK: u64 = 1 << 20;
+/// every bucket within was read back (a bucket across two pieces is read on its own).
+/// Small on purpose: a restart's first events touch buckets all over the file, and what it
+/// reads should follow the buckets touched, not the size of the file. With 1 MiB pieces
+/// the first write after 4.9M events came 0.25–0.27 s after the start, with 64 KiB
+/// 0.20–0.24 s, with 4 KiB 0.17 s (0.10–0.12 s after 1M events with each).
+const CHUNK: u64 = 1 << 12;
 
 /// A hash of a key that is the same in every process and every build: it picks the
 /// key's bucket in a checkpoint, so it must not depend on a per-process seed.
