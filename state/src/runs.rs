@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::buckets::BucketError;
 use crate::lazy::lost;
-use crate::paged::{append, page_encoding, PAGE_BYTES};
+use crate::paged::{append, compress, decompress, page_encoding, PAGE_BYTES};
 use crate::side::{self, Side};
 
 /// Runs kept apart in a checkpoint at most: a checkpoint that would write more merges
@@ -45,6 +45,7 @@ impl<T: DeserializeOwned> Run<T> {
             self.side
                 .read_into(p.at, u64::from(p.len), &mut buf)
                 .unwrap_or_else(|e| lost(BucketError::Io(e)));
+            let buf = decompress(&buf).unwrap_or_else(|e| lost(e));
             let mut de = bincode::Deserializer::from_slice(&buf, page_encoding());
             for _ in 0..p.count {
                 match T::deserialize(&mut de) {
@@ -199,11 +200,11 @@ impl RunWriter {
         if self.count == 0 {
             return Ok(());
         }
-        let at = append(&self.cur)?;
+        let page = compress(&self.cur);
+        let at = append(&page)?;
         self.pages.push(RunPage {
             at,
-            len: u32::try_from(self.cur.len())
-                .map_err(|_| BucketError::Layout("page too large"))?,
+            len: u32::try_from(page.len()).map_err(|_| BucketError::Layout("page too large"))?,
             count: std::mem::take(&mut self.count),
         });
         self.cur.clear();
