@@ -51,19 +51,8 @@ impl<K: Ord + DeserializeOwned> Pages<K> {
     /// Decodes page `i`.
     fn page<V: DeserializeOwned>(&self, i: usize) -> Vec<(K, V)> {
         let p = &self.index[i];
-        let mut buf = Vec::new();
-        self.side
-            .read_into(p.at, u64::from(p.len), &mut buf)
-            .unwrap_or_else(|e| lost(BucketError::Io(e)));
-        let buf = decompress(&buf).unwrap_or_else(|e| lost(e));
         let mut out = Vec::with_capacity(p.count as usize);
-        let mut de = bincode::Deserializer::from_slice(&buf, page_encoding());
-        for _ in 0..p.count {
-            match <(K, V)>::deserialize(&mut de) {
-                Ok(e) => out.push(e),
-                Err(e) => lost(BucketError::Decode(e)),
-            }
-        }
+        read_page(&self.side, p.at, p.len, p.count, |e| out.push(e));
         out
     }
 
@@ -149,9 +138,7 @@ where
     /// Sets `key` and its value, replacing the key too if one equal to it is in memory
     /// (for keys that carry data beyond what orders them, such as a whole ledger entry).
     pub fn replace(&mut self, key: K, value: V) {
-        if self.live.contains_key(&key) {
-            self.live.remove(&key);
-        }
+        self.live.remove(&key);
         self.live.insert(key, value);
     }
 
@@ -285,12 +272,11 @@ impl<K: Clone + Serialize> PageWriter<K> {
         let Some(first) = self.first.take() else {
             return Ok(());
         };
-        let page = compress(&self.cur);
-        let at = append(&page)?;
+        let (at, len) = write_page(&self.cur)?;
         self.index.push(PageRef {
             first,
             at,
-            len: u32::try_from(page.len()).map_err(|_| BucketError::Layout("page too large"))?,
+            len,
             count: std::mem::take(&mut self.count),
         });
         self.cur.clear();
@@ -306,17 +292,39 @@ impl<K: Clone + Serialize> PageWriter<K> {
     }
 }
 
-/// A page as written: its encoded entries compressed (LZ4 block, the uncompressed length
-/// first). Sorted entries of one table repeat a lot (ids, times, amounts of one order or
-/// seller): the pages take about half the bytes, and so does checking the file at a restart.
-pub(crate) fn compress(page: &[u8]) -> Vec<u8> {
-    lz4_flex::block::compress_prepend_size(page)
+/// Writes a page (`encoded`: its entries in [`page_encoding`]) to the running
+/// [`side::writing`], compressed (LZ4 block, the uncompressed length first: sorted entries
+/// of one table repeat a lot — ids, times, amounts of one order or seller — and the pages
+/// take about half the bytes, so does checking the file at a restart). Returns where the
+/// page starts and its length.
+pub(crate) fn write_page(encoded: &[u8]) -> Result<(u64, u32), BucketError> {
+    let page = lz4_flex::block::compress_prepend_size(encoded);
+    let len = u32::try_from(page.len()).map_err(|_| BucketError::Layout("page too large"))?;
+    Ok((append(&page)?, len))
 }
 
-/// The encoded entries of a page read back (see [`compress`]).
-pub(crate) fn decompress(page: &[u8]) -> Result<Vec<u8>, BucketError> {
-    lz4_flex::block::decompress_size_prepended(page)
-        .map_err(|_| BucketError::Layout("a page does not decompress"))
+/// Reads back the `count` entries of the page of `len` bytes at `at` of `side` (as
+/// [`write_page`] wrote it), handing each to `each`. A page that cannot be read or decoded
+/// after the start panics (see [`lost`]).
+pub(crate) fn read_page<T: DeserializeOwned>(
+    side: &Side,
+    at: u64,
+    len: u32,
+    count: u32,
+    mut each: impl FnMut(T),
+) {
+    let mut buf = Vec::new();
+    side.read_into(at, u64::from(len), &mut buf)
+        .unwrap_or_else(|e| lost(BucketError::Io(e)));
+    let buf = lz4_flex::block::decompress_size_prepended(&buf)
+        .unwrap_or_else(|_| lost(BucketError::Layout("a page does not decompress")));
+    let mut de = bincode::Deserializer::from_slice(&buf, page_encoding());
+    for _ in 0..count {
+        match T::deserialize(&mut de) {
+            Ok(e) => each(e),
+            Err(e) => lost(BucketError::Decode(e)),
+        }
+    }
 }
 
 /// Appends `bytes` to the running [`side::writing`]; where they start.

@@ -11,8 +11,7 @@ use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::buckets::BucketError;
-use crate::lazy::lost;
-use crate::paged::{append, compress, decompress, page_encoding, PAGE_BYTES};
+use crate::paged::{append, page_encoding, read_page, write_page, PAGE_BYTES};
 use crate::side::{self, Side};
 
 /// Runs kept apart in a checkpoint at most: a checkpoint that would write more merges
@@ -41,18 +40,9 @@ impl<T: DeserializeOwned> Run<T> {
             let Some(p) = self.pages.pop_front() else {
                 return false;
             };
-            let mut buf = Vec::new();
-            self.side
-                .read_into(p.at, u64::from(p.len), &mut buf)
-                .unwrap_or_else(|e| lost(BucketError::Io(e)));
-            let buf = decompress(&buf).unwrap_or_else(|e| lost(e));
-            let mut de = bincode::Deserializer::from_slice(&buf, page_encoding());
-            for _ in 0..p.count {
-                match T::deserialize(&mut de) {
-                    Ok(item) => self.head.push_back(item),
-                    Err(e) => lost(BucketError::Decode(e)),
-                }
-            }
+            read_page(&self.side, p.at, p.len, p.count, |item| {
+                self.head.push_back(item);
+            });
         }
         true
     }
@@ -200,11 +190,10 @@ impl RunWriter {
         if self.count == 0 {
             return Ok(());
         }
-        let page = compress(&self.cur);
-        let at = append(&page)?;
+        let (at, len) = write_page(&self.cur)?;
         self.pages.push(RunPage {
             at,
-            len: u32::try_from(page.len()).map_err(|_| BucketError::Layout("page too large"))?,
+            len,
             count: std::mem::take(&mut self.count),
         });
         self.cur.clear();
