@@ -129,16 +129,7 @@ impl SeenIds {
             // there is.
             return;
         }
-        let pending = base.pending() as usize;
-        if self.table.capacity() < self.table.len() + pending {
-            // Room for every id still on disk at once, not a rehash every doubling.
-            let (arena, hasher) = (&self.arena, &self.hasher);
-            self.table
-                .reserve(pending, |s| hasher.hash_one(id_at(arena, s.at)));
-        }
-        let Some(base) = self.base.as_mut() else {
-            return;
-        };
+        // No room reserved for every id still on disk: see `LazyMap::load`.
         let mut buf = Vec::new();
         match base.take(b, &mut buf) {
             Ok(None) => {}
