@@ -474,4 +474,26 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_restore_holds_only_the_ids_read_back() {
+        let mut seen = SeenIds::default();
+        for i in 0..20_000u64 {
+            seen.insert(&format!("e{i}"), i);
+        }
+        let (bytes, side) = side::save(&seen).unwrap();
+        let side = shopflow_state::Side::Bytes(std::sync::Arc::new(side));
+        let mut seen: SeenIds = side::reading(side, || bincode::deserialize(&bytes).unwrap());
+        assert_eq!(seen.get("e777"), Some(777));
+        assert_eq!(seen.len(), 20_000);
+        // One bucket read back: the table has room for about that, not for every id still
+        // on disk (whose pages later reads would touch for the first time, one by one).
+        assert!(
+            seen.table.capacity() < 1_000,
+            "room for {} ids after one bucket was read back",
+            seen.table.capacity()
+        );
+        assert_eq!(seen.get("e19999"), Some(19_999));
+        assert_eq!(seen.get("e20000"), None);
+    }
 }
