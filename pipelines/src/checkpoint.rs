@@ -173,63 +173,120 @@ impl Checksum {
     }
 }
 
-/// [`Checksum`] of the `len` bytes at `start` of `file`, its segments hashed on up to as
-/// many threads as there are processors (at most 4).
-fn file_checksum(file: std::sync::Arc<File>, start: u64, len: u64) -> std::io::Result<u64> {
-    file_checksum_in(file, start, len, SEGMENT)
+/// The segments of a file's payload being checked: each is hashed by whichever thread
+/// takes it next, so threads that get less of the processors (the one reading the parts
+/// meanwhile, which joins in once it is done) do not hold the others up.
+struct FileCheck {
+    side: Side,
+    len: u64,
+    segment: u64,
+    segments: u64,
+    /// The next segment not taken.
+    next: std::sync::atomic::AtomicU64,
+    /// (segment, hash) of those hashed.
+    sums: std::sync::Mutex<Vec<(u64, u64)>>,
 }
 
+impl FileCheck {
+    /// The `len` bytes at `start` of `file`, in segments of `segment` bytes.
+    fn new(file: std::sync::Arc<File>, start: u64, len: u64, segment: u64) -> Self {
+        FileCheck {
+            side: Side::File { file, start, len },
+            len,
+            segment,
+            segments: len.div_ceil(segment),
+            next: std::sync::atomic::AtomicU64::new(0),
+            sums: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Threads to check on besides the caller: as many as there are processors (at most
+    /// 4), not more than segments.
+    fn threads(&self) -> u64 {
+        let cpus = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, 4) as u64;
+        cpus.min(self.segments)
+    }
+
+    /// Hashes segments until none is left to take.
+    fn help(&self) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering;
+        let mut buf = vec![0u8; PIECE];
+        let mut mine = Vec::new();
+        loop {
+            let seg = self.next.fetch_add(1, Ordering::Relaxed);
+            if seg >= self.segments {
+                break;
+            }
+            let (from, to) = (seg * self.segment, ((seg + 1) * self.segment).min(self.len));
+            let mut h = Xxh3Default::new();
+            let mut at = from;
+            while at < to {
+                let n = (to - at).min(PIECE as u64) as usize;
+                if let Err(e) = self.side.read_exact_into(at, &mut buf[..n]) {
+                    // No one takes another segment: the check has failed.
+                    self.next.store(self.segments, Ordering::Relaxed);
+                    return Err(e);
+                }
+                h.update(&buf[..n]);
+                at += n as u64;
+            }
+            mine.push((seg, h.digest()));
+        }
+        self.sums
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(mine);
+        Ok(())
+    }
+
+    /// The [`Checksum`], once every segment was hashed.
+    fn digest(self) -> u64 {
+        let hashed = self
+            .sums
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        debug_assert_eq!(hashed.len() as u64, self.segments, "every segment hashed");
+        let mut sums = vec![0u64; self.segments as usize];
+        for (seg, h) in hashed {
+            sums[seg as usize] = h;
+        }
+        let mut all = Xxh3Default::new();
+        for h in sums {
+            all.update(&h.to_le_bytes());
+        }
+        all.digest()
+    }
+
+    /// Checks on [`FileCheck::threads`] threads while `meanwhile` runs on the caller's,
+    /// which then helps with what is left: `meanwhile`'s result and the checksum.
+    fn run_with<T>(self, meanwhile: impl FnOnce() -> T) -> (T, std::io::Result<u64>) {
+        let (out, done) = std::thread::scope(|scope| {
+            let helpers: Vec<_> = (0..self.threads())
+                .map(|_| scope.spawn(|| self.help()))
+                .collect();
+            let out = meanwhile();
+            let mut done = self.help();
+            for h in helpers {
+                let r = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+                done = done.and(r);
+            }
+            (out, done)
+        });
+        (out, done.map(|()| self.digest()))
+    }
+}
+
+/// [`Checksum`] of the `len` bytes at `start` of `file` (see [`FileCheck`]).
+#[cfg(test)]
 fn file_checksum_in(
     file: std::sync::Arc<File>,
     start: u64,
     len: u64,
     segment: u64,
 ) -> std::io::Result<u64> {
-    let segments = len.div_ceil(segment);
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .clamp(1, 4) as u64;
-    let threads = threads.min(segments.max(1));
-    let side = Side::File { file, start, len };
-    let hashed: Vec<std::io::Result<Vec<(u64, u64)>>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|t| {
-                let side = &side;
-                scope.spawn(move || {
-                    let mut buf = vec![0u8; PIECE];
-                    let mut out = Vec::new();
-                    for seg in (t..segments).step_by(threads as usize) {
-                        let (from, to) = (seg * segment, ((seg + 1) * segment).min(len));
-                        let mut h = Xxh3Default::new();
-                        let mut at = from;
-                        while at < to {
-                            let n = (to - at).min(PIECE as u64) as usize;
-                            side.read_exact_into(at, &mut buf[..n])?;
-                            h.update(&buf[..n]);
-                            at += n as u64;
-                        }
-                        out.push((seg, h.digest()));
-                    }
-                    Ok(out)
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
-    let mut sums = vec![0u64; segments as usize];
-    for part in hashed {
-        for (seg, h) in part? {
-            sums[seg as usize] = h;
-        }
-    }
-    let mut all = Xxh3Default::new();
-    for h in sums {
-        all.update(&h.to_le_bytes());
-    }
-    Ok(all.digest())
+    FileCheck::new(file, start, len, segment).run_with(|| ()).1
 }
 
 impl Snapshot {
@@ -624,17 +681,13 @@ pub fn decode_from<R: Read + Seek>(
     // From a file, the checksum's segments are read and hashed on threads of their own
     // (all of the payload, in parallel) while this thread reads the parts and passes over
     // the side data without reading it.
-    let (parsed, extra, digest) = std::thread::scope(|scope| {
-        let check = file.map(|f| {
-            let f = f.clone();
-            scope.spawn(move || file_checksum(f, HEADER as u64, len))
-        });
+    let mut read = |check_here: bool| {
         let mut payload = Payload {
             r,
             file,
             rest: len,
             total,
-            digest: check.is_none().then(Checksum::default),
+            digest: check_here.then(Checksum::default),
             piece: vec![0u8; PIECE],
         };
         let parsed = payload.parts();
@@ -642,12 +695,17 @@ pub fn decode_from<R: Read + Seek>(
         // still counts in the checksum.
         let extra = payload.rest;
         let skipped = payload.skip(extra);
-        let digest = match check {
-            Some(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-            None => skipped.map(|()| payload.digest.as_ref().map_or(0, Checksum::digest)),
-        };
+        let digest = skipped.map(|()| payload.digest.as_ref().map_or(0, Checksum::digest));
         (parsed, extra, digest)
-    });
+    };
+    let (parsed, extra, digest) = match file {
+        Some(f) => {
+            let check = FileCheck::new(f.clone(), HEADER as u64, len, SEGMENT);
+            let ((parsed, extra, skipped), digest) = check.run_with(|| read(false));
+            (parsed, extra, skipped.and(digest))
+        }
+        None => read(true),
+    };
     if digest.map_err(failed)? != sum {
         return Err("checksum mismatch (the file is corrupt)".into());
     }
