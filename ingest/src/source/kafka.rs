@@ -133,6 +133,13 @@ fn source_consumer(
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "50")
+        // When a partition's prefetch queue is full, librdkafka (2.1 and later) postpones
+        // that partition's next fetch by this long, 1,000 ms by default: with the bounded
+        // prefetch above, a consumer behind the log (a replay, a restart, a backfill) then
+        // read about one queue a second per partition. Raw consume of a 300,000-message
+        // replay over 15 partitions: 41-56K msg/s with the default, 470-570K msg/s with
+        // 10 ms; the whole pipeline through Kafka 35-46K -> 208-236K msg/s.
+        .set("fetch.queue.backoff.ms", "10")
         // Reconnect within a second of the broker coming back (the default backs off to
         // 10 s during a long outage, and reading would wait that long after it).
         .set("reconnect.backoff.max.ms", "1000")
