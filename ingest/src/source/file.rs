@@ -243,12 +243,32 @@ impl Source for FileSource {
 mod tests {
     use super::*;
 
-    fn file(name: &str, text: &str) -> String {
+    /// A test's input file, removed (and its directory, once empty) when dropped.
+    struct TestFile(String);
+
+    impl std::ops::Deref for TestFile {
+        type Target = str;
+        fn deref(&self) -> &str {
+            &self.0
+        }
+    }
+
+    impl Drop for TestFile {
+        fn drop(&mut self) {
+            let path = std::path::Path::new(&self.0);
+            let _ = std::fs::remove_file(path);
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+
+    fn file(name: &str, text: &str) -> TestFile {
         let dir = std::env::temp_dir().join(format!("shopflow-file-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join(name);
         std::fs::write(&path, text).expect("write");
-        path.to_string_lossy().into_owned()
+        TestFile(path.to_string_lossy().into_owned())
     }
 
     fn read_all(mut s: FileSource) -> Vec<(i64, String)> {
