@@ -680,7 +680,7 @@ pub fn decode_from<R: Read + Seek>(
     //
     // From a file, the checksum's segments are read and hashed on threads of their own
     // (all of the payload, in parallel) while this thread reads the parts and passes over
-    // the side data without reading it.
+    // the side data without reading it, then hashes segments with them (`FileCheck`).
     let mut read = |check_here: bool| {
         let mut payload = Payload {
             r,
