@@ -569,10 +569,8 @@ where
             match outcome {
                 Outcome::Accepted(a) => {
                     if a.late {
-                        stats.late.fetch_add(1, Ordering::Relaxed);
                         tally.late += 1;
                     }
-                    stats.accepted.fetch_add(1, Ordering::Relaxed);
                     tally.accepted += 1;
                     sent = true;
                     feed(
@@ -584,7 +582,6 @@ where
                     );
                 }
                 Outcome::Duplicate => {
-                    stats.duplicates.fetch_add(1, Ordering::Relaxed);
                     tally.duplicates += 1;
                 }
                 Outcome::Rejected(r) => {
@@ -592,7 +589,6 @@ where
                         .iter()
                         .position(|x| *x == r.reason)
                         .unwrap_or(0);
-                    stats.dead_letters[i].fetch_add(1, Ordering::Relaxed);
                     tally.dead[i] += 1;
                     let s = &source.streams()[m.stream];
                     sent = true;
@@ -618,7 +614,7 @@ where
             // Records went in at the inputs' time.
             ends.sent[index].fetch_max(timely + 1, Ordering::AcqRel);
         }
-        tally.flush(&stats.metrics, source.as_ref(), &validators);
+        tally.flush(stats, source.as_ref(), &validators);
         if snap.finished {
             // A bounded input read to its end: the frontier takes this round into account
             // before the checkpoint at the end (below), whose time it is — read in one
@@ -857,20 +853,29 @@ impl Tally {
         }
     }
 
-    /// Adds the counts to the metrics and resets them; sets the consumer lag of every
-    /// stream whose source can tell it, and records the latest event time.
-    fn flush(
-        &mut self,
-        metrics: &PipelineMetrics,
-        source: &dyn Source,
-        validators: &[StreamValidator],
-    ) {
+    /// Adds the counts to the run's counts and the metrics once per round (per message,
+    /// the counters that every reading worker shares would bounce between the cores) and
+    /// resets them; sets the consumer lag of every stream whose source can tell it, and
+    /// records the latest event time.
+    fn flush(&mut self, stats: &Stats, source: &dyn Source, validators: &[StreamValidator]) {
+        let metrics = &stats.metrics;
         for (counter, n) in self.events_in.iter().zip(&mut self.read) {
             counter.inc_by(std::mem::take(n));
         }
-        for (counter, n) in self.dead_letters.iter().zip(&mut self.dead) {
+        for ((counter, total), n) in self
+            .dead_letters
+            .iter()
+            .zip(&stats.dead_letters)
+            .zip(&mut self.dead)
+        {
+            total.fetch_add(*n, Ordering::Relaxed);
             counter.inc_by(std::mem::take(n));
         }
+        stats.accepted.fetch_add(self.accepted, Ordering::Relaxed);
+        stats
+            .duplicates
+            .fetch_add(self.duplicates, Ordering::Relaxed);
+        stats.late.fetch_add(self.late, Ordering::Relaxed);
         metrics.accepted.inc_by(std::mem::take(&mut self.accepted));
         metrics
             .duplicates
