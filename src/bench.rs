@@ -205,9 +205,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         consume_rate
     );
     println!(
-        "  decode + pipeline             {:>12.0} msg/s  ({:.3} × raw consume)",
+        "  decode + pipeline             {:>12.0} msg/s  ({:.3} × raw consume, {:.3} × the pipeline in memory)",
         kafka_pipeline_rate,
-        kafka_pipeline_rate / consume_rate
+        kafka_pipeline_rate / consume_rate,
+        kafka_pipeline_rate / pipeline_rate
     );
     Ok(())
 }
