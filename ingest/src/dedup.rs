@@ -434,6 +434,7 @@ impl<'de> Deserialize<'de> for ByteBuf {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use shopflow_state::Part;
     use std::collections::HashMap;
 
     proptest! {
@@ -458,9 +459,7 @@ mod tests {
                     }
                     2 | 3 => {
                         // A checkpoint: ids in buckets of side data, read back lazily.
-                        let (bytes, side) = side::save(&seen).unwrap();
-                        let side = shopflow_state::Side::Bytes(std::sync::Arc::new(side));
-                        seen = side::reading(side, || bincode::deserialize(&bytes).unwrap());
+                        seen = Part::save(&seen).unwrap().restore().unwrap();
                     }
                     _ => {
                         seen.insert(&id, ts);
@@ -481,9 +480,7 @@ mod tests {
         for i in 0..20_000u64 {
             seen.insert(&format!("e{i}"), i);
         }
-        let (bytes, side) = side::save(&seen).unwrap();
-        let side = shopflow_state::Side::Bytes(std::sync::Arc::new(side));
-        let mut seen: SeenIds = side::reading(side, || bincode::deserialize(&bytes).unwrap());
+        let mut seen: SeenIds = Part::save(&seen).unwrap().restore().unwrap();
         assert_eq!(seen.get("e777"), Some(777));
         assert_eq!(seen.len(), 20_000);
         // One bucket read back: the table has room for about that, not for every id still

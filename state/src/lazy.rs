@@ -402,18 +402,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::side::Side;
+    use crate::Part;
     use proptest::prelude::*;
-    use std::sync::Arc;
 
     type Map = LazyMap<u64, String>;
 
     /// A checkpoint round trip: saved with side data, restored lazily from it.
     fn checkpoint(map: &Map) -> Map {
-        let (bytes, side) = side::save(map).unwrap();
-        side::reading(Side::Bytes(Arc::new(side)), || {
-            bincode::deserialize(&bytes).unwrap()
-        })
+        Part::save(map).unwrap().restore().unwrap()
     }
 
     #[derive(Debug, Clone)]
@@ -535,10 +531,7 @@ mod tests {
         }
         let map = checkpoint(&map);
         let extra: Vec<(u64, String)> = (100..150).map(|k| (k, "x".to_string())).collect();
-        let (bytes, side) = side::save(&Saved(&map, &extra)).unwrap();
-        let mut back: Map = side::reading(Side::Bytes(Arc::new(side)), || {
-            bincode::deserialize(&bytes).unwrap()
-        });
+        let mut back: Map = Part::save(&Saved(&map, &extra)).unwrap().restore().unwrap();
         assert_eq!(back.len(), 150);
         assert_eq!(back.get(&7).map(String::as_str), Some("m"));
         assert_eq!(back.get(&120).map(String::as_str), Some("x"));

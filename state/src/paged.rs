@@ -454,6 +454,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Part;
     use proptest::prelude::*;
     use std::sync::Arc;
 
@@ -461,10 +462,7 @@ mod tests {
 
     /// A checkpoint round trip: saved with side data, restored with its pages on it.
     fn checkpoint(map: &Map) -> Map {
-        let (bytes, side) = side::save(map).expect("saves");
-        side::reading(Side::Bytes(Arc::new(side)), || {
-            bincode::deserialize(&bytes).expect("restores")
-        })
+        Part::save(map).expect("saves").restore().expect("restores")
     }
 
     #[derive(Clone, Debug)]

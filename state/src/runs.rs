@@ -354,16 +354,13 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Part;
     use proptest::prelude::*;
-    use std::sync::Arc;
 
     type Queue = SortedRuns<(u64, u64, String)>;
 
     fn checkpoint(q: &Queue) -> Queue {
-        let (bytes, side) = side::save(q).expect("saves");
-        side::reading(Side::Bytes(Arc::new(side)), || {
-            bincode::deserialize(&bytes).expect("restores")
-        })
+        Part::save(q).expect("saves").restore().expect("restores")
     }
 
     #[derive(Clone, Debug)]
